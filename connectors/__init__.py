@@ -1,0 +1,1 @@
+"""Built-in syncbridge connectors (installed as the `syncbridge_connectors` package)."""

@@ -1,0 +1,1 @@
+"""syncbridge: sync CRM and commerce data into Mailchimp."""

@@ -1,0 +1,335 @@
+"""The `syncbridge` command: parse arguments, call one stage, print the result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from . import demo as demo_module
+from . import inspect, render
+from .bundled import data_dir, example_config
+from .config.loader import Settings
+from .connectors import available_connectors
+from .errors import ConfigError, FatalError, SyncbridgeError
+from .logs import setup_logging
+from .pipeline import CycleReport, ProgressHook, run_cycle
+from .redaction import redact
+from .settings import load_settings
+from .store.engine import create_store_engine, open_engine
+from .store.migrate import current_revision, upgrade
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False
+)
+db_app = typer.Typer(no_args_is_help=True, help="Manage the profile cache's schema.")
+profiles_app = typer.Typer(no_args_is_help=True, help="Look at resolved profiles.")
+connectors_app = typer.Typer(no_args_is_help=True, help="Installed connectors.")
+app.add_typer(db_app, name="db")
+app.add_typer(profiles_app, name="profiles")
+app.add_typer(connectors_app, name="connectors")
+
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("syncbridge")
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", envvar="SYNCBRIDGE_CONFIG", help="Path to config.toml."),
+]
+
+
+class _State:
+    log_format: str | None = None
+    log_level: str | None = None
+
+
+state = _State()
+
+
+@app.callback()
+def main_options(
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="text or json (overrides the config).")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, …")] = None,
+) -> None:
+    """syncbridge: sync CRM and commerce data into Mailchimp."""
+    if log_format not in (None, "text", "json"):
+        raise typer.BadParameter("--log-format must be text or json")
+    state.log_format, state.log_level = log_format, log_level
+    setup_logging(log_level or "INFO", log_format or "text")
+
+
+def _settings(config: Path) -> Settings:
+    settings = load_settings(config)
+    logging_config = settings.config.logging
+    setup_logging(
+        state.log_level or logging_config.level, state.log_format or logging_config.format
+    )
+    return settings
+
+
+@contextmanager
+def _progress() -> Iterator[ProgressHook | None]:
+    """A live progress display on a terminal; plain log lines otherwise."""
+    if not err.is_terminal or state.log_format == "json":
+        totals: dict[str, int] = {}
+
+        def log_page(label: str, n: int) -> None:
+            totals[label] = totals.get(label, 0) + n
+            log.info("%s: %d records read", label, totals[label])
+
+        yield log_page
+        return
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed:,} records"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        tasks: dict[str, Any] = {}
+
+        def advance(label: str, n: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=None)
+            progress.advance(tasks[label], n)
+
+        yield advance
+
+
+def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
+    if isinstance(exc, ConfigError):
+        err.print(f"[red]Configuration has {len(exc.problems)} problem(s):[/red]")
+        for problem in exc.problems:
+            err.print(f"  - {redact(str(problem))}", markup=False, highlight=False)
+    else:
+        err.print(f"[red]error:[/red] {redact(str(exc))}", highlight=False)
+    return typer.Exit(code)
+
+
+def _cycle(settings: Settings) -> CycleReport:
+    engine = open_engine(settings.config.store.url, settings.config.store.echo)
+    with _progress() as hook:
+        return run_cycle(settings, engine, hook)
+
+
+def _print_cycle(report: CycleReport) -> None:
+    out.print(render.cycle_table(report))
+    out.print(render.identity_table(report))
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to write the starter files.")] = Path(),
+    force: Annotated[bool, typer.Option(help="Overwrite existing files.")] = False,
+) -> None:
+    """Write a starter config.toml, the default mappings and the sample exports."""
+    targets = {directory / "config.toml": example_config()}
+    for sub in ("mappings", "examples"):
+        source_dir = data_dir(sub)
+        for path in sorted(source_dir.rglob("*")):
+            if path.is_file() and path.suffix in (".toml", ".csv", ".jsonl", ".md"):
+                targets[directory / sub / path.relative_to(source_dir)] = path
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not force:
+        err.print(f"[red]not overwriting existing files[/red] (use --force): {', '.join(existing)}")
+        raise typer.Exit(1)
+    for target, source in targets.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    out.print(f"Wrote {len(targets)} files into {directory.resolve()}.")
+    out.print("Next: edit config.toml, then `syncbridge validate` and `syncbridge run --once`.")
+
+
+@app.command()
+def validate(config: ConfigOption = Path("config.toml")) -> None:
+    """Check the config and every mapping file; list all problems."""
+    try:
+        settings = load_settings(config)
+    except (ConfigError, FatalError) as exc:
+        raise _fail(exc) from None
+    streams = sum(len(s.streams) for s in settings.config.sources)
+    out.print(
+        f"[green]OK[/green]: {config} with {len(settings.config.sources)} source(s), "
+        f"{streams} stream(s), {len(settings.mappings)} mapping(s)."
+    )
+
+
+@app.command()
+def run(
+    config: ConfigOption = Path("config.toml"),
+    once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
+    every: Annotated[int, typer.Option(help="Seconds between cycles as a daemon.", min=5)] = 300,
+) -> None:
+    """Run the pipeline: one cycle with --once, else as a daemon every --every seconds."""
+    try:
+        settings = _settings(config)
+        if once:
+            _print_cycle(_cycle(settings))
+            return
+        _daemon(settings, every)
+    except SyncbridgeError as exc:
+        raise _fail(exc) from None
+
+
+def _daemon(settings: Settings, every: int) -> None:
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    scheduler = BlockingScheduler()
+
+    def cycle() -> None:
+        try:
+            report = _cycle(settings)
+            log.info(
+                "run %d %s in %.1fs: %s",
+                report.run_id,
+                report.status,
+                report.seconds,
+                json.dumps(report.counts()["totals"]),
+            )
+        except SyncbridgeError as exc:
+            log.error("cycle failed: %s", exc)
+
+    scheduler.add_job(
+        cycle, "interval", seconds=every, max_instances=1, coalesce=True, next_run_time=_now()
+    )
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=True))
+    log.info("daemon started: a cycle every %ds (Ctrl-C or SIGTERM stops it)", every)
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        log.info("daemon stopped")
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+DemoOption = Annotated[
+    bool, typer.Option("--demo", help="Look at the demo's cache instead of the config's.")
+]
+
+
+def _engine(config: Path, demo: bool) -> Any:
+    if demo:
+        return open_engine(f"sqlite:///{Path(demo_module.DEMO_DB).resolve()}")
+    return open_engine(_settings(config).config.store.url)
+
+
+@app.command()
+def status(config: ConfigOption = Path("config.toml"), demo: DemoOption = False) -> None:
+    """Last runs, records and errors per stream, cursors, profile counts."""
+    try:
+        engine = _engine(config, demo)
+    except SyncbridgeError as exc:
+        raise _fail(exc) from None
+    out.print(render.status_group(inspect.status(engine)))
+
+
+@profiles_app.command("show")
+def profiles_show(
+    email: Annotated[str, typer.Argument(help="Any email address of the person.")],
+    config: ConfigOption = Path("config.toml"),
+    demo: DemoOption = False,
+) -> None:
+    """The resolved profile of EMAIL: attributes and their sources, identifiers, events."""
+    try:
+        engine = _engine(config, demo)
+    except SyncbridgeError as exc:
+        raise _fail(exc) from None
+    view = inspect.find_profile(engine, email)
+    if view is None:
+        err.print(f"no profile with email {email!r}")
+        raise typer.Exit(1)
+    out.print(render.profile_group(view))
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = Path("config.toml")) -> None:
+    """Apply pending schema migrations to the cache."""
+    try:
+        settings = _settings(config)
+        engine = create_store_engine(settings.config.store.url)
+        applied = upgrade(engine)
+    except SyncbridgeError as exc:
+        raise _fail(exc) from None
+    state_text = "upgraded to" if applied else "already at"
+    out.print(f"Schema {state_text} revision {current_revision(engine)}.")
+
+
+@connectors_app.command("list")
+def connectors_list() -> None:
+    """Connectors installed (built-in and from the `syncbridge.connectors` entry points)."""
+    for name, cls in sorted(available_connectors().items()):
+        doc = (cls.__doc__ or "").strip().splitlines()
+        out.print(f"{name:12} {cls.__module__}.{cls.__name__}  {doc[0] if doc else ''}")
+
+
+@app.command()
+def demo(
+    reset: Annotated[bool, typer.Option("--reset", help="Start from an empty demo cache.")] = False,
+    db: Annotated[Path, typer.Option(help="The demo's SQLite file.")] = Path(demo_module.DEMO_DB),
+) -> None:
+    """Run the pipeline on the bundled sample exports (no credentials, no network)."""
+    if reset:
+        demo_module.reset(db)
+    fresh = not db.exists()
+    try:
+        settings = demo_module.demo_settings(db.resolve())
+        report = _cycle(settings)
+    except SyncbridgeError as exc:
+        raise _fail(exc) from None
+    out.print(
+        f"[bold]syncbridge demo[/bold] into {db} "
+        f"({'new cache' if fresh else 'continuing from the previous run; --reset starts over'})"
+    )
+    _print_cycle(report)
+    engine = open_engine(settings.config.store.url)
+    view = inspect.status(engine, errors=8)
+    p = view.profiles
+    spread = inspect.source_spread(engine)
+    several = sum(n for sources, n in spread.items() if sources >= 2)
+    out.print(
+        f"Cache now holds {p['live']} live profiles; {several} of them joined records from "
+        f"2+ sources ({', '.join(f'{n} from {k}' for k, n in sorted(spread.items()))}); "
+        f"{p['merges']} merges of existing profiles so far."
+    )
+    if view.recent_errors:
+        out.print(render.errors_table(view.recent_errors, "Sample record errors (kept, not lost)"))
+    example = inspect.most_merged_email(engine)
+    if example:
+        out.print(f"\nThe profile built from the most sources: {example}")
+        view_profile = inspect.find_profile(engine, example, events=5)
+        if view_profile is not None:
+            out.print(render.profile_group(view_profile, max_records=8))
+        out.print("More: syncbridge profiles show EMAIL --demo · syncbridge status --demo")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception:  # a bug: say so, with a traceback that has secrets masked
+        import traceback
+
+        err.print(redact(traceback.format_exc()), markup=False, highlight=False)
+        err.print(
+            "[red]syncbridge failed unexpectedly; please report this with the text above.[/red]"
+        )
+        sys.exit(1)

@@ -1,0 +1,166 @@
+"""The validated shape of a mapping file (`mappings/*.toml`).
+
+A mapping says what a stream's fields mean: which identify a person, which become profile
+attributes, which become behaviour events. Connectors never decide that.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+FieldType = Literal[
+    "text", "email", "number", "integer", "boolean", "datetime", "date", "country", "phone", "json"
+]
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FieldSpec(_Frozen):
+    """Where a value comes from and how it is cleaned.
+
+    `field` is a column name or a dotted path into nested JSON; a list means "the first non-empty".
+    """
+
+    field: str | list[str]
+    type: FieldType = "text"
+    format: str | None = None
+    timezone: str | None = None
+    region: str | None = None
+    strip_chars: str | None = None
+    default: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"field": value} if isinstance(value, str | list) else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, tz: str | None) -> str | None:
+        if tz is not None:
+            try:
+                ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone {tz!r} (use an IANA name)") from None
+        return tz
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, region: str | None) -> str | None:
+        if region is not None and region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown phone region {region!r} (use ISO 3166 alpha-2)")
+        return region.upper() if region else None
+
+    @model_validator(mode="after")
+    def _options_fit_type(self) -> FieldSpec:
+        if self.format is not None and self.type not in ("datetime", "date"):
+            raise ValueError(f"'format' applies to datetime and date fields, not {self.type}")
+        if self.timezone is not None and self.type not in ("datetime", "date"):
+            raise ValueError(f"'timezone' applies to datetime fields, not {self.type}")
+        if self.region is not None and self.type != "phone":
+            raise ValueError(f"'region' applies to phone fields, not {self.type}")
+        return self
+
+    @property
+    def fields(self) -> list[str]:
+        return [self.field] if isinstance(self.field, str) else list(self.field)
+
+
+class RecordSpec(_Frozen):
+    """Record-level meaning: when it last changed (for survivorship) and whether it is deleted."""
+
+    timestamp: FieldSpec | None = None
+    deleted: FieldSpec | None = None
+
+
+class IdentifierSpec(_Frozen):
+    email: FieldSpec | None = None
+    phone: FieldSpec | None = None
+    external: dict[str, FieldSpec] = Field(default_factory=dict)
+
+    @field_validator("external")
+    @classmethod
+    def _namespaces(cls, external: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        for namespace in external:
+            if not namespace or any(c.isspace() for c in namespace):
+                raise ValueError(f"external id namespace {namespace!r} must be a non-empty word")
+        return external
+
+
+class EventMapping(_Frozen):
+    """Turns a record into one behaviour event, e.g. an order line into a `purchase`."""
+
+    type: str | None = Field(default=None, pattern=NAME_PATTERN)
+    type_field: str | None = None
+    type_map: dict[str, str] = Field(default_factory=dict)
+    only_mapped: bool = False
+    when: dict[str, str | list[str]] = Field(default_factory=dict)
+    time: FieldSpec
+    properties: dict[str, FieldSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_type_source(self) -> EventMapping:
+        if (self.type is None) == (self.type_field is None):
+            raise ValueError("give exactly one of 'type' (a constant) or 'type_field'")
+        if self.time.type not in ("datetime", "date"):
+            raise ValueError("'time' must be a datetime or date field")
+        return self
+
+
+class Mapping(_Frozen):
+    description: str = ""
+    record: RecordSpec = RecordSpec()
+    identifiers: IdentifierSpec = IdentifierSpec()
+    attributes: dict[str, FieldSpec] = Field(default_factory=dict)
+    events: list[EventMapping] = Field(default_factory=list)
+
+    @field_validator("attributes")
+    @classmethod
+    def _attribute_names(cls, attributes: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        import re
+
+        for name in attributes:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"attribute name {name!r} must be lower_snake_case")
+            if name in ("email", "email_valid"):
+                raise ValueError(f"attribute {name!r} is set from identifiers.email")
+        return attributes
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Mapping:
+        ids = self.identifiers
+        if not (ids.email or ids.phone or ids.external):
+            raise ValueError("identifiers: map at least one of email, phone or external ids")
+        return self
+
+    def field_references(self) -> list[tuple[str, str]]:
+        """(key path in the mapping file, source field) for every field the mapping reads."""
+        refs: list[tuple[str, str]] = []
+
+        def add(path: str, spec: FieldSpec | None) -> None:
+            if spec is not None:
+                refs.extend((path, f) for f in spec.fields)
+
+        add("record.timestamp", self.record.timestamp)
+        add("record.deleted", self.record.deleted)
+        add("identifiers.email", self.identifiers.email)
+        add("identifiers.phone", self.identifiers.phone)
+        for ns, spec in self.identifiers.external.items():
+            add(f"identifiers.external.{ns}", spec)
+        for name, spec in self.attributes.items():
+            add(f"attributes.{name}", spec)
+        for i, event in enumerate(self.events):
+            add(f"events[{i}].time", event.time)
+            if event.type_field:
+                refs.append((f"events[{i}].type_field", event.type_field))
+            refs.extend((f"events[{i}].when", f) for f in event.when)
+            for name, spec in event.properties.items():
+                add(f"events[{i}].properties.{name}", spec)
+        return refs

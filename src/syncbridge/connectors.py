@@ -1,0 +1,127 @@
+"""The connector contract and the registry of installed connectors.
+
+A connector is configured from one `[[sources]]` table and offers streams. A stream yields pages
+of raw records, each with the cursor that is safe to save once the page is committed. Connectors
+never write to the cache and never know about profiles: the ingest engine owns writing, cursors
+and errors, and the mapping file decides what fields mean.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .config.models import SourceConfig, StreamConfig
+from .errors import FatalError
+
+ENTRY_POINT_GROUP = "syncbridge.connectors"
+DELETED = "__deleted__"
+"""Key a connector sets (to True) on a record that was deleted at the source."""
+
+
+@dataclass
+class Page:
+    """Raw records and the cursor that covers them (saved only after they are committed).
+
+    `complete` is True on the last page of a read that covered the whole stream, which lets the
+    engine treat records it did not see as deleted for snapshot streams.
+    """
+
+    records: list[dict[str, Any]]
+    cursor: Any
+    complete: bool = False
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    """(where, why) for input the connector could not turn into a record, e.g. a broken line."""
+
+
+class Stream(ABC):
+    """One stream of records with a primary key and an optional cursor field."""
+
+    name: str
+    primary_key: tuple[str, ...]
+    cursor_field: str | None = None
+    snapshot: bool = False
+    """True when a full read returns every live record, so records not returned were deleted."""
+
+    def columns(self) -> Sequence[str] | None:
+        """The fields records carry, when known without reading them all (for `validate`)."""
+        return None
+
+    @abstractmethod
+    def read(self, cursor: Any | None) -> Iterator[Page]:
+        """Yield pages of records changed since `cursor` (inclusive boundaries are fine)."""
+
+
+class StreamOptions(BaseModel):
+    """Base for a connector's per-stream options; `name` and `mapping` are the engine's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    mapping: str
+
+
+class SourceOptions(BaseModel):
+    """Base for a connector's source-level options (credentials, endpoints)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Connector(ABC):
+    """Base class of connectors. Subclasses declare their option models and build streams."""
+
+    source_options: ClassVar[type[SourceOptions]] = SourceOptions
+    stream_options: ClassVar[type[StreamOptions]] = StreamOptions
+
+    def __init__(
+        self,
+        source: SourceConfig,
+        options: SourceOptions,
+        streams: list[StreamOptions],
+        base_dir: Path,
+    ) -> None:
+        self.source = source
+        self.options = options
+        self.stream_configs = streams
+        self.base_dir = base_dir
+
+    @abstractmethod
+    def streams(self) -> list[Stream]:
+        """The configured streams, in config order."""
+
+    def check(self) -> None:  # noqa: B027 - optional hook; file sources have nothing to check
+        """Raise AuthError/FatalError when the source cannot be reached with these settings."""
+
+
+def available_connectors() -> dict[str, type[Connector]]:
+    """Connectors installed through the `syncbridge.connectors` entry-point group."""
+    found: dict[str, type[Connector]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep.load()
+    return found
+
+
+def connector_class(name: str) -> type[Connector]:
+    known = available_connectors()
+    if name not in known:
+        names = ", ".join(sorted(known)) or "none installed"
+        raise FatalError(f"unknown connector {name!r} (installed: {names})")
+    return known[name]
+
+
+def stream_options_for(cls: type[Connector], stream: StreamConfig) -> StreamOptions:
+    return cls.stream_options.model_validate(stream.model_dump())
+
+
+def build_connector(source: SourceConfig, base_dir: Path) -> Connector:
+    """Instantiate the connector of a validated source."""
+    cls = connector_class(source.connector)
+    options = cls.source_options.model_validate(source.options())
+    streams = [stream_options_for(cls, s) for s in source.streams]
+    return cls(source, options, streams, base_dir)

@@ -1,0 +1,65 @@
+"""The errors syncbridge raises, grouped by what the caller should do next.
+
+SyncbridgeError          base of everything below
+├── ConfigError          fix the config or mapping file; carries every problem found
+├── FatalError           stop the run and say why (remote refused, store unusable)
+│   └── AuthError        credentials rejected; the message never holds the secret
+├── RetriableError       transient: back off and try again
+└── RecordError          one record is bad: store it as a per-record error, skip the value
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SyncbridgeError(Exception):
+    """Base class of syncbridge's own errors."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One configuration problem: where (file and key path) and why."""
+
+    file: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: " if self.file else ""
+        key = f"{self.path}: " if self.path else ""
+        return f"{where}{key}{self.message}"
+
+
+class ConfigError(SyncbridgeError):
+    """The configuration or a mapping file is invalid; `problems` lists every fault found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class FatalError(SyncbridgeError):
+    """The run cannot go on; the message says why and what to do."""
+
+
+class AuthError(FatalError):
+    """A remote service rejected the credentials."""
+
+
+class RetriableError(SyncbridgeError):
+    """A transient failure; `retry_after` (seconds) is the server's hint when it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RecordError(SyncbridgeError):
+    """A value of one record cannot be used; the rest of the record still loads."""
+
+    def __init__(self, field: str, value: object, message: str) -> None:
+        super().__init__(f"{field}: {message} (value {value!r})")
+        self.field = field
+        self.value = value
+        self.reason = message

@@ -1,0 +1,432 @@
+"""Identity resolution: records that share a join key are one person.
+
+A profile is a connected component of live records linked by valid emails, external ids and
+(optionally) phones. Only components touched by pending (new, changed or deleted) records are
+recomputed; that closure is complete because every stored join key maps to exactly one profile.
+Components, and each attribute's winning value, depend only on the records themselves, never on
+the order in which they arrived. Profile ids: on a merge the oldest (lowest) id survives; on a
+split the part holding most of the old profile's records keeps its id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+
+from .config.models import IdentityConfig
+from .store.bulk import as_utc, chunks, tuple_in, upsert, utcnow
+from .store.tables import CacheSetting, Event, Identity, Profile, ProfileMerge, SourceRecord
+from .transform import EMAIL, PHONE
+
+log = logging.getLogger(__name__)
+
+RECORDS = SourceRecord.__table__
+PROFILES = Profile.__table__
+IDENTITIES = Identity.__table__
+EVENTS = Event.__table__
+MERGES = ProfileMerge.__table__
+SETTINGS = CacheSetting.__table__
+BATCH_SIZE = 20_000
+RULES_KEY = "identity_rules"
+RULE_FIELDS = {"source_priority", "attribute_priority", "match_on_phone"}
+
+
+@dataclass
+class ResolveStats:
+    records: int = 0
+    profiles_created: int = 0
+    profiles_updated: int = 0
+    profiles_deleted: int = 0
+    merges: int = 0
+    splits: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {n: getattr(self, n) for n in self.__dataclass_fields__}
+
+
+@dataclass
+class _Record:
+    id: int
+    source: str
+    stream: str
+    external_id: str
+    identifiers: list[tuple[str, str]]
+    attributes: dict[str, Any]
+    source_ts: datetime | None
+    deleted: bool
+    pending: bool
+    profile_id: int | None
+    new_profile_id: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}/{self.stream}/{self.external_id}"
+
+
+@dataclass(eq=False)
+class _Component:
+    records: list[_Record]
+    profile_id: int | None = None
+    old_counts: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def first_record(self) -> int:
+        return self.records[0].id
+
+
+class Survivorship:
+    """Picks each attribute's value: source priority first, then the newest source timestamp.
+
+    Ties fall back to the record's own key, so the winner never depends on arrival order. For
+    `email`, valid addresses win over invalid ones whatever the source.
+    """
+
+    def __init__(self, config: IdentityConfig) -> None:
+        self.default = {s: i for i, s in enumerate(config.source_priority)}
+        self.per_attribute = {
+            a: {s: i for i, s in enumerate(order)} for a, order in config.attribute_priority.items()
+        }
+
+    def _rank(self, attribute: str, source: str) -> int:
+        order = self.per_attribute.get(attribute, self.default)
+        return order.get(source, len(order))
+
+    def resolve(self, records: list[_Record]) -> tuple[dict[str, Any], dict[str, str]]:
+        best: dict[str, tuple[tuple[Any, ...], Any, _Record]] = {}
+        for rec in records:
+            ts = rec.source_ts.timestamp() if rec.source_ts else 0.0
+            tail = (rec.source_ts is None, -ts, rec.source, rec.stream, rec.external_id)
+            for name, value in rec.attributes.items():
+                if name == "email_valid" or value is None:
+                    continue
+                key: tuple[Any, ...] = (self._rank(name, rec.source), *tail)
+                if name == "email":
+                    key = (not rec.attributes.get("email_valid", False), *key)
+                current = best.get(name)
+                if current is None or key < current[0]:
+                    best[name] = (key, value, rec)
+        attributes = {name: value for name, (_, value, _) in sorted(best.items())}
+        sources = {name: rec.label for name, (_, _, rec) in sorted(best.items())}
+        if "email" in best:
+            attributes["email_valid"] = bool(best["email"][2].attributes.get("email_valid"))
+        return attributes, sources
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        parent = self.parent.setdefault(x, x)
+        if parent != x:
+            parent = self.parent[x] = self.find(parent)
+        return parent
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+class Resolver:
+    """Resolves pending records into profiles, one bounded batch per transaction."""
+
+    def __init__(self, config: IdentityConfig, run_id: int | None = None) -> None:
+        self.config = config
+        self.run_id = run_id
+        self.survivorship = Survivorship(config)
+        self.stats = ResolveStats()
+
+    def joins(self, kind: str) -> bool:
+        return kind != PHONE or self.config.match_on_phone
+
+    def run(self, engine: Engine, batch_size: int = BATCH_SIZE) -> ResolveStats:
+        self._reresolve_if_rules_changed(engine)
+        while True:
+            with engine.begin() as conn:
+                ids = (
+                    conn.execute(
+                        select(RECORDS.c.id)
+                        .where(RECORDS.c.pending.is_(True))
+                        .order_by(RECORDS.c.id)
+                        .limit(batch_size)
+                    )
+                    .scalars()
+                    .all()
+                )
+                if not ids:
+                    return self.stats
+                self._resolve_batch(conn, list(ids))
+
+    def _reresolve_if_rules_changed(self, engine: Engine) -> None:
+        """Join and survivorship rules shape every profile: when they change, redo them all."""
+        fingerprint = self.config.model_dump(include=RULE_FIELDS, mode="json")
+        s = SETTINGS.c
+        with engine.begin() as conn:
+            stored = conn.execute(select(s.value).where(s.key == RULES_KEY)).scalar_one_or_none()
+            if stored == fingerprint:
+                return
+            if stored is not None:
+                changed = conn.execute(
+                    update(RECORDS).where(RECORDS.c.pending.is_(False)).values(pending=True)
+                ).rowcount
+                log.info("identity rules changed: re-resolving all %d records", changed)
+            row = {"key": RULES_KEY, "value": fingerprint, "updated_at": utcnow()}
+            upsert(conn, SETTINGS, [row], ["key"], ["value", "updated_at"])
+
+    def _resolve_batch(self, conn: Connection, pending_ids: list[int]) -> None:
+        records = {r.id: r for r in self._load(conn, RECORDS.c.id, pending_ids)}
+        profiles = self._close_over_profiles(conn, records)
+        components = self._components([r for r in records.values() if not r.deleted])
+        self._assign_ids(components)
+        self.stats.records += sum(1 for r in records.values() if r.pending)
+        self._write(conn, records, components, profiles)
+
+    def _close_over_profiles(self, conn: Connection, records: dict[int, _Record]) -> set[int]:
+        """Load every record of every profile the pending records touch, until nothing is new."""
+        seen: set[int] = set()
+        frontier = list(records.values())
+        while frontier:
+            found = {r.profile_id for r in frontier if r.profile_id is not None}
+            keys = {
+                ident
+                for r in frontier
+                if not r.deleted
+                for ident in r.identifiers
+                if self.joins(ident[0])
+            }
+            found |= self._profiles_holding(conn, keys)
+            new = sorted(found - seen)
+            seen.update(new)
+            frontier = []
+            if new:
+                for rec in self._load(conn, RECORDS.c.profile_id, new):
+                    if rec.id not in records:
+                        records[rec.id] = rec
+                        if rec.pending:
+                            frontier.append(rec)
+        return seen
+
+    def _profiles_holding(self, conn: Connection, keys: set[tuple[str, str]]) -> set[int]:
+        found: set[int] = set()
+        ordered = sorted(keys)
+        c = IDENTITIES.c
+        for part in chunks(ordered, 500):
+            query = select(c.profile_id).where(tuple_in([c.kind, c.value], list(part)))
+            found.update(conn.execute(query).scalars())
+        return found
+
+    def _load(self, conn: Connection, column: Any, values: list[int]) -> list[_Record]:
+        r = RECORDS.c
+        out: list[_Record] = []
+        for part in chunks(values):
+            query = select(
+                r.id,
+                r.source,
+                r.stream,
+                r.external_id,
+                r.identifiers,
+                r.attributes,
+                r.source_ts,
+                r.deleted,
+                r.pending,
+                r.profile_id,
+            ).where(column.in_(part))
+            for row in conn.execute(query):
+                out.append(
+                    _Record(
+                        id=row.id,
+                        source=row.source,
+                        stream=row.stream,
+                        external_id=row.external_id,
+                        identifiers=[(k, v) for k, v in row.identifiers],
+                        attributes=row.attributes,
+                        source_ts=as_utc(row.source_ts),
+                        deleted=row.deleted,
+                        pending=row.pending,
+                        profile_id=row.profile_id,
+                    )
+                )
+        return out
+
+    def _components(self, live: list[_Record]) -> list[_Component]:
+        uf = _UnionFind()
+        holder: dict[tuple[str, str], int] = {}
+        for rec in sorted(live, key=lambda r: r.id):
+            uf.find(rec.id)
+            for ident in rec.identifiers:
+                if not self.joins(ident[0]):
+                    continue
+                if ident in holder:
+                    uf.union(rec.id, holder[ident])
+                else:
+                    holder[ident] = rec.id
+        groups: dict[int, list[_Record]] = {}
+        for rec in sorted(live, key=lambda r: r.id):
+            groups.setdefault(uf.find(rec.id), []).append(rec)
+        components = [_Component(records) for records in groups.values()]
+        for comp in components:
+            comp.old_counts = Counter(
+                r.profile_id for r in comp.records if r.profile_id is not None
+            )
+        return sorted(components, key=lambda c: c.first_record)
+
+    def _assign_ids(self, components: list[_Component]) -> None:
+        """Old ids go, lowest first, to the component holding most of that profile's records."""
+        holders: dict[int, list[_Component]] = {}
+        for comp in components:
+            for pid in comp.old_counts:
+                holders.setdefault(pid, []).append(comp)
+        for pid in sorted(holders):
+            free = [c for c in holders[pid] if c.profile_id is None]
+            if len(holders[pid]) > 1:
+                self.stats.splits += 1
+            if free:
+                winner = max(free, key=lambda c: (c.old_counts[pid], -c.first_record))
+                winner.profile_id = pid
+
+    def _profile_row(self, comp: _Component, now: datetime) -> dict[str, Any]:
+        attributes, sources = self.survivorship.resolve(comp.records)
+        return {
+            "email": attributes.get(EMAIL),
+            "attributes": attributes,
+            "attribute_sources": sources,
+            "record_count": len(comp.records),
+            "updated_at": now,
+            "dirty": True,
+            "deleted": False,
+            "merged_into": None,
+        }
+
+    def _write(
+        self,
+        conn: Connection,
+        records: dict[int, _Record],
+        components: list[_Component],
+        profiles: set[int],
+    ) -> None:
+        now = utcnow()
+        new = [c for c in components if c.profile_id is None]
+        old = [c for c in components if c.profile_id is not None]
+        if new:
+            rows = [{**self._profile_row(c, now), "created_at": now} for c in new]
+            stmt = insert(PROFILES).returning(PROFILES.c.id, sort_by_parameter_order=True)
+            for comp, pid in zip(new, conn.execute(stmt, rows).scalars().all(), strict=True):
+                comp.profile_id = pid
+            self.stats.profiles_created += len(new)
+        for comp in components:
+            for rec in comp.records:
+                rec.new_profile_id = comp.profile_id
+        kept = {c.profile_id for c in components}
+        self.stats.profiles_updated += len(old)
+        p = PROFILES.c
+        if old:
+            conn.execute(
+                update(PROFILES)
+                .where(p.id == bindparam("pid"))
+                .values(
+                    email=bindparam("email"),
+                    attributes=bindparam("attributes"),
+                    attribute_sources=bindparam("attribute_sources"),
+                    record_count=bindparam("record_count"),
+                    updated_at=bindparam("updated_at"),
+                    dirty=bindparam("dirty"),
+                    deleted=bindparam("deleted"),
+                    merged_into=bindparam("merged_into"),
+                ),
+                [{**self._profile_row(c, now), "pid": c.profile_id} for c in old],
+            )
+        self._retire(conn, components, profiles - kept, now)
+        self._write_records(conn, records)
+        self._write_identities(conn, components, profiles | kept)
+
+    def _retire(
+        self, conn: Connection, components: list[_Component], gone: set[int], now: datetime
+    ) -> None:
+        """Profiles whose records all merged elsewhere or were deleted."""
+        if not gone:
+            return
+        merged_into: dict[int, int] = {}
+        for pid in gone:
+            holders = [c for c in components if pid in c.old_counts]
+            if holders:
+                survivor = max(holders, key=lambda c: (c.old_counts[pid], -c.first_record))
+                assert survivor.profile_id is not None
+                merged_into[pid] = survivor.profile_id
+        merges = [
+            {"survivor_id": s, "merged_id": m, "merged_at": now, "run_id": self.run_id}
+            for m, s in sorted(merged_into.items())
+        ]
+        if merges:
+            conn.execute(insert(MERGES), merges)
+            self.stats.merges += len(merges)
+        rows = [
+            {"pid": pid, "merged_into": merged_into.get(pid), "updated_at": now}
+            for pid in sorted(gone)
+        ]
+        self.stats.profiles_deleted += len(gone) - len(merged_into)
+        conn.execute(
+            update(PROFILES)
+            .where(PROFILES.c.id == bindparam("pid"))
+            .values(
+                deleted=True,
+                dirty=True,
+                record_count=0,
+                merged_into=bindparam("merged_into"),
+                updated_at=bindparam("updated_at"),
+            ),
+            rows,
+        )
+
+    def _write_records(self, conn: Connection, records: dict[int, _Record]) -> None:
+        moved = [
+            {"rid": r.id, "pid": r.new_profile_id}
+            for r in records.values()
+            if r.pending or r.new_profile_id != r.profile_id
+        ]
+        if not moved:
+            return
+        conn.execute(
+            update(RECORDS)
+            .where(RECORDS.c.id == bindparam("rid"))
+            .values(profile_id=bindparam("pid"), pending=False),
+            moved,
+        )
+        live = [m for m in moved if m["pid"] is not None]
+        if live:
+            conn.execute(
+                update(EVENTS)
+                .where(EVENTS.c.record_id == bindparam("rid"))
+                .values(profile_id=bindparam("pid")),
+                live,
+            )
+
+    def _write_identities(
+        self, conn: Connection, components: list[_Component], profiles: set[int]
+    ) -> None:
+        for part in chunks(sorted(profiles)):
+            conn.execute(delete(IDENTITIES).where(IDENTITIES.c.profile_id.in_(part)))
+        rows: dict[tuple[str, str], int] = {}
+        for comp in components:
+            assert comp.profile_id is not None
+            for rec in comp.records:
+                for ident in rec.identifiers:
+                    if self.joins(ident[0]):
+                        rows[ident] = comp.profile_id
+        if rows:
+            conn.execute(
+                insert(IDENTITIES),
+                [{"kind": k, "value": v, "profile_id": pid} for (k, v), pid in rows.items()],
+            )
+
+
+def resolve_pending(
+    engine: Engine, config: IdentityConfig, run_id: int | None = None, batch_size: int = BATCH_SIZE
+) -> ResolveStats:
+    """Place every pending record into a profile; mark changed profiles dirty."""
+    return Resolver(config, run_id).run(engine, batch_size)

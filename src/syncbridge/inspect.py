@@ -1,0 +1,201 @@
+"""Read-only views of the cache for `status` and `profiles show` (data only; the CLI renders)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, case, func, select
+
+from .cleaning import normalize_email
+from .store.bulk import as_utc
+from .store.tables import (
+    Event,
+    Identity,
+    Profile,
+    ProfileMerge,
+    RecordErrorRow,
+    Run,
+    SourceRecord,
+    StreamCursor,
+)
+
+R = SourceRecord.__table__.c
+P = Profile.__table__.c
+E = Event.__table__.c
+I = Identity.__table__.c  # noqa: E741
+ERR = RecordErrorRow.__table__.c
+
+
+@dataclass
+class StatusView:
+    runs: list[dict[str, Any]]
+    streams: list[dict[str, Any]]
+    profiles: dict[str, int]
+    recent_errors: list[dict[str, Any]]
+
+
+def status(engine: Engine, runs: int = 10, errors: int = 10) -> StatusView:
+    with engine.connect() as conn:
+        run_rows = (
+            conn.execute(select(Run.__table__).order_by(Run.__table__.c.id.desc()).limit(runs))
+            .mappings()
+            .all()
+        )
+        counts = conn.execute(
+            select(R.source, R.stream, func.count(), func.sum(case((R.deleted, 1), else_=0)))
+            .group_by(R.source, R.stream)
+            .order_by(R.source, R.stream)
+        ).all()
+        error_counts = dict(
+            ((s, t), n)
+            for s, t, n in conn.execute(
+                select(ERR.source, ERR.stream, func.count()).group_by(ERR.source, ERR.stream)
+            )
+        )
+        cursors = {
+            (c.source, c.stream): c for c in conn.execute(select(StreamCursor.__table__)).mappings()
+        }
+        live = conn.execute(select(func.count()).where(P.deleted.is_(False))).scalar_one()
+        dirty = conn.execute(
+            select(func.count()).where(P.deleted.is_(False), P.dirty.is_(True))
+        ).scalar_one()
+        merges = conn.execute(select(func.count()).select_from(ProfileMerge)).scalar_one()
+        recent = (
+            conn.execute(select(RecordErrorRow.__table__).order_by(ERR.id.desc()).limit(errors))
+            .mappings()
+            .all()
+        )
+    streams = []
+    for source, stream, total, deleted in counts:
+        cursor = cursors.get((source, stream))
+        streams.append(
+            {
+                "stream": f"{source}/{stream}",
+                "records": total,
+                "deleted": int(deleted or 0),
+                "errors": error_counts.get((source, stream), 0),
+                "cursor": _cursor_summary(cursor["value"]) if cursor else "",
+                "cursor_saved": as_utc(cursor["updated_at"]) if cursor else None,
+            }
+        )
+    return StatusView(
+        runs=[dict(r) for r in run_rows],
+        streams=streams,
+        profiles={"live": live, "dirty": dirty, "merges": merges},
+        recent_errors=[dict(r) for r in recent],
+    )
+
+
+def _cursor_summary(value: Any) -> str:
+    if isinstance(value, dict):
+        parts = []
+        if value.get("max"):
+            parts.append(f"max {value['max']}")
+        if value.get("files"):
+            parts.append(f"{len(value['files'])} file(s) seen")
+        return ", ".join(parts)
+    return "" if value is None else str(value)
+
+
+@dataclass
+class ProfileView:
+    profile: dict[str, Any]
+    identifiers: list[tuple[str, str]]
+    records: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    event_count: int
+    merged_from: list[int]
+
+
+def find_profile(engine: Engine, email: str, events: int = 20) -> ProfileView | None:
+    """The live profile holding this email (as a join key, or as its invalid primary email)."""
+    normalized, _ = normalize_email(email)
+    with engine.connect() as conn:
+        pid = conn.execute(
+            select(I.profile_id).where(I.kind == "email", I.value == normalized)
+        ).scalar_one_or_none()
+        if pid is None:
+            pid = (
+                conn.execute(
+                    select(P.id).where(P.email == normalized, P.deleted.is_(False)).order_by(P.id)
+                )
+                .scalars()
+                .first()
+            )
+        if pid is None:
+            return None
+        profile = conn.execute(select(Profile.__table__).where(P.id == pid)).mappings().one()
+        identifiers = [
+            (k, v)
+            for k, v in conn.execute(
+                select(I.kind, I.value).where(I.profile_id == pid).order_by(I.kind, I.value)
+            )
+        ]
+        records = (
+            conn.execute(
+                select(R.source, R.stream, R.external_id, R.source_ts, R.attributes)
+                .where(R.profile_id == pid)
+                .order_by(R.source, R.stream, R.external_id)
+            )
+            .mappings()
+            .all()
+        )
+        event_rows = (
+            conn.execute(
+                select(E.type, E.occurred_at, E.properties)
+                .where(E.profile_id == pid)
+                .order_by(E.occurred_at.desc())
+                .limit(events)
+            )
+            .mappings()
+            .all()
+        )
+        event_count = conn.execute(select(func.count()).where(E.profile_id == pid)).scalar_one()
+        merged = (
+            conn.execute(
+                select(ProfileMerge.__table__.c.merged_id).where(
+                    ProfileMerge.__table__.c.survivor_id == pid
+                )
+            )
+            .scalars()
+            .all()
+        )
+    return ProfileView(
+        profile=dict(profile),
+        identifiers=identifiers,
+        records=[dict(r) for r in records],
+        events=[dict(e) for e in event_rows],
+        event_count=event_count,
+        merged_from=list(merged),
+    )
+
+
+def most_merged_email(engine: Engine) -> str | None:
+    """The email of a profile built from the most sources: a good first profile to look at."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(R.profile_id, func.count(func.distinct(R.source)).label("n"))
+            .where(R.profile_id.is_not(None), R.deleted.is_(False))
+            .group_by(R.profile_id)
+            .order_by(func.count(func.distinct(R.source)).desc(), func.count().desc(), R.profile_id)
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        return conn.execute(select(P.email).where(P.id == row.profile_id)).scalar_one_or_none()
+
+
+def source_spread(engine: Engine) -> dict[int, int]:
+    """How many live profiles draw on 1, 2, 3… distinct sources."""
+    per_profile = (
+        select(R.profile_id, func.count(func.distinct(R.source)).label("sources"))
+        .where(R.profile_id.is_not(None), R.deleted.is_(False))
+        .group_by(R.profile_id)
+        .subquery()
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(per_profile.c.sources, func.count()).group_by(per_profile.c.sources)
+        ).all()
+    return {int(sources): int(n) for sources, n in rows}

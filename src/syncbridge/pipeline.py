@@ -1,0 +1,105 @@
+"""One cycle of syncbridge: pull every stream, then resolve identities.
+
+Later stages (rules, push) hook in after resolution; each stage reads what the previous one
+wrote to the cache. The CLI's `run --once`, the demo and the daemon all call `run_cycle`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, insert, update
+
+from .config.loader import Settings, StreamKey
+from .connectors import build_connector
+from .errors import SyncbridgeError
+from .identity import ResolveStats, resolve_pending
+from .ingest import StreamIngest, StreamStats, ingest_stream
+from .store.bulk import utcnow
+from .store.tables import Run
+from .transform import RecordTransformer
+
+log = logging.getLogger(__name__)
+RUNS = Run.__table__
+
+ProgressHook = Callable[[str, int], None]
+"""Called with (stream label, records just read) after every committed page."""
+
+
+@dataclass
+class CycleReport:
+    run_id: int
+    streams: dict[str, StreamStats] = field(default_factory=dict)
+    resolve: ResolveStats = field(default_factory=ResolveStats)
+    seconds: float = 0.0
+    status: str = "ok"
+
+    @property
+    def totals(self) -> StreamStats:
+        total = StreamStats()
+        for stats in self.streams.values():
+            total.add(stats)
+        return total
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "streams": {k: v.as_dict() for k, v in self.streams.items()},
+            "totals": self.totals.as_dict(),
+            "identity": self.resolve.as_dict(),
+        }
+
+
+def start_run(engine: Engine) -> int:
+    with engine.begin() as conn:
+        return conn.execute(
+            insert(RUNS).returning(RUNS.c.id),
+            {"started_at": utcnow(), "status": "running", "counts": {}},
+        ).scalar_one()
+
+
+def finish_run(engine: Engine, report: CycleReport, message: str | None = None) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(RUNS)
+            .where(RUNS.c.id == report.run_id)
+            .values(
+                finished_at=utcnow(), status=report.status, counts=report.counts(), message=message
+            )
+        )
+
+
+def run_cycle(
+    settings: Settings, engine: Engine, progress: ProgressHook | None = None
+) -> CycleReport:
+    """Pull → resolve. A failure marks the run failed and re-raises; committed pages stay."""
+    config = settings.config
+    report = CycleReport(run_id=start_run(engine))
+    started = time.perf_counter()
+    try:
+        for source in config.sources:
+            if not source.enabled:
+                continue
+            connector = build_connector(source, config.base_dir)
+            for stream in connector.streams():
+                key = StreamKey(source.name, stream.name)
+                transformer = RecordTransformer(
+                    settings.mappings[key], config.identity.default_phone_region
+                )
+                hook = (lambda n, label=str(key): progress(label, n)) if progress else None
+                job = StreamIngest(source.name, stream, transformer, report.run_id, hook)
+                log.info("reading %s", key)
+                report.streams[str(key)] = ingest_stream(engine, job)
+        log.info("resolving identities")
+        report.resolve = resolve_pending(engine, config.identity, report.run_id)
+    except (SyncbridgeError, Exception) as exc:
+        report.status = "failed"
+        report.seconds = time.perf_counter() - started
+        finish_run(engine, report, message=str(exc)[:2000])
+        raise
+    report.seconds = time.perf_counter() - started
+    finish_run(engine, report)
+    return report

@@ -1,0 +1,138 @@
+"""Rich renderings of reports for the terminal; the CLI prints what these build."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+
+from .inspect import ProfileView, StatusView
+from .pipeline import CycleReport
+from .store.bulk import as_utc
+
+
+def _when(value: datetime | None) -> str:
+    value = as_utc(value)
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def cycle_table(report: CycleReport) -> Table:
+    table = Table(title=f"Run {report.run_id}: {report.status} in {report.seconds:.2f}s")
+    for col in ("stream", "read", "unchanged", "new", "updated", "deleted", "events", "errors"):
+        table.add_column(col, justify="left" if col == "stream" else "right")
+    for name, s in report.streams.items():
+        table.add_row(
+            name,
+            *map(str, (s.read, s.unchanged, s.inserted, s.updated, s.deleted, s.events, s.errors)),
+        )
+    return table
+
+
+def identity_table(report: CycleReport) -> Table:
+    r = report.resolve
+    table = Table(title="Identity resolution")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for label, value in (
+        ("records resolved", r.records),
+        ("profiles created", r.profiles_created),
+        ("profiles updated", r.profiles_updated),
+        ("profiles merged away", r.merges),
+        ("profiles split", r.splits),
+        ("profiles deleted", r.profiles_deleted),
+    ):
+        table.add_row(label, str(value))
+    return table
+
+
+def errors_table(rows: list[dict[str, Any]], title: str = "Recent record errors") -> Table:
+    table = Table(title=title)
+    for col in ("stream", "record", "field", "value", "problem"):
+        table.add_column(col, overflow="fold")
+    for e in rows:
+        table.add_row(
+            f"{e['source']}/{e['stream']}",
+            e["external_id"] or "",
+            e["field"] or "",
+            (e["value"] or "")[:40],
+            e["message"],
+        )
+    return table
+
+
+def status_group(view: StatusView) -> Group:
+    runs = Table(title="Last runs")
+    for col in ("run", "started", "took", "status", "read", "changed", "errors", "profiles+"):
+        runs.add_column(col, justify="right" if col not in ("started", "status") else "left")
+    for run in view.runs:
+        totals = (run.get("counts") or {}).get("totals", {})
+        ident = (run.get("counts") or {}).get("identity", {})
+        started, finished = as_utc(run["started_at"]), as_utc(run["finished_at"])
+        took = f"{(finished - started).total_seconds():.1f}s" if started and finished else ""
+        changed = sum(totals.get(k, 0) for k in ("inserted", "updated", "deleted"))
+        runs.add_row(
+            str(run["id"]),
+            _when(started),
+            took,
+            run["status"],
+            str(totals.get("read", "")),
+            str(changed),
+            str(totals.get("errors", "")),
+            str(ident.get("profiles_created", "")),
+        )
+    streams = Table(title="Streams")
+    for col in ("stream", "records", "deleted", "errors", "cursor", "cursor saved"):
+        streams.add_column(col)
+    for s in view.streams:
+        streams.add_row(
+            s["stream"],
+            str(s["records"]),
+            str(s["deleted"]),
+            str(s["errors"]),
+            s["cursor"],
+            _when(s["cursor_saved"]),
+        )
+    profiles = Table(title="Profiles")
+    profiles.add_column("live")
+    profiles.add_column("dirty (waiting for later stages)")
+    profiles.add_column("merges")
+    p = view.profiles
+    profiles.add_row(str(p["live"]), str(p["dirty"]), str(p["merges"]))
+    return Group(runs, streams, profiles, errors_table(view.recent_errors))
+
+
+def profile_group(view: ProfileView, max_records: int = 50) -> Group:
+    p = view.profile
+    head = Table(title=f"Profile {p['id']}: {p['email'] or '(no email)'}", show_header=True)
+    head.add_column("attribute")
+    head.add_column("value", overflow="fold")
+    head.add_column("from", overflow="fold")
+    sources = p["attribute_sources"] or {}
+    for name, value in (p["attributes"] or {}).items():
+        head.add_row(name, json.dumps(value, ensure_ascii=False), sources.get(name, ""))
+    ids = Table(title="Identifiers")
+    ids.add_column("kind")
+    ids.add_column("value")
+    for kind, value in view.identifiers:
+        ids.add_row(kind, value)
+    recs = Table(title=f"Source records ({len(view.records)})")
+    for col in ("source", "stream", "id", "source time"):
+        recs.add_column(col)
+    for r in view.records[:max_records]:
+        recs.add_row(r["source"], r["stream"], r["external_id"], _when(r["source_ts"]))
+    if len(view.records) > max_records:
+        recs.add_row("…", "", f"{len(view.records) - max_records} more", "")
+    events = Table(title=f"Events (latest {len(view.events)} of {view.event_count})")
+    for col in ("time", "type", "properties"):
+        events.add_column(col, overflow="fold")
+    for e in view.events:
+        events.add_row(
+            _when(e["occurred_at"]), e["type"], json.dumps(e["properties"], ensure_ascii=False)
+        )
+    parts: list[Any] = [head, ids, recs, events]
+    if view.merged_from:
+        parts.append(f"Merged from profiles: {', '.join(map(str, view.merged_from))}")
+    return Group(*parts)

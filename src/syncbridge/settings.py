@@ -1,0 +1,162 @@
+"""Loads a whole setup: config, connectors' options, mapping files, and checks them together.
+
+Every problem is collected before anything is raised, so `syncbridge validate` lists them all.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping as AnyMapping
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .config.loader import (
+    Settings,
+    StreamKey,
+    load_mapping,
+    parse_config_collecting,
+    problems_from,
+    read_toml,
+)
+from .config.mapping import Mapping
+from .config.models import Config, SourceConfig
+from .connectors import Connector, build_connector, connector_class
+from .errors import ConfigError, FatalError, Problem, SyncbridgeError
+
+
+def load_settings(path: str | Path, env: AnyMapping[str, str] | None = None) -> Settings:
+    """Load and cross-check `config.toml` and its mappings; raise ConfigError listing all faults."""
+    path = Path(path)
+    data = read_toml(path)
+    env = os.environ if env is None else env
+    config, problems = parse_config_collecting(data, str(path), path.resolve().parent, env)
+    if config is None:
+        raise ConfigError(problems)
+    try:
+        settings = check_settings(config, path)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def check_settings(config: Config, path: Path | None) -> Settings:
+    file = str(path) if path else "config"
+    problems: list[Problem] = []
+    settings = Settings(config=config, path=path)
+    names = [s.name for s in config.sources]
+    for i, source in enumerate(config.sources):
+        if names.count(source.name) > 1:
+            problems.append(
+                Problem(file, f"sources[{i}].name", f"duplicate source {source.name!r}")
+            )
+        _check_source(i, source, config, file, settings, problems)
+    for j, name in enumerate(config.identity.source_priority):
+        if name not in names:
+            where = f"identity.source_priority[{j}]"
+            problems.append(Problem(file, where, f"unknown source {name!r}"))
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _check_source(
+    i: int,
+    source: SourceConfig,
+    config: Config,
+    file: str,
+    settings: Settings,
+    problems: list[Problem],
+) -> None:
+    prefix = f"sources[{i}]"
+    try:
+        cls = connector_class(source.connector)
+    except FatalError as exc:
+        problems.append(Problem(file, f"{prefix}.connector", str(exc)))
+        return
+    ok = True
+    try:
+        cls.source_options.model_validate(source.options())
+    except ValidationError as exc:
+        problems.extend(problems_from(exc, file, prefix))
+        ok = False
+    for j, stream in enumerate(source.streams):
+        try:
+            cls.stream_options.model_validate(stream.model_dump())
+        except ValidationError as exc:
+            problems.extend(problems_from(exc, file, f"{prefix}.streams[{j}]"))
+            ok = False
+    mappings: dict[int, Mapping] = {}
+    for j, stream in enumerate(source.streams):
+        mapping_path = config.resolve(stream.mapping)
+        try:
+            mappings[j] = load_mapping(mapping_path)
+            settings.mappings[StreamKey(source.name, stream.name)] = mappings[j]
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if ok:
+        connector = build_connector(source, config.base_dir)
+        _check_columns(prefix, connector, mappings, file, problems)
+
+
+def _check_columns(
+    prefix: str,
+    connector: Connector,
+    mappings: dict[int, Mapping],
+    file: str,
+    problems: list[Problem],
+) -> None:
+    """Check primary keys, cursors and mapped fields against the columns the stream reports."""
+    try:
+        streams = connector.streams()
+    except SyncbridgeError as exc:
+        problems.append(Problem(file, prefix, str(exc)))
+        return
+    for j, stream in enumerate(streams):
+        where = f"{prefix}.streams[{j}]"
+        try:
+            columns = stream.columns()
+        except SyncbridgeError as exc:
+            problems.append(Problem(file, where, str(exc)))
+            continue
+        if columns is None:
+            continue
+        known = set(columns)
+
+        def missing(name: str, known: set[str] = known) -> bool:
+            return name not in known and name.split(".", 1)[0] not in known
+
+        for key in stream.primary_key:
+            if missing(key):
+                problems.append(
+                    Problem(
+                        file, f"{where}.primary_key", f"unknown column {key!r}{_hint(columns, key)}"
+                    )
+                )
+        if stream.cursor_field and missing(stream.cursor_field):
+            msg = f"unknown column {stream.cursor_field!r}{_hint(columns, stream.cursor_field)}"
+            problems.append(Problem(file, f"{where}.cursor_field", msg))
+        mapping = mappings.get(j)
+        if mapping is None:
+            continue
+        mapping_file = str(connector.base_dir / connector.stream_configs[j].mapping)
+        for key_path, column in mapping.field_references():
+            if missing(column):
+                msg = f"unknown column {column!r} in stream {stream.name!r}{_hint(columns, column)}"
+                problems.append(Problem(mapping_file, key_path, msg))
+
+
+def _hint(columns: Sequence[str], name: str, shown: int = 20) -> str:
+    """A 'did you mean' for near misses, and the columns the stream does have."""
+    close = difflib.get_close_matches(name, list(columns), n=1, cutoff=0.6)
+    guess = f"; did you mean {close[0]!r}?" if close else ""
+    listed = ", ".join(repr(c) for c in columns[:shown])
+    more = f", … {len(columns) - shown} more" if len(columns) > shown else ""
+    return f"{guess} (columns: {listed}{more})"
+
+
+__all__ = ["Settings", "StreamKey", "check_settings", "load_settings"]

@@ -1,0 +1,1 @@
+"""The profile cache: schema, engine setup, migrations and bulk writes."""

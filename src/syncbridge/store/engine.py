@@ -1,0 +1,66 @@
+"""Engine setup for the profile cache: SQLite (WAL) by default, PostgreSQL via psycopg 3.
+
+`open_engine` applies pending migrations, so every command starts on the current schema.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from ..errors import FatalError
+from ..redaction import register_url_password
+
+log = logging.getLogger(__name__)
+
+
+def _json_dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def create_store_engine(url: str, echo: bool = False) -> Engine:
+    """An engine with the pragmas and pool settings syncbridge relies on (no migrations)."""
+    register_url_password(url)
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise FatalError(f"store.url is not a database URL: {exc}") from None
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, echo=echo, json_serializer=_json_dumps)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(
+            parsed, echo=echo, json_serializer=_json_dumps, pool_pre_ping=True, pool_size=5
+        )
+    raise FatalError(f"unsupported database {parsed.get_backend_name()!r} (sqlite or postgresql)")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.close()
+
+
+def open_engine(url: str, echo: bool = False, migrate: bool = True) -> Engine:
+    """Create the engine and bring the schema to the newest migration."""
+    engine = create_store_engine(url, echo)
+    if migrate:
+        from .migrate import upgrade
+
+        upgrade(engine)
+    return engine
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"

@@ -1,0 +1,171 @@
+"""The profile cache's schema (SQLModel). Changes go through Alembic migrations in `migrations/`.
+
+Natural keys carry unique constraints so that every write can be an idempotent upsert.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# BIGINT on PostgreSQL, but INTEGER on SQLite so that the id is the rowid alias (autoincrement).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _id() -> Any:
+    return Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index)
+    )
+
+
+class SourceRecord(SQLModel, table=True):
+    """One raw record as a source last sent it, with what its mapping made of it."""
+
+    __tablename__ = "source_record"
+    __table_args__ = (
+        UniqueConstraint("source", "stream", "external_id", name="uq_source_record_key"),
+        Index("ix_source_record_profile", "profile_id"),
+        Index("ix_source_record_pending", "pending"),
+    )
+
+    id: int | None = _id()
+    source: str = Field(max_length=100)
+    stream: str = Field(max_length=100)
+    external_id: str = Field(max_length=500)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    content_hash: str = Field(max_length=32)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    identifiers: list[list[str]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    source_ts: datetime | None = _ts()
+    deleted: bool = False
+    pending: bool = True
+    """True until identity resolution has placed this record's change into a profile."""
+    profile_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    updated_at: datetime | None = _ts()
+    run_id: int | None = None
+
+
+class Identity(SQLModel, table=True):
+    """A join key (valid email, phone, external id) and the profile that holds it."""
+
+    __tablename__ = "identity"
+    __table_args__ = (Index("ix_identity_profile", "profile_id"),)
+
+    kind: str = Field(primary_key=True, max_length=100)
+    value: str = Field(primary_key=True, max_length=500)
+    profile_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Profile(SQLModel, table=True):
+    """One person, resolved from all records that share identifiers."""
+
+    __tablename__ = "profile"
+    __table_args__ = (Index("ix_profile_dirty", "dirty"), Index("ix_profile_email", "email"))
+
+    id: int | None = _id()
+    email: str | None = Field(default=None, max_length=320)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    attribute_sources: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    record_count: int = 0
+    created_at: datetime | None = _ts()
+    updated_at: datetime | None = _ts()
+    dirty: bool = True
+    """Set when the profile changed; later stages (rules, push) pick dirty profiles up."""
+    deleted: bool = False
+    """Set when its last record went away or it merged into another; the push removes it."""
+    merged_into: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class ProfileMerge(SQLModel, table=True):
+    """A record of two profiles becoming one (the older id survives)."""
+
+    __tablename__ = "profile_merge"
+
+    id: int | None = _id()
+    survivor_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    merged_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    merged_at: datetime | None = _ts()
+    run_id: int | None = None
+
+
+class Event(SQLModel, table=True):
+    """A behaviour event (purchase, product viewed, …) derived from a source record."""
+
+    __tablename__ = "event"
+    __table_args__ = (
+        UniqueConstraint("record_id", "ordinal", name="uq_event_record_ordinal"),
+        Index("ix_event_profile_type_time", "profile_id", "type", "occurred_at"),
+    )
+
+    id: int | None = _id()
+    record_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    ordinal: int = 0
+    profile_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    type: str = Field(max_length=100)
+    occurred_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class StreamCursor(SQLModel, table=True):
+    """The saved position of one stream, committed together with the data it covers."""
+
+    __tablename__ = "stream_cursor"
+
+    source: str = Field(primary_key=True, max_length=100)
+    stream: str = Field(primary_key=True, max_length=100)
+    value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    updated_at: datetime | None = _ts()
+
+
+class Run(SQLModel, table=True):
+    """One cycle of the pipeline, with what it did."""
+
+    __tablename__ = "run"
+
+    id: int | None = _id()
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    status: str = Field(default="running", max_length=20)
+    counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    message: str | None = None
+
+
+class RecordErrorRow(SQLModel, table=True):
+    """A value (or record) that could not be used, with where and why."""
+
+    __tablename__ = "record_error"
+    __table_args__ = (Index("ix_record_error_record", "source", "stream", "external_id"),)
+
+    id: int | None = _id()
+    run_id: int | None = Field(default=None, index=True)
+    source: str = Field(max_length=100)
+    stream: str = Field(max_length=100)
+    external_id: str | None = Field(default=None, max_length=500)
+    field: str | None = Field(default=None, max_length=500)
+    value: str | None = None
+    message: str
+    created_at: datetime | None = _ts()
+
+
+class CacheSetting(SQLModel, table=True):
+    """Fingerprints of the settings the cache was built with (e.g. identity rules)."""
+
+    __tablename__ = "cache_setting"
+
+    key: str = Field(primary_key=True, max_length=100)
+    value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    updated_at: datetime | None = _ts()
+
+
+metadata = SQLModel.metadata

@@ -1,0 +1,44 @@
+"""Shared fixtures: a migrated store on SQLite, and on PostgreSQL when one is configured."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from syncbridge.store.engine import open_engine
+
+POSTGRES_URL = os.environ.get("SYNCBRIDGE_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _reset_postgres(url: str) -> None:
+    from syncbridge.store.engine import create_store_engine
+
+    engine = create_store_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL with an empty schema: a SQLite file, or the test PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cache.db'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("SYNCBRIDGE_TEST_POSTGRES_URL is not set")
+    _reset_postgres(POSTGRES_URL)
+    yield POSTGRES_URL
+
+
+@pytest.fixture
+def engine(store_url: str) -> Iterator[Engine]:
+    engine = open_engine(store_url)
+    yield engine
+    engine.dispose()

@@ -1,0 +1,96 @@
+"""The command line: thin, honest exit codes, readable output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from syncbridge.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for var in ("SYNCBRIDGE_STORE__URL", "SYNCBRIDGE_CONFIG", "MAILCHIMP_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    result = runner.invoke(app, ["init"])
+    assert result.exit_code == 0, result.output
+    return tmp_path
+
+
+def test_init_writes_a_config_that_validates(workdir: Path) -> None:
+    assert (workdir / "config.toml").exists()
+    assert (workdir / "mappings" / "crm_contacts.toml").exists()
+    assert (workdir / "examples" / "shop" / "orders.csv").exists()
+    result = runner.invoke(app, ["validate", "-c", "config.toml"])
+    assert result.exit_code == 0, result.output
+    assert "OK" in result.output
+
+
+def test_init_refuses_to_overwrite(workdir: Path) -> None:
+    result = runner.invoke(app, ["init"])
+    assert result.exit_code == 1
+    assert "not overwriting" in result.output
+
+
+def test_validate_lists_every_problem_and_fails(workdir: Path) -> None:
+    config = (workdir / "config.toml").read_text(encoding="utf-8")
+    config = config.replace('cursor_field = "Last Modified Date"', 'cursor_field = "updated"')
+    config = config.replace('level = "INFO"', 'level = "LOUD"')
+    (workdir / "config.toml").write_text(config, encoding="utf-8")
+    result = runner.invoke(app, ["validate", "-c", "config.toml"])
+    assert result.exit_code == 1
+    assert "2 problem(s)" in result.output
+    assert "sources[0].streams[0].cursor_field: unknown column 'updated'" in result.output
+    assert "logging.level" in result.output
+
+
+def test_run_once_then_status_and_profile(workdir: Path) -> None:
+    result = runner.invoke(app, ["run", "--once", "-c", "config.toml"])
+    assert result.exit_code == 0, result.output
+    assert "Identity resolution" in result.output
+    status = runner.invoke(app, ["status", "-c", "config.toml"])
+    assert status.exit_code == 0, status.output
+    assert "crm/contacts" in status.output and "Last runs" in status.output
+    missing = runner.invoke(app, ["profiles", "show", "nobody@nowhere.org", "-c", "config.toml"])
+    assert missing.exit_code == 1
+
+
+def test_json_logs_are_one_object_per_line(workdir: Path) -> None:
+    result = runner.invoke(app, ["--log-format", "json", "run", "--once", "-c", "config.toml"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("{")]
+    assert lines, result.stderr
+    parsed = [json.loads(line) for line in lines]
+    assert {"time", "level", "logger", "message"} <= set(parsed[0])
+    assert any("records read" in p["message"] for p in parsed)
+
+
+def test_db_upgrade_is_idempotent(workdir: Path) -> None:
+    first = runner.invoke(app, ["db", "upgrade", "-c", "config.toml"])
+    second = runner.invoke(app, ["db", "upgrade", "-c", "config.toml"])
+    assert first.exit_code == 0 and "upgraded to revision" in first.output
+    assert second.exit_code == 0 and "already at revision" in second.output
+
+
+def test_secret_from_environment_is_not_printed_on_failure(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "0123456789abcdef0123456789abcdef-us21"
+    monkeypatch.setenv("MAILCHIMP_API_KEY", secret)
+    monkeypatch.setenv("SYNCBRIDGE_STORE__URL", f"postgresql+psycopg://u:{secret}@127.0.0.1:1/x")
+    result = runner.invoke(app, ["run", "--once", "-c", "config.toml"])
+    assert result.exit_code != 0
+    assert secret not in result.output
+    assert secret not in (result.stderr or "")
+
+
+def test_connectors_list_shows_builtin_files() -> None:
+    result = runner.invoke(app, ["connectors", "list"])
+    assert result.exit_code == 0
+    assert "files" in result.output

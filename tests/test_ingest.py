@@ -1,0 +1,342 @@
+"""Ingestion through the file connector: idempotence, cursors, deletes, bad input kept apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, select, update
+
+from syncbridge.pipeline import run_cycle
+from syncbridge.store.engine import open_engine
+from syncbridge.store.tables import Profile, RecordErrorRow, SourceRecord, StreamCursor
+
+from .builders import (
+    salesforce_row,
+    settings_from,
+    shopify_row,
+    two_source_config,
+    write_jsonl,
+    write_salesforce_report,
+    write_shopify_customers,
+)
+
+R = SourceRecord.__table__.c
+P = Profile.__table__.c
+DATA_TABLES = (
+    "source_record",
+    "identity",
+    "profile",
+    "event",
+    "stream_cursor",
+    "record_error",
+    "profile_merge",
+    "cache_setting",
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path, store_url: str) -> tuple[Any, Engine]:
+    write_salesforce_report(
+        tmp_path / "crm" / "contacts.csv",
+        [
+            salesforce_row(
+                "0035g00000AbCdEAAV",
+                "Zoe.Muller@Gmail.com ",
+                "Zoë",
+                "Müller",
+                **{"Mailing Country": "Deutschland", "Phone": "(415) 555-0132"},
+            ),
+            salesforce_row(
+                "0035g00000AbCdFAAV",
+                "bob at gmail.com",
+                "Bob",
+                "Stone",
+                **{"Mailing Country": "Atlantis", "Last Modified Date": "10/3/2026 9:05 AM"},
+            ),
+        ],
+    )
+    write_shopify_customers(
+        tmp_path / "shop" / "customers.csv",
+        [
+            shopify_row(
+                "7391094784034",
+                "zoe.muller@gmail.com",
+                "Zoe",
+                "Mueller",
+                **{"Total Spent": "1234.50"},
+            ),
+            shopify_row(
+                "7391094784035", "ann.lee@yahoo.com", "Ann", "Lee", **{"Total Spent": "1.234,50"}
+            ),
+        ],
+    )
+    settings = settings_from(two_source_config(tmp_path, store_url), tmp_path)
+    engine = open_engine(store_url)
+    yield settings, engine
+    engine.dispose()
+
+
+class WriteCounter:
+    """Counts INSERT/UPDATE/DELETE statements that reach data tables (not the run log)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.statements: list[str] = []
+        event.listen(engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        head = statement.lstrip().split(None, 3)
+        verb = head[0].upper() if head else ""
+        if verb in ("INSERT", "UPDATE", "DELETE") and any(
+            f" {t} " in f" {statement} " or f" {t}\n" in statement for t in DATA_TABLES
+        ):
+            self.statements.append(statement.split("\n")[0][:80])
+
+
+def test_first_run_loads_resolves_and_records_errors(project: tuple[Any, Engine]) -> None:
+    settings, engine = project
+    report = run_cycle(settings, engine)
+    totals = report.totals
+    assert (totals.read, totals.inserted, totals.errors) == (4, 4, 3)
+    assert report.resolve.profiles_created == 3  # Zoë merged across CRM and shop
+    with engine.connect() as conn:
+        errors = {
+            (e.stream, e.field, e.value) for e in conn.execute(select(RecordErrorRow.__table__))
+        }
+        bob = conn.execute(
+            select(R.attributes).where(R.external_id == "0035g00000AbCdFAAV")
+        ).scalar_one()
+        ann = conn.execute(
+            select(R.attributes).where(R.external_id == "'7391094784035")
+        ).scalar_one()
+    assert errors == {
+        ("contacts", "Mailing Country", "Atlantis"),
+        ("contacts", "Email", "bob at gmail.com"),
+        ("customers", "Total Spent", "1.234,50"),
+    }
+    assert bob["first_name"] == "Bob" and "country" not in bob  # the rest of the record loaded
+    assert ann["last_name"] == "Lee" and "shop_total_spent" not in ann
+
+
+def test_second_run_on_unchanged_files_writes_nothing_and_dirties_nothing(
+    project: tuple[Any, Engine],
+) -> None:
+    settings, engine = project
+    run_cycle(settings, engine)
+    with engine.begin() as conn:
+        conn.execute(update(Profile.__table__).values(dirty=False))
+    counter = WriteCounter(engine)
+    report = run_cycle(settings, engine)
+    assert counter.statements == []
+    assert report.totals.read == 0
+    with engine.connect() as conn:
+        assert conn.execute(select(P.id).where(P.dirty.is_(True))).all() == []
+
+
+def test_rewritten_but_identical_file_costs_hash_checks_only(
+    project: tuple[Any, Engine], tmp_path: Path
+) -> None:
+    settings, engine = project
+    run_cycle(settings, engine)
+    path = tmp_path / "shop" / "customers.csv"
+    path.write_bytes(path.read_bytes())  # new mtime, same content
+    counter = WriteCounter(engine)
+    report = run_cycle(settings, engine)
+    assert report.totals.read == 2 and report.totals.unchanged == 2
+    assert [s for s in counter.statements if "stream_cursor" not in s] == []
+
+
+def test_changed_row_updates_only_its_profile(project: tuple[Any, Engine], tmp_path: Path) -> None:
+    settings, engine = project
+    run_cycle(settings, engine)
+    with engine.begin() as conn:
+        conn.execute(update(Profile.__table__).values(dirty=False))
+    write_shopify_customers(
+        tmp_path / "shop" / "customers.csv",
+        [
+            shopify_row(
+                "7391094784034",
+                "zoe.muller@gmail.com",
+                "Zoe",
+                "Mueller",
+                **{"Total Spent": "1300.00"},
+            ),
+            shopify_row(
+                "7391094784035", "ann.lee@yahoo.com", "Ann", "Lee", **{"Total Spent": "1.234,50"}
+            ),
+        ],
+    )
+    report = run_cycle(settings, engine)
+    assert report.streams["shop/customers"].updated == 1
+    with engine.connect() as conn:
+        dirty = conn.execute(select(P.email, P.attributes).where(P.dirty.is_(True))).all()
+    assert [(email, attrs["shop_total_spent"]) for email, attrs in dirty] == [
+        ("zoe.muller@gmail.com", 1300.0)
+    ]
+
+
+def test_snapshot_stream_deletes_rows_missing_from_the_new_export(
+    project: tuple[Any, Engine], tmp_path: Path
+) -> None:
+    settings, engine = project
+    run_cycle(settings, engine)
+    write_shopify_customers(
+        tmp_path / "shop" / "customers.csv",
+        [
+            shopify_row(
+                "7391094784034",
+                "zoe.muller@gmail.com",
+                "Zoe",
+                "Mueller",
+                **{"Total Spent": "1234.50"},
+            ),
+        ],
+    )
+    report = run_cycle(settings, engine)
+    assert report.streams["shop/customers"].deleted == 1
+    assert report.resolve.profiles_deleted == 1
+    with engine.connect() as conn:
+        ann = conn.execute(select(P.deleted).where(P.email == "ann.lee@yahoo.com")).scalar_one()
+    assert ann is True
+
+
+def test_empty_snapshot_export_deletes_nothing(project: tuple[Any, Engine], tmp_path: Path) -> None:
+    settings, engine = project
+    run_cycle(settings, engine)
+    write_shopify_customers(tmp_path / "shop" / "customers.csv", [])
+    report = run_cycle(settings, engine)
+    assert report.streams["shop/customers"].deleted == 0
+
+
+def test_cursor_skips_rows_older_than_the_saved_position(
+    project: tuple[Any, Engine], tmp_path: Path
+) -> None:
+    settings, engine = project
+    run_cycle(settings, engine)
+    with engine.connect() as conn:
+        saved = conn.execute(
+            select(StreamCursor.__table__.c.value).where(
+                StreamCursor.__table__.c.stream == "contacts"
+            )
+        ).scalar_one()
+    assert saved["max"] == "2026-10-03T16:05:00Z"
+    write_salesforce_report(
+        tmp_path / "crm" / "contacts.csv",
+        [
+            # edited without bumping Last Modified Date: older than the cursor, so not read
+            salesforce_row("0035g00000AbCdEAAV", "zoe.muller@gmail.com", "Zoe-Edited", "Müller"),
+            salesforce_row(
+                "0035g00000AbCdFAAV",
+                "bob.stone@gmail.com",
+                "Bob",
+                "Stone",
+                **{"Last Modified Date": "11/20/2026 10:00 AM"},
+            ),
+        ],
+    )
+    report = run_cycle(settings, engine)
+    assert report.streams["crm/contacts"].read == 1
+    assert report.streams["crm/contacts"].updated == 1
+
+
+def test_salesforce_footer_is_not_read_as_records(project: tuple[Any, Engine]) -> None:
+    settings, engine = project
+    run_cycle(settings, engine)
+    with engine.connect() as conn:
+        keys = conn.execute(select(R.external_id).where(R.stream == "contacts")).scalars().all()
+        errors = conn.execute(select(RecordErrorRow.__table__.c.message)).scalars().all()
+    assert sorted(keys) == ["0035g00000AbCdEAAV", "0035g00000AbCdFAAV"]
+    assert "record has no primary key value" not in errors
+
+
+def test_malformed_jsonl_lines_are_errors_and_the_rest_loads(
+    tmp_path: Path, store_url: str
+) -> None:
+    path = write_jsonl(
+        tmp_path / "web" / "events.jsonl",
+        [
+            {
+                "messageId": "m1",
+                "type": "identify",
+                "userId": "7391094784034",
+                "traits": {"email": "zoe@gmail.com"},
+                "timestamp": "2026-11-20T10:00:00Z",
+            },
+        ],
+    )
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write('{"messageId": "m2", "type": "track", \n')
+        fh.write('["not", "an", "object"]\n')
+        fh.write(
+            '{"type": "track", "event": "Product Viewed", "timestamp": "2026-11-20T10:00:00Z"}\n'
+        )
+    (tmp_path / "web.toml").write_text(
+        '[identifiers]\nemail = "traits.email"\nexternal = { "shopify:customer" = "userId" }\n',
+        encoding="utf-8",
+    )
+    data = {
+        "store": {"url": store_url},
+        "sources": [
+            {
+                "name": "web",
+                "connector": "files",
+                "streams": [
+                    {
+                        "name": "events",
+                        "path": "web",
+                        "primary_key": "messageId",
+                        "mapping": "web.toml",
+                    }
+                ],
+            }
+        ],
+    }
+    engine = open_engine(store_url)
+    report = run_cycle(settings_from(data, tmp_path), engine)
+    assert report.totals.inserted == 1
+    with engine.connect() as conn:
+        errors = sorted(
+            ((e.external_id, e.message) for e in conn.execute(select(RecordErrorRow.__table__))),
+            key=str,
+        )
+    assert errors == [
+        ("events.jsonl line 2", "invalid JSON: Expecting property name enclosed in double quotes"),
+        ("events.jsonl line 3", "a line must hold a JSON object"),
+        (None, "record has no primary key value"),
+    ]
+    engine.dispose()
+
+
+def test_crash_mid_stream_repeats_the_page_and_loses_nothing(
+    tmp_path: Path, store_url: str
+) -> None:
+    rows = [shopify_row(str(7391094784000 + i), f"person{i}@gmail.com") for i in range(25)]
+    write_shopify_customers(tmp_path / "shop" / "customers.csv", rows)
+    data = two_source_config(tmp_path, store_url)
+    data["sources"] = data["sources"][1:]
+    data["sources"][0]["streams"][0]["page_size"] = 10
+    data["identity"] = {}
+    settings = settings_from(data, tmp_path)
+    engine = open_engine(store_url)
+    pages = 0
+
+    def crash_on_third_page(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        nonlocal pages
+        if statement.lstrip().upper().startswith("INSERT INTO SOURCE_RECORD"):
+            pages += 1
+            if pages == 3:
+                raise RuntimeError("power cut")
+
+    event.listen(engine, "before_cursor_execute", crash_on_third_page)
+    with pytest.raises(RuntimeError, match="power cut"):
+        run_cycle(settings, engine)
+    event.remove(engine, "before_cursor_execute", crash_on_third_page)
+    with engine.connect() as conn:
+        assert conn.execute(select(R.id)).all().__len__() == 20
+        assert conn.execute(select(StreamCursor.__table__)).all() == []  # file not finished
+    report = run_cycle(settings, engine)
+    assert (report.totals.inserted, report.totals.unchanged) == (5, 20)
+    with engine.connect() as conn:
+        assert len(conn.execute(select(P.id).where(P.deleted.is_(False))).all()) == 25
+    engine.dispose()

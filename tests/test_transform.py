@@ -1,0 +1,115 @@
+"""Applying a mapping: a bad value becomes a per-record error, the rest of the record loads."""
+
+from __future__ import annotations
+
+import tomllib
+
+from syncbridge.config.mapping import Mapping
+from syncbridge.transform import RecordTransformer
+
+from .builders import CRM_MAPPING, salesforce_row
+
+ORDERS = """
+[identifiers]
+email = "Email"
+[[events]]
+type = "purchase"
+time = { field = ["Paid at", "Created at"], type = "datetime", format = "%Y-%m-%d %H:%M:%S %z" }
+[events.properties]
+sku = "Lineitem sku"
+quantity = { field = "Lineitem quantity", type = "integer" }
+price = { field = "Lineitem price", type = "number" }
+"""
+
+WEB = """
+[identifiers]
+email = { field = ["traits.email", "context.traits.email"] }
+external = { "web:anonymous" = "anonymousId" }
+[[events]]
+type_field = "event"
+only_mapped = true
+when = { type = "track" }
+time = { field = "timestamp", type = "datetime" }
+type_map = { "Product Viewed" = "product_viewed" }
+[events.properties]
+category = "properties.category"
+"""
+
+
+def transformer(text: str) -> RecordTransformer:
+    return RecordTransformer(Mapping.model_validate(tomllib.loads(text)), "US")
+
+
+def test_bad_values_are_errors_and_the_rest_loads() -> None:
+    row = salesforce_row(
+        "0035g00000AbCdFAAV",
+        "Bob.Stone@Gmail.com",
+        "Bob",
+        "Stone",
+        **{"Mailing Country": "Atlantis", "Created Date": "31/31/2025", "Phone": "(415) 555-0132"},
+    )
+    out = transformer(CRM_MAPPING).apply(row)
+    assert {(e.field, e.value) for e in out.errors} == {
+        ("Mailing Country", "Atlantis"),
+        ("Created Date", "31/31/2025"),
+    }
+    assert out.attributes["first_name"] == "Bob"
+    assert out.attributes["email"] == "bob.stone@gmail.com"
+    assert "country" not in out.attributes
+    assert ("email", "bob.stone@gmail.com") in out.identifiers
+    assert ("phone", "+14155550132") in out.identifiers
+    assert out.source_ts == "2026-10-02T23:05:00Z"
+
+
+def test_invalid_email_is_kept_flagged_and_never_a_join_key() -> None:
+    out = transformer(CRM_MAPPING).apply(salesforce_row("003X", "bob at gmail.com", "Bob"))
+    assert out.attributes["email"] == "bob at gmail.com"
+    assert out.attributes["email_valid"] is False
+    assert all(kind != "email" for kind, _ in out.identifiers)
+    assert ("ext:salesforce:contact", "003X") in out.identifiers
+    assert [e.reason for e in out.errors] == ["not a valid email address"]
+
+
+def test_order_line_becomes_purchase_event_with_fallback_time() -> None:
+    row = {
+        "Email": "ann@yahoo.com",
+        "Paid at": "",
+        "Created at": "2026-10-14 09:31:12 -0400",
+        "Lineitem sku": "TR-2041-BLU-42",
+        "Lineitem quantity": "2",
+        "Lineitem price": "89.00",
+    }
+    out = transformer(ORDERS).apply(row)
+    assert len(out.events) == 1
+    event = out.events[0]
+    assert (event.type, event.occurred_at) == ("purchase", "2026-10-14T13:31:12Z")
+    assert event.properties == {"sku": "TR-2041-BLU-42", "quantity": 2, "price": 89.0}
+
+
+def test_event_with_bad_time_is_dropped_with_an_error() -> None:
+    row = {"Email": "ann@yahoo.com", "Paid at": "not paid", "Lineitem sku": "X"}
+    out = transformer(ORDERS).apply(row)
+    assert out.events == []
+    assert out.errors[0].field == "Paid at|Created at"
+    assert out.errors[0].value == "not paid"
+
+
+def test_nested_paths_filters_and_type_map() -> None:
+    t = transformer(WEB)
+    viewed = {
+        "type": "track",
+        "event": "Product Viewed",
+        "timestamp": "2026-11-21T10:00:00Z",
+        "anonymousId": "a-1",
+        "context": {"traits": {"email": "Zoe@Gmail.com"}},
+        "properties": {"category": "Shoes"},
+    }
+    out = t.apply(viewed)
+    assert [(e.type, e.properties) for e in out.events] == [
+        ("product_viewed", {"category": "Shoes"})
+    ]
+    assert ("email", "zoe@gmail.com") in out.identifiers
+    unmapped = {**viewed, "event": "Coupon Entered"}
+    assert t.apply(unmapped).events == []
+    page = {**viewed, "type": "page"}
+    assert t.apply(page).events == []
