@@ -62,7 +62,7 @@ LAST = (
     "Edwards Collins Stewart Morris Murphy Cook Rogers Reed Bailey Cooper Howard Ward Brooks Doe"
 ).split()
 INTL = [  # first|last|country[|ASCII email stem where the script cannot be transliterated]
-    tuple((rec + "|").split("|")[:4]) for rec in (
+    (first, last, cc, stem) for first, last, cc, stem in ((rec + "|").split("|")[:4] for rec in (
         "Zoë|Clarke|GB;Jürgen|Müller|DE;Jörg|Schäfer|DE;Lena|Köhler|DE;Björn|Krüger|DE;"
         "Sönke|Jürgensen|DE;Bärbel|Hoffmann|DE;François|Lefèvre|FR;Hélène|Dubois|FR;"
         "Léa|Girard|FR;Jérôme|Lambert|FR;Gaëlle|Rivière|FR;Noël|Moreau|FR;Łukasz|Wójcik|PL;"
@@ -75,7 +75,7 @@ INTL = [  # first|last|country[|ASCII email stem where the script cannot be tran
         "一郎|鈴木|JP|ichiro.suzuki;Văn An|Nguyễn|VN|an.nguyen;Thị Mai|Trần|VN|mai.tran;"
         "Thu Hà|Phạm|VN|ha.pham;Σοφία|Παπαδοπούλου|GR|sofia.papadopoulou;"
         "Γιώργος|Νικολάου|GR|giorgos.nikolaou"
-    ).split(";")
+    ).split(";"))
 ]
 # country|city|province|zip pattern (# digit, @ letter)|phone patterns or NANP area codes|street
 CITY_DATA = (
@@ -211,10 +211,18 @@ class Person:
         return round(sum(o.usd_net for o in self.orders), 2)
 
 
-PRODUCTS = [
-    Product(f"{pre}-{num}-{var}", f"{title} - {COLORS[var[:3]]}" + (f" / {var[4:]}" * (len(var) > 3)),
-            title, pre, float(price), float(cmp), str(8_041_000_000_000 + int(num) * 1_000_003))
-    for model in MODELS.split(";")
-    for (pre, num, price, cmp, title), variants in [model.split(": ")[0].split(" ", 4), model.split(": ")[1]]
-    for var in variants.split()
-]
+def parse_models() -> list[Product]:
+    products = []
+    for model in MODELS.split(";"):
+        head, variants = model.split(": ")
+        pre, num, price, compare, title = head.split(" ", 4)
+        product_id = str(8_041_000_000_000 + int(num) * 1_000_003)
+        for var in variants.split():
+            name = f"{title} - {COLORS[var[:3]]}" + (f" / {var[4:]}" if len(var) > 3 else "")
+            products.append(Product(f"{pre}-{num}-{var}", name, title, pre, float(price),
+                                    float(compare), product_id))
+    return products
+
+
+PRODUCTS = parse_models()
+PRICEY = [pr for pr in PRODUCTS if pr.price > 100]
