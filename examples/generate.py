@@ -13,37 +13,39 @@ import unicodedata
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 rng = random.Random(20261123)
-UTC = timezone.utc
 SHOP = "https://www.northwind-outfitters.com"
 WEB_START, CART_FROM = datetime(2026, 8, 1, tzinfo=UTC), datetime(2026, 11, 8, tzinfo=UTC)
 LAST7, WEB_END = datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 22, 23, 59, tzinfo=UTC)
 
-SF_HEADER = (
-    "Contact ID,First Name,Last Name,Title,Account Name,Email,Phone,Mailing City,"
-    "Mailing State/Province,Mailing Country,Email Opt Out,Lead Source,Created Date,"
-    "Last Modified Date"
-).split(",")
-CUSTOMER_HEADER = (
-    "Customer ID,First Name,Last Name,Email,Accepts Email Marketing,Default Address Company,"
-    "Default Address Address1,Default Address Address2,Default Address City,"
-    "Default Address Province Code,Default Address Country Code,Default Address Zip,"
-    "Default Address Phone,Phone,Accepts SMS Marketing,Total Spent,Total Orders,Note,Tax Exempt,Tags"
-).split(",")
-ORDER_HEADER = (
-    "Name,Email,Financial Status,Paid at,Fulfillment Status,Fulfilled at,Accepts Marketing,"
-    "Currency,Subtotal,Shipping,Taxes,Total,Discount Code,Discount Amount,Shipping Method,"
-    "Created at,Lineitem quantity,Lineitem name,Lineitem price,Lineitem compare at price,"
-    "Lineitem sku,Lineitem requires shipping,Lineitem taxable,Lineitem fulfillment status,"
-    "Billing Name,Billing City,Billing Zip,Billing Province,Billing Country,Billing Phone,"
-    "Cancelled at,Payment Method,Refunded Amount,Vendor,Id,Tags,Source,Lineitem discount"
-).split(",")
-PRODUCT_HEADER = "Handle,Title,Vendor,Product Category,Type,Tags,Variant SKU,Variant Price".split(",")
+SF_HEADER = [
+    "Contact ID", "First Name", "Last Name", "Title", "Account Name", "Email", "Phone",
+    "Mailing City", "Mailing State/Province", "Mailing Country", "Email Opt Out", "Lead Source",
+    "Created Date", "Last Modified Date",
+]
+CUSTOMER_HEADER = [
+    "Customer ID", "First Name", "Last Name", "Email", "Accepts Email Marketing",
+    "Default Address Company", "Default Address Address1", "Default Address Address2",
+    "Default Address City", "Default Address Province Code", "Default Address Country Code",
+    "Default Address Zip", "Default Address Phone", "Phone", "Accepts SMS Marketing",
+    "Total Spent", "Total Orders", "Note", "Tax Exempt", "Tags",
+]
+ORDER_HEADER = [
+    "Name", "Email", "Financial Status", "Paid at", "Fulfillment Status", "Fulfilled at",
+    "Accepts Marketing", "Currency", "Subtotal", "Shipping", "Taxes", "Total", "Discount Code",
+    "Discount Amount", "Shipping Method", "Created at", "Lineitem quantity", "Lineitem name",
+    "Lineitem price", "Lineitem compare at price", "Lineitem sku", "Lineitem requires shipping",
+    "Lineitem taxable", "Lineitem fulfillment status", "Billing Name", "Billing City",
+    "Billing Zip", "Billing Province", "Billing Country", "Billing Phone", "Cancelled at",
+    "Payment Method", "Refunded Amount", "Vendor", "Id", "Tags", "Source", "Lineitem discount",
+]
+PRODUCT_HEADER = ["Handle", "Title", "Vendor", "Product Category", "Type", "Tags", "Variant SKU",
+                  "Variant Price"]
 SF_FOOTER = ["Contacts & Accounts",
              "Copyright (c) 2000-2026 salesforce.com, inc. All rights reserved.",
              "Confidential Information - Do Not Distribute",
@@ -54,29 +56,29 @@ FIRST = (
     "Richard Susan Joseph Jessica Thomas Sarah Chris Karen Daniel Lisa Matthew Nancy Anthony "
     "Betty Mark Sandra Steven Ashley Andrew Emily Joshua Megan Kevin Amanda Brian Melissa Ryan "
     "Rachel Jacob Laura Tyler Hannah Ethan Olivia Noah Emma Liam Ava Mason Grace Logan Chloe Jane"
-).split()
+)
 LAST = (
     "Smith Johnson Williams Brown Jones Miller Davis Wilson Anderson Taylor Thomas Moore Jackson "
     "Martin Lee Thompson White Harris Clark Lewis Robinson Walker Young Allen King Wright Scott "
     "Hill Green Adams Baker Nelson Carter Mitchell Roberts Turner Phillips Campbell Parker Evans "
     "Edwards Collins Stewart Morris Murphy Cook Rogers Reed Bailey Cooper Howard Ward Brooks Doe"
-).split()
-INTL = [  # first|last|country[|ASCII email stem where the script cannot be transliterated]
-    (first, last, cc, stem) for first, last, cc, stem in ((rec + "|").split("|")[:4] for rec in (
-        "Zoë|Clarke|GB;Jürgen|Müller|DE;Jörg|Schäfer|DE;Lena|Köhler|DE;Björn|Krüger|DE;"
-        "Sönke|Jürgensen|DE;Bärbel|Hoffmann|DE;François|Lefèvre|FR;Hélène|Dubois|FR;"
-        "Léa|Girard|FR;Jérôme|Lambert|FR;Gaëlle|Rivière|FR;Noël|Moreau|FR;Łukasz|Wójcik|PL;"
-        "Małgorzata|Zielińska|PL;Zofia|Wiśniewska|PL;Søren|Østergaard|DK;Mette|Sørensen|DK;"
-        "José|Núñez|ES;María José|Peña|ES;Íñigo|Ibáñez|ES;Begoña|Muñoz|ES;Björk||IS;"
-        "Ana Luísa|Gonçalves|BR;João|Conceição|BR;André|Araújo|BR;İlker|Şahin|TR;Ayşe|Yılmaz|TR;"
-        "Çağla|Öztürk|TR;Gülşen|Doğan|TR;Niccolò|Ferrari|IT;Mattia|Carità|IT;Åsa|Lindström|SE;"
-        "Ørjan|Håland|NO;Renée|Walsh|US;Chloé|Sullivan|US;Zoë|Martin|US;Noémie|Tremblay|CA;"
-        "Renée|Côté|CA;Siân|Hughes|GB;太郎|山田|JP|taro.yamada;花子|佐藤|JP|hanako.sato;"
-        "一郎|鈴木|JP|ichiro.suzuki;Văn An|Nguyễn|VN|an.nguyen;Thị Mai|Trần|VN|mai.tran;"
-        "Thu Hà|Phạm|VN|ha.pham;Σοφία|Παπαδοπούλου|GR|sofia.papadopoulou;"
-        "Γιώργος|Νικολάου|GR|giorgos.nikolaou"
-    ).split(";"))
-]
+)
+INTL_DATA = (  # first|last|country[|ASCII email stem where the script can't be transliterated]
+    "Zoë|Clarke|GB;Jürgen|Müller|DE;Jörg|Schäfer|DE;Lena|Köhler|DE;Björn|Krüger|DE;"
+    "Sönke|Jürgensen|DE;Bärbel|Hoffmann|DE;François|Lefèvre|FR;Hélène|Dubois|FR;"
+    "Léa|Girard|FR;Jérôme|Lambert|FR;Gaëlle|Rivière|FR;Noël|Moreau|FR;Łukasz|Wójcik|PL;"
+    "Małgorzata|Zielińska|PL;Zofia|Wiśniewska|PL;Søren|Østergaard|DK;Mette|Sørensen|DK;"
+    "José|Núñez|ES;María José|Peña|ES;Íñigo|Ibáñez|ES;Begoña|Muñoz|ES;Björk||IS;"
+    "Ana Luísa|Gonçalves|BR;João|Conceição|BR;André|Araújo|BR;İlker|Şahin|TR;Ayşe|Yılmaz|TR;"  # noqa: RUF001
+    "Çağla|Öztürk|TR;Gülşen|Doğan|TR;Niccolò|Ferrari|IT;Mattia|Carità|IT;Åsa|Lindström|SE;"
+    "Ørjan|Håland|NO;Renée|Walsh|US;Chloé|Sullivan|US;Zoë|Martin|US;Noémie|Tremblay|CA;"
+    "Renée|Côté|CA;Siân|Hughes|GB;太郎|山田|JP|taro.yamada;花子|佐藤|JP|hanako.sato;"
+    "一郎|鈴木|JP|ichiro.suzuki;Văn An|Nguyễn|VN|an.nguyen;Thị Mai|Trần|VN|mai.tran;"
+    "Thu Hà|Phạm|VN|ha.pham;Σοφία|Παπαδοπούλου|GR|sofia.papadopoulou;"
+    "Γιώργος|Νικολάου|GR|giorgos.nikolaou"
+)
+INTL = [(first, last, cc, stem) for first, last, cc, stem in
+        ((rec + "|").split("|")[:4] for rec in INTL_DATA.split(";"))]
 # country|city|province|zip pattern (# digit, @ letter)|phone patterns or NANP area codes|street
 CITY_DATA = (
     "US|Brooklyn|NY|112##|718;US|San Francisco|CA|941##|415;US|Los Angeles|CA|900##|213/310;"
@@ -109,7 +111,7 @@ STATES = {"NY": "New York", "CA": "California", "MA": "Massachusetts", "WA": "Wa
           "TX": "Texas", "IL": "Illinois", "CO": "Colorado", "OR": "Oregon", "VT": "Vermont",
           "ON": "Ontario", "BC": "British Columbia", "AB": "Alberta", "SP": "São Paulo"}
 STREETS = ["Maple Ave", "Oak St", "Mission St", "Broadway", "Pine St", "Elm St", "High St"]
-SPECIAL = str.maketrans({"ł": "l", "ø": "o", "Ø": "O", "ß": "ss", "đ": "d", "ı": "i"})
+SPECIAL = str.maketrans({"ł": "l", "ø": "o", "Ø": "O", "ß": "ss", "đ": "d", "ı": "i"})  # noqa: RUF001
 GENERIC = {"gmail.com": 34, "yahoo.com": 10, "outlook.com": 10, "hotmail.com": 7,
            "icloud.com": 11, "aol.com": 4, "proton.me": 4, "fastmail.com": 3}
 LOCAL_DOMAINS = {"DE": ["gmx.de", "web.de"], "FR": ["orange.fr"], "IT": ["libero.it"]}
@@ -118,7 +120,7 @@ COMPANY_DOMAINS = {"northwind-traders.com": "Northwind Traders", "brightlane.io"
 ACCOUNTS = ["Harborview Dental", "Kestrel Analytics", "Pinecrest Schools", "Bluefin Logistics",
             "Oakline Studio", "Summit Ridge Guides", "Copperleaf Cafe"]
 TITLES = ["Owner", "Marketing Manager", "Office Manager", "Buyer", "Operations Lead", "CEO"]
-CURRENCY = {"GB": ("GBP", 0.79), **{c: ("EUR", 0.92) for c in ("DE", "FR", "ES", "IT", "GR")}}
+CURRENCY = {"GB": ("GBP", 0.79), **dict.fromkeys(["DE", "FR", "ES", "IT", "GR"], ("EUR", 0.92))}
 TAX = {"USD": 0.08, "EUR": 0.19, "GBP": 0.20}
 COLORS = {"BLU": "Blue", "GRY": "Graphite", "GRN": "Forest", "BLK": "Black", "RED": "Ember",
           "ORG": "Canyon", "BRN": "Brown"}
@@ -226,3 +228,411 @@ def parse_models() -> list[Product]:
 
 PRODUCTS = parse_models()
 PRICEY = [pr for pr in PRODUCTS if pr.price > 100]
+TAKEN: set[str] = set()
+
+
+def rand_dt(start: datetime, end: datetime) -> datetime:
+    return start + timedelta(seconds=rng.randint(0, int((end - start).total_seconds())))
+
+
+def fill(pattern: str) -> str:
+    """Replace '#' with a random digit and '@' with a random upper-case letter."""
+    return "".join(str(rng.randint(0, 9)) if c == "#" else rng.choice("ABEHJKLNPRSTW")
+                   if c == "@" else c for c in pattern)
+
+
+def new_email(first: str, last: str, country: str, stem: str = "") -> str:
+    def slug(text: str) -> str:
+        text = unicodedata.normalize("NFKD", text.translate(SPECIAL).lower())
+        return "".join(c for c in text if c.isascii() and c.isalpha())
+
+    fn, ln = stem.split(".") if stem else (slug(first), slug(last))
+    n = rng.randint(1, 99)
+    options = [f"{fn}.{ln}"] * 3 + [f"{fn}{ln}", f"{fn[0]}{ln}", f"{fn}_{ln}", f"{fn}.{ln}{n}"]
+    local, r = rng.choice([*options, f"{ln}{fn[0]}"] if ln else [fn, f"{fn}{n}"]), rng.random()
+    if r < 0.05:
+        domain = rng.choice(list(COMPANY_DOMAINS))
+    elif country in LOCAL_DOMAINS and r < 0.6:
+        domain = rng.choice(LOCAL_DOMAINS[country])
+    else:
+        domain = rng.choices(list(GENERIC), list(GENERIC.values()))[0]
+    email = f"{local}@{domain}"
+    while email in TAKEN:
+        email = f"{local}{rng.randint(2, 999)}@{domain}"
+    TAKEN.add(email)
+    return email
+
+
+def place(p: Person, loc: Loc) -> None:
+    p.loc, p.zip, phones = loc, fill(loc[2]), loc[3]
+    while phones and (not p.phone or p.phone in TAKEN):
+        p.phone = fill(rng.choice(phones))
+    TAKEN.add(p.phone)
+
+
+def messy_phone(intl: str) -> str:
+    cc, *rest = intl.split(" ")
+    if cc != "+1":
+        return rng.choice([intl, "0" + " ".join(rest), intl.replace(" ", "")])
+    a, b, c = rest
+    return rng.choice([f"({a}) {b}-{c}", f"{a}.{b}.{c}", f"{a}-{b}-{c}", f"+1 {a}-{b}-{c}", intl])
+
+
+def vary(email: str, source: str) -> str:
+    """The address as it was typed into one source system (case and whitespace noise)."""
+    local, _, domain = email.partition("@")
+    title = ".".join(part[:1].upper() + part[1:] for part in local.split("."))
+    weights = {"crm": (30, 45, 15, 5, 5), "shop": (55, 10, 5, 5, 25), "orders": (80, 10, 0, 0, 10),
+               "web": (70, 0, 20, 10, 0)}[source]
+    style = rng.choices(["lower", "title", "mixed", "upper", "pad"], weights)[0]
+    pad = rng.choice([f" {email} ", f"{email} ", f"  {email}"])
+    return {"lower": email, "title": f"{title}@{domain.capitalize()}", "mixed": f"{title}@{domain}",
+            "upper": email.upper(), "pad": pad}[style]
+
+
+def invalid(email: str, kind: int) -> str:
+    local, _, dom = email.partition("@")
+    return [f"{local}@", f"{local} at {dom}", f"{local}@@{dom}", f"{local}@{dom.split('.')[0]}",
+            "n/a", f"{local}{dom}", f"{local}@{dom}; {local}@work", f"{local}(at){dom}"][kind]
+
+
+def sf_id() -> str:
+    """18-character Salesforce Contact id, including the real case-safety checksum suffix."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    body = "0035g00000" + "".join(rng.choice(alphabet) for _ in range(5))
+    flags = [sum(1 << j for j, c in enumerate(body[i:i + 5]) if c.isupper()) for i in (0, 5, 10)]
+    return body + "".join("ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"[f] for f in flags)
+
+
+def ny_offset(d: datetime) -> int:
+    """Hours from UTC for America/New_York at wall time ``d`` (US DST rules since 2007)."""
+    start = datetime(d.year, 3, 8 + (6 - datetime(d.year, 3, 8).weekday()) % 7, 2)
+    end = datetime(d.year, 11, 1 + (6 - datetime(d.year, 11, 1).weekday()) % 7, 2)
+    return -4 if start <= d < end else -5
+
+
+def shop_stamp(d: datetime) -> str:
+    return f"{d:%Y-%m-%d %H:%M:%S} -0{-ny_offset(d)}00"
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]], sf: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh, quoting=csv.QUOTE_ALL if sf else csv.QUOTE_MINIMAL,
+                       lineterminator="\r\n" if sf else "\n")
+        w.writerows([header, *rows] + ([[], *([line] for line in SF_FOOTER)] if sf else []))
+
+
+# --- people and the sources they appear in ----------------------------------------------------
+names = rng.sample([(f, ln) for f in FIRST.split() for ln in LAST.split()], 320 - len(INTL))
+specs = [(f, ln, rng.choices(["US", "CA", "GB"], [82, 9, 9])[0], "") for f, ln in names] + INTL
+rng.shuffle(specs)
+people = [Person(i, f, ln, cc, new_email(f, ln, cc, s)) for i, (f, ln, cc, s) in enumerate(specs)]
+for p in people:
+    place(p, rng.choice(CITIES[p.country]))
+    p.marketing = rng.random() < 0.62
+    p.company = COMPANY_DOMAINS.get(p.email.split("@")[1], "")
+    p.company = p.company or (rng.choice(ACCOUNTS) if rng.random() < 0.3 else "")
+ids = list(range(len(people)))
+shop_ids = rng.sample(ids, 230)
+guests = rng.sample(sorted(set(ids) - set(shop_ids)), 10)
+buyers = rng.sample(sorted(shop_ids), 140) + guests
+for src, members in [("crm", rng.sample(ids, 205)), ("shop", shop_ids), ("orders", buyers),
+                     ("web", rng.sample(ids, 180))]:
+    for pid in members:
+        people[pid].sources.add(src)
+for p in people:
+    p.sources = p.sources or {"crm"}  # nobody is left without a source
+for cc in COUNTRY_TEXT:  # every spelling of every country shows up in the CRM at least once
+    for p in [p for p in people if p.country == cc][:len(COUNTRY_TEXT[cc])]:
+        p.sources.add("crm")
+by_src = {s: [p for p in people if s in p.sources] for s in ("crm", "shop", "orders", "web")}
+shop_numbers = sorted(rng.sample(range(71 * 10**11, 8 * 10**12), 230))  # 13-digit, ascending
+for p, cid in zip(by_src["shop"], shop_numbers, strict=True):
+    p.shop_id = str(cid)
+us_plain = [p for p in people if p.country == "US" and p.first.isascii()]
+for p in rng.sample([p for p in us_plain if p.shop_id], 25) + rng.sample(
+        [p for p in us_plain if not p.shop_id], 5):
+    p.phone = ""
+    place(p, NEW_YORK)
+
+OVERRIDE: dict[tuple[int, str], str] = {}  # (pid, source) -> invalid or empty email
+both = [p for p in people if {"crm", "shop"} <= p.sources]
+changed = rng.sample([p for p in both if p.phone], 4)  # linked to their CRM record by phone only
+changed += rng.sample([p for p in both if p not in changed], 2)  # not linked at all
+for p in changed:
+    p.old_email = new_email(p.first, p.last, p.country)
+rest = [p for p in people if p not in changed and p.sources & {"crm", "shop"}]
+for i, p in enumerate(rng.sample(rest, 8)):
+    OVERRIDE[p.pid, rng.choice(sorted(p.sources & {"crm", "shop"}))] = invalid(p.email, i)
+rest = [p for p in rest if all(pid != p.pid for pid, _ in OVERRIDE)]
+for p in rng.sample([p for p in rest if "crm" in p.sources], 3):
+    OVERRIDE[p.pid, "crm"] = ""
+for p in rng.sample([p for p in rest if p.shop_id and p.phone and (p.pid, "crm") not in OVERRIDE],
+                    2):
+    OVERRIDE[p.pid, "shop"] = ""  # Shopify allows phone-only customers
+
+
+def addr(p: Person, source: str) -> str:
+    if (p.pid, source) in OVERRIDE:
+        return OVERRIDE[p.pid, source]
+    return vary(p.old_email if source == "crm" and p.old_email else p.email, source)
+
+
+# --- shop/orders.csv: one row per line item, order-level columns only on the first row ------
+heavy = rng.sample(buyers[:140], 4)  # lifetime value > 5000 USD
+plan = [(pid, pid in heavy) for pid in buyers for _ in range(9 if pid in heavy else 1)]
+regular = [pid for pid in buyers[:140] if pid not in heavy]
+weights = [rng.expovariate(1.0) for _ in regular]
+plan += [(pid, False) for pid in rng.choices(regular, weights, k=420 - len(plan))]
+timed = sorted(((rand_dt(datetime(2026, 10, 1) if rng.random() < 0.35 else datetime(2025, 1, 1),
+                         datetime(2026, 11, 20, 20)), people[pid], big) for pid, big in plan),
+               key=lambda t: t[0])
+ORDER_ROWS: list[list[str]] = []
+order_id, not_paid = 5_612_004_000_000, "not paid"
+for n, (created, p, big) in enumerate(timed, start=1001):
+    order_id += rng.randint(10**6, 10**8)
+    cur, rate = CURRENCY.get(p.country, ("USD", 1.0))
+    count = rng.randint(2, 4) if big else rng.choices([1, 2, 3, 4], [50, 30, 15, 5])[0]
+    lines = [(pr, rng.randint(1, 3) if pr.kind in ("SK", "BO") else 1, round(pr.price * rate, 2))
+             for pr in rng.sample(PRICEY if big else PRODUCTS, count)]
+    gross = round(sum(q * price for _, q, price in lines), 2)
+    code = rng.choices(["", "WELCOME10", "FALL20", "BFCM25" if created.month == 11 else "FALL20"],
+                       [78, 8, 6, 8])[0]
+    discount = round(gross * int(code[-2:] or 0) / 100, 2)
+    subtotal = round(gross - discount, 2)
+    method, shipping = ("Free Shipping", 0.0) if subtotal >= 100 * rate else rng.choice(
+        [("Standard Shipping", round(8.95 * rate, 2)), ("Express", round(19.95 * rate, 2))])
+    taxes = round(subtotal * TAX[cur], 2)
+    total = round(subtotal + shipping + taxes, 2)
+    status = "paid" if big else rng.choices(
+        ["paid", "refunded", "partially_refunded", "pending", "voided"], [84, 5, 4, 4, 3])[0]
+    partial = round(total * rng.uniform(0.2, 0.5), 2)
+    refund = {"refunded": total, "partially_refunded": partial}.get(status, 0.0)
+    paid = status not in ("pending", "voided")
+    cancelled = status == "voided" or (status == "refunded" and rng.random() < 0.5)
+    if cancelled or not paid:
+        fulfil = "unfulfilled"
+    elif created < datetime(2026, 11, 16):
+        fulfil = "fulfilled"
+    else:
+        fulfil = rng.choice(["unfulfilled", "fulfilled"] + ["partial"] * (len(lines) > 1))
+    utc = (created - timedelta(hours=ny_offset(created))).replace(tzinfo=UTC)
+    p.orders.append(Order(f"#{n}", utc, cur, lines, subtotal, total,
+                          round((total - refund) / rate, 2) if paid else 0.0))
+    paid_at = shop_stamp(created + timedelta(seconds=rng.randint(2, 300))) if paid else ""
+    if status == "pending" and not_paid:  # one hand-edited row for the cleaning demo
+        paid_at, not_paid = not_paid, ""
+    done_at = min(created + timedelta(hours=rng.randint(20, 90)), datetime(2026, 11, 20, 21))
+    payment = "manual" if status == "pending" else rng.choices(
+        ["Shopify Payments", "PayPal Express Checkout", "Shop Pay"], [60, 20, 20])[0]
+    head = [status, paid_at, fulfil, shop_stamp(done_at) if fulfil == "fulfilled" else "",
+            "yes" if p.marketing else "no", cur, f"{subtotal:.2f}", f"{shipping:.2f}",
+            f"{taxes:.2f}", f"{total:.2f}", code, f"{discount:.2f}", method, shop_stamp(created)]
+    billing = [f"{p.first} {p.last}".strip(), p.loc[0], f"'{p.zip}", p.loc[1], p.country,
+               messy_phone(p.phone) if p.phone and rng.random() < 0.7 else "",
+               shop_stamp(created + timedelta(hours=rng.randint(1, 48))) if cancelled else "",
+               payment, f"{refund:.2f}"]
+    source = rng.choices(["web", "pos"], [92, 8])[0]
+    source = "shopify_draft_order" if status == "pending" else source
+    tail = [str(order_id), "bfcm" if code == "BFCM25" else rng.choice(["", "", "", "gift"]), source]
+    email, allocated = addr(p, "orders"), 0.0
+    for i, (pr, qty, price) in enumerate(lines):
+        last = i == len(lines) - 1
+        share = round(discount - allocated if last else discount * qty * price / gross, 2)
+        allocated += share
+        done = fulfil == "fulfilled" or (fulfil == "partial" and i == 0)
+        compare_at = f"{pr.compare * rate:.2f}" if pr.compare else ""
+        line = [str(qty), pr.name, f"{price:.2f}", compare_at, pr.sku, "true", "true",
+                "fulfilled" if done else "pending"]
+        ORDER_ROWS.append([f"#{n}", email, *(x if i == 0 else "" for x in head), *line,
+                           *(x if i == 0 else "" for x in billing), KINDS[pr.kind][1],
+                           *(x if i == 0 else "" for x in tail), f"{share:.2f}"])
+
+# --- shop/customers.csv ------------------------------------------------------------------------
+customers: list[list[str]] = []
+odd_total = min(by_src["shop"], key=lambda p: abs(p.spent - 1234.5))  # gets "1.234,50"
+for p in sorted(by_src["shop"], key=lambda p: p.shop_id):
+    odds = [("vip", p.spent >= 1000), ("newsletter", 0.7 * p.marketing),
+            ("wholesale", 0.3 * bool(p.company)), ("bfcm-2025", 0.1)]
+    tags = [tag for tag, chance in odds if rng.random() < chance]
+    linked = p in changed[:4] or (p.pid, "shop") in OVERRIDE
+    street = p.loc[4] or rng.choice(STREETS)
+    customers.append([
+        f"'{p.shop_id}", p.first, p.last, addr(p, "shop"), "yes" if p.marketing else "no",
+        p.company if rng.random() < 0.5 else "",
+        f"{street} {rng.randint(1, 120)}" if p.loc[4] else f"{rng.randint(1, 9800)} {street}",
+        rng.choice(["", "", "", "Apt 4B", "Suite 210", "Unit 7"]), p.loc[0], p.loc[1], p.country,
+        f"'{p.zip}", f"'{messy_phone(p.phone)}" if p.phone and rng.random() < 0.6 else "",
+        f"'{p.phone.replace(' ', '')}" if p.phone and (linked or rng.random() < 0.5) else "",
+        "yes" if p.phone and rng.random() < 0.25 else "no",
+        "1.234,50" if p is odd_total else f"{p.spent:.2f}", str(len(p.orders)),
+        rng.choice(NOTES) if rng.random() < 0.08 else "",
+        "yes" if p.company and rng.random() < 0.2 else "no", ", ".join(tags)])
+
+# --- crm/contacts.csv --------------------------------------------------------------------------
+crm = sorted(by_src["crm"], key=lambda p: (p.last, p.first))
+odd_country = dict(zip(rng.sample(crm, 11), ["Atlantis", "Earth", "N/A"] + [""] * 8, strict=True))
+odd_created = dict(zip(rng.sample(crm, 2), ["31/31/2025", "yesterday"], strict=True))
+typed: Counter[str] = Counter()  # cycles through the ways humans spell each country
+contacts = []
+for p in crm:
+    made = rand_dt(datetime(2019, 1, 1), datetime(2026, 11, 14))
+    mod = rand_dt(made, datetime(2026, 11, 20, 9))
+    keep_phone = p in changed[:4] or (p not in changed and rng.random() < 0.85)
+    state = p.loc[1] if p.country in ("US", "CA", "BR") else ""
+    typed[p.country] += 1
+    country = COUNTRY_TEXT[p.country][typed[p.country] % len(COUNTRY_TEXT[p.country])]
+    contacts.append([
+        sf_id(), p.first, p.last, rng.choice(TITLES) if rng.random() < 0.75 else "", p.company,
+        addr(p, "crm"), messy_phone(p.phone) if p.phone and keep_phone else "",
+        p.loc[0] if rng.random() < 0.9 else "",
+        rng.choices([state, STATES.get(state, state), ""], [75, 20, 5])[0],
+        odd_country.get(p, country), "1" if rng.random() < 0.08 else "0",
+        rng.choice(["Web", "Web", "Trade Show", "Referral", "Partner", "Phone Inquiry", ""]),
+        odd_created.get(p, f"{made.month}/{made.day}/{made.year}"),
+        f"{mod.month}/{mod.day}/{mod.year} {(mod.hour - 1) % 12 + 1}:{mod.minute:02d} "
+        f"{'AM' if mod.hour < 12 else 'PM'}"])
+
+# --- web/events.jsonl (Segment spec) -----------------------------------------------------------
+EVENTS: list[tuple[datetime, dict[str, Any]]] = []
+
+
+@dataclass
+class Visitor:
+    anon: str
+    user_id: str | None = None
+    email: str = ""
+    known_from: datetime = WEB_END + timedelta(days=1)  # first identified moment
+    ip: str = field(default_factory=lambda: rng.choice(["203.0.113.", "198.51.100.", "192.0.2."])
+                    + str(rng.randint(1, 254)))
+    ua: str = field(default_factory=lambda: rng.choice(UAS))
+
+
+def msg_id() -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def emit(v: Visitor, ts: datetime, path: str, title: str, kind: str, **body: Any) -> datetime:
+    ts += timedelta(milliseconds=rng.randint(0, 999))
+    known = ts >= v.known_from
+    referrer = rng.choice(REFERRERS) if path in LANDINGS else SHOP + "/"
+    page = {"url": SHOP + path, "path": path, "title": f"{title} | Northwind Outfitters",
+            "referrer": referrer}
+    tz = UTC if rng.random() < 0.8 else timezone(timedelta(hours=rng.choice((-8, -5, 1, 9))))
+    stamp = ts.astimezone(tz).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    context: dict[str, Any] = {"ip": v.ip, "userAgent": v.ua, "page": page}
+    if known and v.email:
+        context["traits"] = {"email": vary(v.email, "web")}
+    EVENTS.append((ts, {"type": kind, "messageId": msg_id(), "timestamp": stamp,
+                        "userId": v.user_id if known else None, "anonymousId": v.anon,
+                        **({"name": title, "properties": page} if kind == "page" else body),
+                        "context": context}))
+    return ts
+
+
+def item(pr: Product, qty: int, price: float | None = None) -> dict[str, Any]:
+    return {"product_id": pr.product_id, "sku": pr.sku, "category": KINDS[pr.kind][0],
+            "name": pr.name, "price": pr.price if price is None else price, "quantity": qty}
+
+
+def session(v: Visitor, t: datetime, views: list[Product], adds: int = 0, checkout: bool = False,
+            order: Order | None = None) -> None:
+    """One visit: a landing page, product views, then the first ``adds`` viewed items carted."""
+    path = rng.choice(list(LANDINGS))
+    t = emit(v, t, path, LANDINGS[path], "page")
+    qty = {pr.sku: q for pr, q, _ in order.lines} if order else {}
+    steps = [(pr, "Product Viewed") for pr in views]
+    steps += [(pr, "Product Added") for pr in views[:adds]]
+    for pr, event in steps:
+        q = qty.get(pr.sku, 1) if event == "Product Added" else 1
+        t = emit(v, t + timedelta(seconds=rng.randint(15, 90)), f"/products/{pr.handle}",
+                 pr.title, "track", event=event, properties=item(pr, q))
+    cart = [item(pr, q, price) for pr, q, price in order.lines] if order else [
+        item(pr, 1) for pr in views[:adds]]
+    path = f"/checkouts/c/{msg_id().replace('-', '')[:16]}"
+    if checkout:
+        emit(v, t + timedelta(seconds=40), path, "Checkout", "track", event="Checkout Started",
+             properties={"value": order.subtotal if order else sum(c["price"] for c in cart),
+                         "currency": order.currency if order else "USD", "products": cart})
+    if order:
+        emit(v, order.utc, path + "/thank_you", "Thank you", "track", event="Order Completed",
+             properties={"order_id": order.name, "total": order.total, "revenue": order.subtotal,
+                         "currency": order.currency, "products": cart})
+
+
+web = by_src["web"]
+abandoners = rng.sample([p for p in web if all(o.utc < LAST7 for o in p.orders)], 30)
+# "hot": a cart > 100 left open on Nov 8-15 and the product viewed again in the last 24 hours
+hot = rng.sample([p for p in web if p not in abandoners
+                  and all(o.utc < CART_FROM for o in p.orders)], 25)
+for p in web:
+    v = Visitor(msg_id(), p.shop_id or None, p.email)
+    quiet = timedelta(hours=26 if p in abandoners else 1)  # abandoners stay away the last day
+    visits: list[tuple[datetime, str, Order | None]] = [
+        (rand_dt(LAST7, WEB_END - quiet) if rng.random() < 0.4 else rand_dt(WEB_START, LAST7),
+         "browse", None) for _ in range(rng.randint(1, 3))]
+    visits += [(o.utc - timedelta(minutes=rng.randint(16, 40)), "order", o) for o in p.orders
+               if o.utc >= WEB_START]
+    if p in abandoners:
+        visits.append((rand_dt(LAST7, WEB_END - quiet), "abandon", None))
+    if p in hot:
+        visits += [(rand_dt(CART_FROM, LAST7 - timedelta(hours=1)), "cart", None),
+                   (rand_dt(WEB_END - timedelta(hours=23), WEB_END - timedelta(minutes=15)),
+                    "hot", None)]
+    visits.sort(key=lambda x: x[0])
+    first = 1 if len(visits) > 1 and visits[0][1] == "browse" and rng.random() < 0.5 else 0
+    v.known_from = visits[first][0]  # those who browse anonymously first get stitched later
+    cart = rng.sample(PRICEY, rng.randint(1, 2))
+    for i, (t, kind, order) in enumerate(visits):
+        if i == first:
+            emit(v, t, "/account/login", "Account", "identify", traits={
+                "email": vary(p.email, "web"), "first_name": p.first, "last_name": p.last})
+            t += timedelta(seconds=5)
+        if order:
+            session(v, t, [pr for pr, _, _ in order.lines], len(order.lines), True, order)
+        elif kind == "abandon":
+            session(v, t, rng.sample(PRODUCTS, 3), rng.randint(1, 2), rng.random() < 0.3)
+        elif kind == "cart":
+            session(v, t, cart, len(cart))
+        else:
+            session(v, t, cart + rng.sample(PRODUCTS, 1) if kind == "hot" else
+                    rng.sample(PRODUCTS, rng.randint(1, 3)))
+for _ in range(40):  # anonymous-only visitors: never identify, sometimes leave an anonymous cart
+    v = Visitor(msg_id())
+    for _ in range(rng.randint(1, 3)):
+        session(v, rand_dt(WEB_START, WEB_END - timedelta(hours=1)),
+                rng.sample(PRODUCTS, rng.randint(1, 3)), int(rng.random() < 0.25))
+EVENTS.sort(key=lambda e: e[0])
+
+# --- write the files and print a summary -------------------------------------------------------
+write_csv(ROOT / "crm" / "contacts.csv", SF_HEADER, contacts, sf=True)
+write_csv(ROOT / "shop" / "customers.csv", CUSTOMER_HEADER, customers)
+write_csv(ROOT / "shop" / "orders.csv", ORDER_HEADER, ORDER_ROWS)
+write_csv(ROOT / "shop" / "products.csv", PRODUCT_HEADER, [
+    [pr.handle, pr.title, KINDS[pr.kind][1], KINDS[pr.kind][3], KINDS[pr.kind][0],
+     f"{KINDS[pr.kind][0].lower()}, {KINDS[pr.kind][2]}", pr.sku, f"{pr.price:.2f}"]
+    for pr in PRODUCTS])
+(ROOT / "web").mkdir(exist_ok=True)
+with (ROOT / "web" / "events.jsonl").open("w", encoding="utf-8", newline="\n") as fh:
+    fh.writelines(json.dumps(ev, ensure_ascii=False) + "\n" for _, ev in EVENTS)
+
+ny = sum(p.loc is NEW_YORK for p in by_src["shop"])
+print(f"crm/contacts.csv    {len(contacts)} contacts + Salesforce report footer")
+print(f"shop/customers.csv  {len(customers)} customers ({ny} in New York)")
+print(f"shop/orders.csv     {len(timed)} orders / {len(ORDER_ROWS)} line-item rows, "
+      f"{len(by_src['orders'])} buyers incl. {len(guests)} guest checkouts")
+print(f"shop/products.csv   {len(PRODUCTS)} SKUs")
+print(f"web/events.jsonl    {len(EVENTS)} events: "
+      f"{dict(Counter(e.get('event', e['type']) for _, e in EVENTS))}")
+print("people per source:", {s: len(m) for s, m in by_src.items()})
+print("people by number of sources:", dict(sorted(Counter(len(p.sources) for p in people).items())))
+print("people in 3+ sources:", sum(len(p.sources) >= 3 for p in people))
+print("lifetime spend > 5000 USD:", [(p.email, p.spent) for p in people if p.spent > 5000])
+print("changed email, CRM -> shop (first 4 linked by phone):",
+      [(p.old_email, p.email) for p in changed])
+print(f"web: {len(abandoners)} planned cart abandoners (Nov 16-22), {len(hot)} open carts > 100 "
+      "viewed again in the last 24 h, 40 anonymous-only visitors")
+print("invalid / empty emails:")
+for (pid, src), value in sorted(OVERRIDE.items()):
+    print(f"  {src:5} {people[pid].email:38} -> {value!r}")

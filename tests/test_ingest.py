@@ -86,6 +86,7 @@ class WriteCounter:
         event.listen(engine, "before_cursor_execute", self._seen)
 
     def _seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statement = statement.replace('"', "")
         head = statement.lstrip().split(None, 3)
         verb = head[0].upper() if head else ""
         if verb in ("INSERT", "UPDATE", "DELETE") and any(
@@ -323,7 +324,7 @@ def test_crash_mid_stream_repeats_the_page_and_loses_nothing(
 
     def crash_on_third_page(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         nonlocal pages
-        if statement.lstrip().upper().startswith("INSERT INTO SOURCE_RECORD"):
+        if statement.replace('"', "").lstrip().upper().startswith("INSERT INTO SOURCE_RECORD"):
             pages += 1
             if pages == 3:
                 raise RuntimeError("power cut")

@@ -11,7 +11,7 @@ import re
 import unicodedata
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -125,6 +125,14 @@ def format_datetime(moment: datetime) -> str:
 
 
 def clean_datetime(value: Any, fmt: str | None = None, timezone: str | None = None) -> str:
+    if type(value) is str:
+        return _clean_datetime_text(value, fmt, timezone)
+    return format_datetime(parse_datetime(value, fmt, timezone))
+
+
+@lru_cache(maxsize=65536)
+def _clean_datetime_text(value: str, fmt: str | None, timezone: str | None) -> str:
+    """Exports repeat dates a lot (and strptime is slow): parse each distinct text once."""
     return format_datetime(parse_datetime(value, fmt, timezone))
 
 
@@ -219,6 +227,7 @@ def _country_index() -> dict[str, str]:
     return index
 
 
+@lru_cache(maxsize=4096)
 def clean_country(value: Any) -> str:
     """ISO 3166-1 alpha-2 from a code (`us`, `USA`) or a name (`United States`, `Deutschland`)."""
     text = str(value).strip()
@@ -231,6 +240,7 @@ def clean_country(value: Any) -> str:
     return code
 
 
+@lru_cache(maxsize=65536)
 def clean_phone(value: Any, region: str | None = None) -> str:
     """E.164 (`+14155550132`); numbers without a country code are read in `region`."""
     text = str(value).strip().lstrip("'")

@@ -8,7 +8,6 @@ record costs one hash comparison and no write; a crash repeats the page, never s
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, select, update
 
 from .connectors import DELETED, Page, Stream
-from .store.bulk import chunks, upsert, utcnow
+from .store.bulk import chunks, utcnow
+from .store.rawsql import Json, allocate_ids, dumps, insert_many
 from .store.tables import Event, RecordErrorRow, SourceRecord, StreamCursor
 from .transform import RecordTransformer
 
@@ -64,6 +64,7 @@ class StreamStats:
 class _Prepared:
     key: str
     raw: dict[str, Any]
+    text: Json
     digest: str
     deleted_marker: bool = False
 
@@ -80,10 +81,16 @@ class StreamIngest:
     stats: StreamStats = field(default_factory=StreamStats)
 
 
+def canonical_json(record: dict[str, Any]) -> Json:
+    """The record as JSON with sorted keys: hashed for change detection, and stored as is."""
+    return Json(dumps(record, sort_keys=True))
+
+
 def content_hash(record: dict[str, Any]) -> str:
-    text = json.dumps(
-        record, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
-    )
+    return _digest(canonical_json(record))
+
+
+def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -134,7 +141,7 @@ def ingest_stream(engine: Engine, job: StreamIngest) -> StreamStats:
 
 def _save_cursor(conn: Connection, source: str, stream: str, value: Any) -> None:
     row = {"source": source, "stream": stream, "value": value, "updated_at": utcnow()}
-    upsert(conn, CURSORS, [row], ["source", "stream"], ["value", "updated_at"])
+    insert_many(conn, CURSORS, [row], ["source", "stream"], ["value", "updated_at"])
 
 
 def _prepare(job: StreamIngest, records: list[dict[str, Any]], errors: list[dict[str, Any]]):
@@ -147,10 +154,11 @@ def _prepare(job: StreamIngest, records: list[dict[str, Any]], errors: list[dict
             fields = ", ".join(job.stream.primary_key)
             errors.append(_error_row(job, None, fields, None, "record has no primary key value"))
             continue
-        digest = content_hash(raw)
+        text = canonical_json(raw)
+        digest = _digest(text)
         if deleted_marker:  # a delete of unchanged content is still a change
-            digest = content_hash({"deleted": digest})
-        prepared[key] = _Prepared(key, raw, digest, deleted_marker)
+            digest = _digest("deleted:" + digest)
+        prepared[key] = _Prepared(key, raw, text, digest, deleted_marker)
     return prepared
 
 
@@ -162,23 +170,29 @@ def _write_page(conn: Connection, job: StreamIngest, page: Page, seen: set[str] 
     if seen is not None:
         seen.update(prepared)
     stored = _stored_hashes(conn, job, list(prepared))
+    changed = [
+        item
+        for key, item in prepared.items()
+        if (before := stored.get(key)) is None or before[1] != item.digest
+    ]
+    stats.unchanged += len(prepared) - len(changed)
+    new_ids = iter(allocate_ids(conn, RECORDS, sum(1 for i in changed if i.key not in stored)))
     now = utcnow()
     rows: list[dict[str, Any]] = []
-    events_by_key: dict[str, list[dict[str, Any]]] = {}
-    for key, item in prepared.items():
-        before = stored.get(key)
-        if before is not None and before[1] == item.digest:
-            stats.unchanged += 1
-            continue
+    events: list[dict[str, Any]] = []
+    for item in changed:
+        before = stored.get(item.key)
+        record_id = before[0] if before else next(new_ids)
         out = job.transformer.apply(item.raw)
         deleted = item.deleted_marker or out.deleted
-        error_rows.extend(_error_row(job, key, e.field, e.value, e.reason) for e in out.errors)
+        error_rows.extend(_error_row(job, item.key, e.field, e.value, e.reason) for e in out.errors)
         rows.append(
             {
+                "id": record_id,
                 "source": job.source,
                 "stream": job.stream.name,
-                "external_id": key,
-                "payload": item.raw,
+                "external_id": item.key,
+                "payload": item.text,
                 "content_hash": item.digest,
                 "attributes": out.attributes,
                 "identifiers": [list(i) for i in out.identifiers],
@@ -191,26 +205,31 @@ def _write_page(conn: Connection, job: StreamIngest, page: Page, seen: set[str] 
         )
         if deleted:
             stats.deleted += 1
-        elif before is None:
+            continue
+        if before is None:
             stats.inserted += 1
         else:
             stats.updated += 1
-        if not deleted:
-            events_by_key[key] = [
-                {
-                    "ordinal": e.index,
-                    "type": e.type,
-                    "occurred_at": datetime.fromisoformat(e.occurred_at),
-                    "properties": e.properties,
-                }
-                for e in out.events
-            ]
+        events.extend(
+            {
+                "record_id": record_id,
+                "ordinal": e.index,
+                "profile_id": None,
+                "type": e.type,
+                "occurred_at": datetime.fromisoformat(e.occurred_at),
+                "properties": e.properties,
+            }
+            for e in out.events
+        )
     if not rows and not error_rows:
         return
-    changed_keys = [r["external_id"] for r in rows]
-    upsert(conn, RECORDS, rows, ["source", "stream", "external_id"], _RECORD_UPDATE)
-    _replace_events(conn, job, changed_keys, events_by_key, stored)
-    _replace_errors(conn, job, changed_keys, error_rows)
+    insert_many(conn, RECORDS, rows, ["source", "stream", "external_id"], _RECORD_UPDATE)
+    replaced = [stored[i.key][0] for i in changed if i.key in stored]
+    for part in chunks(replaced):
+        conn.execute(delete(EVENTS).where(EVENTS.c.record_id.in_(part)))
+    stats.events += len(events)
+    insert_many(conn, EVENTS, events)
+    _replace_errors(conn, job, [i.key for i in changed if i.key in stored], error_rows)
 
 
 def _stored_hashes(
@@ -227,36 +246,10 @@ def _stored_hashes(
     return found
 
 
-def _replace_events(
-    conn: Connection,
-    job: StreamIngest,
-    changed_keys: list[str],
-    events_by_key: dict[str, list[dict[str, Any]]],
-    stored: dict[str, tuple[int, str]],
-) -> None:
-    """Drop the events of changed records and insert what the new versions yield."""
-    old_ids = [stored[k][0] for k in changed_keys if k in stored]
-    for part in chunks(old_ids):
-        conn.execute(delete(EVENTS).where(EVENTS.c.record_id.in_(part)))
-    with_events = [k for k in changed_keys if events_by_key.get(k)]
-    if not with_events:
-        return
-    ids = {k: stored[k][0] for k in with_events if k in stored}
-    missing = [k for k in with_events if k not in ids]
-    if missing:
-        ids.update((k, v[0]) for k, v in _stored_hashes(conn, job, missing).items())
-    rows = []
-    for key in with_events:
-        for event in events_by_key[key]:
-            rows.append({**event, "record_id": ids[key], "profile_id": None})
-    job.stats.events += len(rows)
-    for part in chunks(rows, 5000):
-        conn.execute(EVENTS.insert(), list(part))
-
-
 def _replace_errors(
     conn: Connection, job: StreamIngest, changed_keys: list[str], error_rows: list[dict[str, Any]]
 ) -> None:
+    """The errors of a changed record are those of its newest version only."""
     e = ERRORS.c
     for part in chunks(changed_keys):
         conn.execute(
@@ -264,9 +257,8 @@ def _replace_errors(
                 e.source == job.source, e.stream == job.stream.name, e.external_id.in_(part)
             )
         )
-    if error_rows:
-        job.stats.errors += len(error_rows)
-        conn.execute(ERRORS.insert(), error_rows)
+    job.stats.errors += len(error_rows)
+    insert_many(conn, ERRORS, error_rows)
 
 
 def _error_row(

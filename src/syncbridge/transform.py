@@ -19,6 +19,8 @@ PHONE = "phone"
 EXTERNAL_PREFIX = "ext:"
 
 Getter = Callable[[dict[str, Any]], Any]
+_NULL_MARKERS = frozenset({"#N/A", "NULL", "null", "#n/a"})
+"""Spreadsheet and database exports write these for 'no value'."""
 Cleaner = Callable[[Any], Any]
 
 
@@ -49,6 +51,8 @@ def _empty(value: Any) -> bool:
 def _path_getter(path: str) -> Getter:
     """Exact key first (CSV headers may contain dots), else a dotted path into nested objects."""
     parts = path.split(".")
+    if len(parts) == 1:
+        return lambda record: record.get(path)
 
     def get(record: dict[str, Any]) -> Any:
         if path in record:
@@ -81,7 +85,9 @@ def _getter(spec: FieldSpec) -> Getter:
 def _cleaner(spec: FieldSpec) -> Cleaner:
     kind = spec.type
     if kind == "text":
-        return lambda v: cleaning.clean_text(v, spec.strip_chars)
+        if spec.strip_chars:
+            return lambda v: cleaning.clean_text(v, spec.strip_chars)
+        return lambda v: v if type(v) is str else cleaning.clean_text(v)
     if kind == "email":
         return lambda v: cleaning.normalize_email(str(v))[0]
     if kind == "number":
@@ -113,12 +119,15 @@ class FieldReader:
 
     def read(self, record: dict[str, Any], errors: list[RecordError]) -> Any:
         raw = self.get(record)
-        if _empty(raw):
+        if raw is None:
             return self.default
-        if isinstance(raw, str) and raw.strip().upper() in ("#N/A", "NULL"):
-            return self.default
+        value = raw
+        if type(raw) is str:
+            value = raw.strip()
+            if not value or value in _NULL_MARKERS:
+                return self.default
         try:
-            return self.clean(raw)
+            return self.clean(value)
         except ValueError as exc:
             errors.append(RecordError(self.fields, raw, str(exc)))
             return None
@@ -180,7 +189,20 @@ class RecordTransformer:
         self.external = [
             (EXTERNAL_PREFIX + ns, FieldReader(spec, ns)) for ns, spec in ids.external.items()
         ]
-        self.attributes = [(n, FieldReader(s, n)) for n, s in mapping.attributes.items()]
+        # Plain single-column text attributes (most of them) take a fast path in `apply`.
+        self.plain_text = [
+            (n, s.field)
+            for n, s in mapping.attributes.items()
+            if s.type == "text"
+            and isinstance(s.field, str)
+            and "." not in s.field
+            and not s.strip_chars
+            and s.default is None
+        ]
+        plain = {n for n, _ in self.plain_text}
+        self.attributes = [
+            (n, FieldReader(s, n)) for n, s in mapping.attributes.items() if n not in plain
+        ]
         self.events = [_EventReader(i, e) for i, e in enumerate(mapping.events)]
         rec = mapping.record
         self.timestamp = FieldReader(rec.timestamp, "record.timestamp") if rec.timestamp else None
@@ -208,10 +230,22 @@ class RecordTransformer:
             value = reader.read(record, errors)
             if value is not None:
                 out.identifiers.append((kind, str(value)))
+        attributes = out.attributes
+        for name, column in self.plain_text:
+            value = record.get(column)
+            if value is None:
+                continue
+            if type(value) is str:
+                value = value.strip()
+                if not value or value in _NULL_MARKERS:
+                    continue
+            else:
+                value = cleaning.clean_text(value)
+            attributes[name] = value
         for name, reader in self.attributes:
             value = reader.read(record, errors)
             if value is not None:
-                out.attributes[name] = value
+                attributes[name] = value
         for event_reader in self.events:
             event = event_reader.read(record, errors)
             if event is not None:

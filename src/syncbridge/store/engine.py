@@ -5,21 +5,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from ..errors import FatalError
 from ..redaction import register_url_password
+from .rawsql import dumps
 
 log = logging.getLogger(__name__)
 
 
 def _json_dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return dumps(value)
 
 
 def create_store_engine(url: str, echo: bool = False) -> Engine:
@@ -30,14 +31,21 @@ def create_store_engine(url: str, echo: bool = False) -> Engine:
     except Exception as exc:
         raise FatalError(f"store.url is not a database URL: {exc}") from None
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, echo=echo, json_serializer=_json_dumps)
+        engine = create_engine(
+            url, echo=echo, json_serializer=_json_dumps, json_deserializer=orjson.loads
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(
-            parsed, echo=echo, json_serializer=_json_dumps, pool_pre_ping=True, pool_size=5
+            parsed,
+            echo=echo,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            pool_pre_ping=True,
+            pool_size=5,
         )
     raise FatalError(f"unsupported database {parsed.get_backend_name()!r} (sqlite or postgresql)")
 

@@ -1,0 +1,292 @@
+"""Ingestion benchmark: N synthetic people across three sources, full load and re-runs.
+
+    python bench/ingest.py --people 50000            # ~100k source records
+    python bench/ingest.py --people 500000 --db /tmp/bench.db
+
+Measures (each in its own timing): ingest of all records into SQLite, identity resolution, an
+unchanged re-run (files untouched: skipped by fingerprint), and a re-run over rewritten but
+identical files (every row hashed and compared, nothing written). Peak RSS is the process's
+maximum resident set size. Prints one JSON object; copy the figures into bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import random
+import resource
+import sys
+import tempfile
+import time
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from syncbridge.config.loader import StreamKey, parse_config
+from syncbridge.connectors import build_connector
+from syncbridge.identity import resolve_pending
+from syncbridge.ingest import StreamIngest, ingest_stream
+from syncbridge.settings import check_settings
+from syncbridge.store.engine import open_engine
+from syncbridge.transform import RecordTransformer
+
+REPO = Path(__file__).resolve().parents[1]
+FIRST = ["Ann", "Bob", "Zoë", "Jürgen", "François", "Łukasz", "Maria", "José", "Li", "Sam"]
+LAST = ["Lee", "Stone", "Müller", "Lefèvre", "Wójcik", "Núñez", "Smith", "Nguyễn", "Brown"]
+DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "icloud.com", "web.de", "proton.me"]
+COUNTRIES = ["United States", "USA", "Canada", "Deutschland", "UK", "France", "Japan"]
+
+
+def generate(directory: Path, people: int, seed: int = 7) -> dict[str, int]:
+    """Write a Salesforce report, a Shopify customer export and web events for `people`."""
+    rng = random.Random(seed)
+    counts = {"crm": 0, "shop": 0, "web": 0}
+    (directory / "crm").mkdir(parents=True)
+    (directory / "shop").mkdir()
+    (directory / "web").mkdir()
+    crm = (directory / "crm" / "contacts.csv").open("w", encoding="utf-8", newline="")
+    shop = (directory / "shop" / "customers.csv").open("w", encoding="utf-8", newline="")
+    web = (directory / "web" / "events.jsonl").open("w", encoding="utf-8")
+    crm_w = csv.writer(crm, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    shop_w = csv.writer(shop, lineterminator="\n")
+    crm_w.writerow(
+        [
+            "Contact ID",
+            "First Name",
+            "Last Name",
+            "Email",
+            "Phone",
+            "Mailing Country",
+            "Email Opt Out",
+            "Last Modified Date",
+        ]
+    )
+    shop_w.writerow(
+        [
+            "Customer ID",
+            "First Name",
+            "Last Name",
+            "Email",
+            "Accepts Email Marketing",
+            "Default Address City",
+            "Default Address Country Code",
+            "Total Spent",
+            "Total Orders",
+            "Phone",
+        ]
+    )
+    for i in range(people):
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        local = unicodedata.normalize("NFKD", f"{first}.{last}").encode("ascii", "ignore")
+        email = f"{local.decode().lower()}{i}@{rng.choice(DOMAINS)}"
+        in_crm, in_shop = rng.random() < 0.7, rng.random() < 0.8
+        if not (in_crm or in_shop):
+            in_shop = True
+        if in_crm:
+            month, day = rng.randint(1, 12), rng.randint(1, 28)
+            crm_w.writerow(
+                [
+                    f"003{i:015d}",
+                    first,
+                    last,
+                    email.title() if i % 3 else email,
+                    f"(415) 555-{i % 10000:04d}",
+                    rng.choice(COUNTRIES),
+                    "1" if i % 13 == 0 else "0",
+                    f"{month}/{day}/2026 4:05 PM",
+                ]
+            )
+            counts["crm"] += 1
+        if in_shop:
+            shop_w.writerow(
+                [
+                    f"'{7391094000000 + i}",
+                    first,
+                    last,
+                    f" {email} ",
+                    "yes" if i % 4 else "no",
+                    "Boston",
+                    "US",
+                    f"{rng.randint(0, 500000) / 100:.2f}",
+                    rng.randint(0, 40),
+                    "",
+                ]
+            )
+            counts["shop"] += 1
+        if rng.random() < 0.5:
+            web.write(
+                json.dumps(
+                    {
+                        "messageId": f"m-{i}",
+                        "type": "track",
+                        "event": "Product Viewed",
+                        "userId": str(7391094000000 + i) if in_shop else None,
+                        "anonymousId": f"a-{i}",
+                        "timestamp": f"2026-11-{rng.randint(1, 22):02d}T10:00:00Z",
+                        "context": {"traits": {"email": email}},
+                        "properties": {"sku": "TR-2041", "category": "Shoes", "price": 139.0},
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
+            counts["web"] += 1
+    for fh in (crm, shop, web):
+        fh.close()
+    return counts
+
+
+def config_for(directory: Path, db: Path) -> dict[str, Any]:
+    mappings = REPO / "mappings"
+    return {
+        "store": {"url": f"sqlite:///{db}"},
+        "identity": {"source_priority": ["crm", "shop", "web"]},
+        "sources": [
+            {
+                "name": "crm",
+                "connector": "files",
+                "streams": [
+                    {
+                        "name": "contacts",
+                        "path": str(directory / "crm" / "contacts.csv"),
+                        "primary_key": "Contact ID",
+                        "mapping": str(directory / "crm.toml"),
+                    }
+                ],
+            },
+            {
+                "name": "shop",
+                "connector": "files",
+                "streams": [
+                    {
+                        "name": "customers",
+                        "path": str(directory / "shop" / "customers.csv"),
+                        "primary_key": "Customer ID",
+                        "snapshot": True,
+                        "mapping": str(directory / "shop.toml"),
+                    }
+                ],
+            },
+            {
+                "name": "web",
+                "connector": "files",
+                "streams": [
+                    {
+                        "name": "events",
+                        "path": str(directory / "web" / "events.jsonl"),
+                        "primary_key": "messageId",
+                        "mapping": str(mappings / "web_events.toml"),
+                    }
+                ],
+            },
+        ],
+    }
+
+
+CRM_MAPPING = """
+[record.timestamp]
+field = "Last Modified Date"
+type = "datetime"
+format = "%m/%d/%Y %I:%M %p"
+timezone = "America/Los_Angeles"
+[identifiers]
+email = "Email"
+external = { "salesforce:contact" = "Contact ID" }
+[attributes]
+first_name = "First Name"
+last_name = "Last Name"
+phone = { field = "Phone", type = "phone" }
+country = { field = "Mailing Country", type = "country" }
+email_opt_out = { field = "Email Opt Out", type = "boolean" }
+"""
+
+SHOP_MAPPING = """
+[identifiers]
+email = "Email"
+external = { "shopify:customer" = { field = "Customer ID", strip_chars = "'" } }
+[attributes]
+first_name = "First Name"
+last_name = "Last Name"
+city = "Default Address City"
+country = { field = "Default Address Country Code", type = "country" }
+accepts_email_marketing = { field = "Accepts Email Marketing", type = "boolean" }
+shop_total_spent = { field = "Total Spent", type = "number" }
+shop_order_count = { field = "Total Orders", type = "integer" }
+"""
+
+
+def ingest_all(settings: Any, engine: Any) -> int:
+    read = 0
+    config = settings.config
+    for source in config.sources:
+        for stream in build_connector(source, config.base_dir).streams():
+            mapping = settings.mappings[StreamKey(source.name, stream.name)]
+            job = StreamIngest(source.name, stream, RecordTransformer(mapping, "US"))
+            read += ingest_stream(engine, job).read
+    return read
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--people", type=int, default=50_000)
+    parser.add_argument("--db", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        db = args.db or directory / "bench.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        counts = generate(directory, args.people)
+        (directory / "crm.toml").write_text(CRM_MAPPING, encoding="utf-8")
+        (directory / "shop.toml").write_text(SHOP_MAPPING, encoding="utf-8")
+        config = parse_config(config_for(directory, db), "bench", directory, {})
+        settings = check_settings(config, None)
+        engine = open_engine(config.store.url)
+        records = sum(counts.values())
+        result: dict[str, Any] = {"people": args.people, "records": records, **counts}
+
+        started = time.perf_counter()
+        ingest_all(settings, engine)
+        ingest_s = time.perf_counter() - started
+        started = time.perf_counter()
+        stats = resolve_pending(engine, config.identity)
+        resolve_s = time.perf_counter() - started
+        result.update(
+            ingest_s=round(ingest_s, 2),
+            ingest_records_per_s=round(records / ingest_s),
+            resolve_s=round(resolve_s, 2),
+            resolve_records_per_s=round(records / resolve_s),
+            full_load_records_per_s=round(records / (ingest_s + resolve_s)),
+            profiles=stats.profiles_created,
+        )
+        started = time.perf_counter()
+        ingest_all(settings, engine)
+        resolve_pending(engine, config.identity)
+        result["rerun_untouched_s"] = round(time.perf_counter() - started, 3)
+        for path in directory.rglob("*.*"):
+            if path.suffix in (".csv", ".jsonl"):
+                os.utime(path)  # same bytes, new mtime: every row is read, hashed, compared
+        started = time.perf_counter()
+        reread = ingest_all(settings, engine)
+        resolve_pending(engine, config.identity)
+        rerun_s = time.perf_counter() - started
+        result.update(
+            rerun_rewritten_s=round(rerun_s, 2),
+            rerun_records_per_s=round(reread / rerun_s),
+            peak_rss_mib=round(peak_rss_mib()),
+            db_mib=round(db.stat().st_size / 2**20),
+            machine=f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {sys.version.split()[0]}",
+        )
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
