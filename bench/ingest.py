@@ -224,7 +224,8 @@ def ingest_all(settings: Any, engine: Any) -> int:
     for source in config.sources:
         for stream in build_connector(source, config.base_dir).streams():
             mapping = settings.mappings[StreamKey(source.name, stream.name)]
-            job = StreamIngest(source.name, stream, RecordTransformer(mapping, "US"))
+            transformer = RecordTransformer(mapping, "US")
+            job = StreamIngest(source.name, stream, transformer, parallel=config.ingest.parallel)
             read += ingest_stream(engine, job).read
     return read
 
@@ -237,6 +238,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=50_000)
     parser.add_argument("--db", type=Path, default=None)
+    parser.add_argument("--serial", action="store_true", help="no producer process")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
@@ -246,11 +248,14 @@ def main() -> None:
         counts = generate(directory, args.people)
         (directory / "crm.toml").write_text(CRM_MAPPING, encoding="utf-8")
         (directory / "shop.toml").write_text(SHOP_MAPPING, encoding="utf-8")
-        config = parse_config(config_for(directory, db), "bench", directory, {})
+        data = config_for(directory, db)
+        data["ingest"] = {"parallel": not args.serial}
+        config = parse_config(data, "bench", directory, {})
         settings = check_settings(config, None)
         engine = open_engine(config.store.url)
         records = sum(counts.values())
         result: dict[str, Any] = {"people": args.people, "records": records, **counts}
+        result["parallel"] = config.ingest.parallel
 
         started = time.perf_counter()
         ingest_all(settings, engine)

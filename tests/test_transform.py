@@ -113,3 +113,18 @@ def test_nested_paths_filters_and_type_map() -> None:
     assert t.apply(unmapped).events == []
     page = {**viewed, "type": "page"}
     assert t.apply(page).events == []
+
+
+def test_phone_without_country_code_is_read_in_the_records_country() -> None:
+    mapping = CRM_MAPPING.replace(
+        'phone = "Phone"', 'phone = { field = "Phone", region_field = "Mailing Country" }'
+    )
+    t = transformer(mapping)
+    uk = salesforce_row(
+        "003U", "ann@gmail.com", **{"Phone": "020 7946 0958", "Mailing Country": "UK"}
+    )
+    us = salesforce_row(
+        "003S", "bob@gmail.com", **{"Phone": "(415) 555-0132", "Mailing Country": ""}
+    )
+    assert ("phone", "+442079460958") in t.apply(uk).identifiers
+    assert ("phone", "+14155550132") in t.apply(us).identifiers  # no country: default region

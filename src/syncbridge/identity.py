@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, select, update
 
 from .config.models import IdentityConfig
-from .store.bulk import as_utc, chunks, tuple_in, upsert, utcnow
+from .store.bulk import as_utc, chunks, upsert, utcnow
+from .store.rawsql import allocate_ids, insert_many, update_many
 from .store.tables import CacheSetting, Event, Identity, Profile, ProfileMerge, SourceRecord
 from .transform import EMAIL, PHONE
 
@@ -213,12 +214,16 @@ class Resolver:
         return seen
 
     def _profiles_holding(self, conn: Connection, keys: set[tuple[str, str]]) -> set[int]:
+        """Profiles holding any of these join keys (one indexed IN list per kind of key)."""
+        by_kind: dict[str, list[str]] = {}
+        for kind, value in keys:
+            by_kind.setdefault(kind, []).append(value)
         found: set[int] = set()
-        ordered = sorted(keys)
         c = IDENTITIES.c
-        for part in chunks(ordered, 500):
-            query = select(c.profile_id).where(tuple_in([c.kind, c.value], list(part)))
-            found.update(conn.execute(query).scalars())
+        for kind, values in sorted(by_kind.items()):
+            for part in chunks(sorted(values)):
+                query = select(c.profile_id).where(c.kind == kind, c.value.in_(part))
+                found.update(conn.execute(query).scalars())
         return found
 
     def _load(self, conn: Connection, column: Any, values: list[int]) -> list[_Record]:
@@ -314,33 +319,22 @@ class Resolver:
         new = [c for c in components if c.profile_id is None]
         old = [c for c in components if c.profile_id is not None]
         if new:
-            rows = [{**self._profile_row(c, now), "created_at": now} for c in new]
-            stmt = insert(PROFILES).returning(PROFILES.c.id, sort_by_parameter_order=True)
-            for comp, pid in zip(new, conn.execute(stmt, rows).scalars().all(), strict=True):
+            ids = allocate_ids(conn, PROFILES, len(new))
+            for comp, pid in zip(new, ids, strict=True):
                 comp.profile_id = pid
+            rows = [
+                {"id": c.profile_id, **self._profile_row(c, now), "created_at": now} for c in new
+            ]
+            insert_many(conn, PROFILES, rows)
             self.stats.profiles_created += len(new)
         for comp in components:
             for rec in comp.records:
                 rec.new_profile_id = comp.profile_id
         kept = {c.profile_id for c in components}
         self.stats.profiles_updated += len(old)
-        p = PROFILES.c
-        if old:
-            conn.execute(
-                update(PROFILES)
-                .where(p.id == bindparam("pid"))
-                .values(
-                    email=bindparam("email"),
-                    attributes=bindparam("attributes"),
-                    attribute_sources=bindparam("attribute_sources"),
-                    record_count=bindparam("record_count"),
-                    updated_at=bindparam("updated_at"),
-                    dirty=bindparam("dirty"),
-                    deleted=bindparam("deleted"),
-                    merged_into=bindparam("merged_into"),
-                ),
-                [{**self._profile_row(c, now), "pid": c.profile_id} for c in old],
-            )
+        update_many(
+            conn, PROFILES, [{"id": c.profile_id, **self._profile_row(c, now)} for c in old], "id"
+        )
         self._retire(conn, components, profiles - kept, now)
         self._write_records(conn, records)
         self._write_identities(conn, components, profiles | kept)
@@ -351,9 +345,13 @@ class Resolver:
         """Profiles whose records all merged elsewhere or were deleted."""
         if not gone:
             return
+        holding: dict[int, list[_Component]] = {}
+        for comp in components:
+            for pid in comp.old_counts:
+                if pid in gone:
+                    holding.setdefault(pid, []).append(comp)
         merged_into: dict[int, int] = {}
-        for pid in gone:
-            holders = [c for c in components if pid in c.old_counts]
+        for pid, holders in holding.items():
             if holders:
                 survivor = max(holders, key=lambda c: (c.old_counts[pid], -c.first_record))
                 assert survivor.profile_id is not None
@@ -362,49 +360,32 @@ class Resolver:
             {"survivor_id": s, "merged_id": m, "merged_at": now, "run_id": self.run_id}
             for m, s in sorted(merged_into.items())
         ]
-        if merges:
-            conn.execute(insert(MERGES), merges)
-            self.stats.merges += len(merges)
+        insert_many(conn, MERGES, merges)
+        self.stats.merges += len(merges)
+        self.stats.profiles_deleted += len(gone) - len(merged_into)
         rows = [
-            {"pid": pid, "merged_into": merged_into.get(pid), "updated_at": now}
+            {
+                "id": pid,
+                "deleted": True,
+                "dirty": True,
+                "record_count": 0,
+                "merged_into": merged_into.get(pid),
+                "updated_at": now,
+            }
             for pid in sorted(gone)
         ]
-        self.stats.profiles_deleted += len(gone) - len(merged_into)
-        conn.execute(
-            update(PROFILES)
-            .where(PROFILES.c.id == bindparam("pid"))
-            .values(
-                deleted=True,
-                dirty=True,
-                record_count=0,
-                merged_into=bindparam("merged_into"),
-                updated_at=bindparam("updated_at"),
-            ),
-            rows,
-        )
+        update_many(conn, PROFILES, rows, "id")
 
     def _write_records(self, conn: Connection, records: dict[int, _Record]) -> None:
-        moved = [
-            {"rid": r.id, "pid": r.new_profile_id}
-            for r in records.values()
-            if r.pending or r.new_profile_id != r.profile_id
+        moved = [r for r in records.values() if r.pending or r.new_profile_id != r.profile_id]
+        rows = [{"id": r.id, "profile_id": r.new_profile_id, "pending": False} for r in moved]
+        update_many(conn, RECORDS, rows, "id")
+        events = [
+            {"record_id": r.id, "profile_id": r.new_profile_id}
+            for r in moved
+            if r.new_profile_id is not None
         ]
-        if not moved:
-            return
-        conn.execute(
-            update(RECORDS)
-            .where(RECORDS.c.id == bindparam("rid"))
-            .values(profile_id=bindparam("pid"), pending=False),
-            moved,
-        )
-        live = [m for m in moved if m["pid"] is not None]
-        if live:
-            conn.execute(
-                update(EVENTS)
-                .where(EVENTS.c.record_id == bindparam("rid"))
-                .values(profile_id=bindparam("pid")),
-                live,
-            )
+        update_many(conn, EVENTS, events, "record_id")
 
     def _write_identities(
         self, conn: Connection, components: list[_Component], profiles: set[int]
@@ -418,11 +399,11 @@ class Resolver:
                 for ident in rec.identifiers:
                     if self.joins(ident[0]):
                         rows[ident] = comp.profile_id
-        if rows:
-            conn.execute(
-                insert(IDENTITIES),
-                [{"kind": k, "value": v, "profile_id": pid} for (k, v), pid in rows.items()],
-            )
+        insert_many(
+            conn,
+            IDENTITIES,
+            [{"kind": k, "value": v, "profile_id": pid} for (k, v), pid in rows.items()],
+        )
 
 
 def resolve_pending(

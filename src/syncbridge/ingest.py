@@ -3,22 +3,30 @@
 Per page, in one transaction: look up stored content hashes, transform only new or changed
 records, upsert them, replace their events and errors, and save the page's cursor. An unchanged
 record costs one hash comparison and no write; a crash repeats the page, never skips it.
+
+With `parallel`, a producer process reads, hashes and transforms pages while this process
+writes the previous ones (two cores for a large load); it then transforms every record, since
+it cannot see the stored hashes. Without it (small reads, tests) only changed records are
+transformed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable
+import multiprocessing
+import queue
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select, update
 
-from .connectors import DELETED, Page, Stream
+from .connectors import Stream
+from .errors import FatalError
+from .prepare import PreparedPage, PreparedRecord, prepare_page, transform
+from .redaction import redact
 from .store.bulk import chunks, utcnow
-from .store.rawsql import Json, allocate_ids, dumps, insert_many
+from .store.rawsql import Json, allocate_ids, insert_many
 from .store.tables import Event, RecordErrorRow, SourceRecord, StreamCursor
 from .transform import RecordTransformer
 
@@ -30,16 +38,10 @@ ERRORS = RecordErrorRow.__table__
 CURSORS = StreamCursor.__table__
 
 _RECORD_UPDATE = (
-    "payload",
-    "content_hash",
-    "attributes",
-    "identifiers",
-    "source_ts",
-    "deleted",
-    "pending",
-    "updated_at",
-    "run_id",
-)
+    "payload", "content_hash", "attributes", "identifiers", "source_ts", "deleted", "pending",
+    "updated_at", "run_id",
+)  # fmt: skip
+_QUEUE_PAGES = 4
 
 
 @dataclass
@@ -61,15 +63,6 @@ class StreamStats:
 
 
 @dataclass
-class _Prepared:
-    key: str
-    raw: dict[str, Any]
-    text: Json
-    digest: str
-    deleted_marker: bool = False
-
-
-@dataclass
 class StreamIngest:
     """Everything needed to ingest one stream."""
 
@@ -78,30 +71,8 @@ class StreamIngest:
     transformer: RecordTransformer
     run_id: int | None = None
     on_page: Callable[[int], None] | None = None
+    parallel: bool = False
     stats: StreamStats = field(default_factory=StreamStats)
-
-
-def canonical_json(record: dict[str, Any]) -> Json:
-    """The record as JSON with sorted keys: hashed for change detection, and stored as is."""
-    return Json(dumps(record, sort_keys=True))
-
-
-def content_hash(record: dict[str, Any]) -> str:
-    return _digest(canonical_json(record))
-
-
-def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-def record_key(record: dict[str, Any], primary_key: tuple[str, ...]) -> str | None:
-    parts = []
-    for name in primary_key:
-        value = record.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        parts.append(str(value).strip())
-    return "|".join(parts)
 
 
 def load_cursor(engine: Engine, source: str, stream: str) -> Any:
@@ -117,7 +88,8 @@ def ingest_stream(engine: Engine, job: StreamIngest) -> StreamStats:
     cursor = load_cursor(engine, job.source, stream.name)
     seen: set[str] | None = set() if stream.snapshot else None
     complete = False
-    for page in stream.read(cursor):
+    pages = _produced_pages(job, cursor) if job.parallel else _local_pages(job, cursor)
+    for page in pages:
         with engine.begin() as conn:
             _write_page(conn, job, page, seen)
             if page.cursor is not None and page.cursor != cursor:
@@ -125,7 +97,7 @@ def ingest_stream(engine: Engine, job: StreamIngest) -> StreamStats:
                 cursor = page.cursor
         complete = page.complete
         if job.on_page:
-            job.on_page(len(page.records))
+            job.on_page(page.read)
     if seen is not None and complete:
         if not seen:
             log.warning(
@@ -139,71 +111,82 @@ def ingest_stream(engine: Engine, job: StreamIngest) -> StreamStats:
     return job.stats
 
 
+def _local_pages(job: StreamIngest, cursor: Any) -> Iterator[PreparedPage]:
+    for page in job.stream.read(cursor):
+        yield prepare_page(page, job.stream.primary_key)
+
+
+def _produced_pages(job: StreamIngest, cursor: Any) -> Iterator[PreparedPage]:
+    """Pages prepared by a forked producer process; falls back to local work without fork."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        yield from _local_pages(job, cursor)
+        return
+    context = multiprocessing.get_context("fork")
+    pages: Any = context.Queue(maxsize=_QUEUE_PAGES)
+    producer = context.Process(target=_produce, args=(job, cursor, pages), daemon=True)
+    producer.start()
+    try:
+        while True:
+            try:
+                item = pages.get(timeout=1.0)
+            except queue.Empty:
+                if not producer.is_alive() and pages.empty():
+                    raise FatalError(
+                        f"{job.source}/{job.stream.name}: the reader process died "
+                        f"(exit code {producer.exitcode})"
+                    ) from None
+                continue
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield PreparedPage.from_wire(item)
+    finally:
+        if producer.is_alive():
+            producer.terminate()
+        producer.join(timeout=5)
+
+
+def _produce(job: StreamIngest, cursor: Any, pages: Any) -> None:
+    """Producer process: read, hash and transform pages; None ends, an exception reports."""
+    try:
+        for page in job.stream.read(cursor):
+            pages.put(prepare_page(page, job.stream.primary_key, job.transformer).to_wire())
+        pages.put(None)
+    except BaseException as exc:  # sent to the parent, which raises it
+        message = redact(f"{type(exc).__name__}: {exc}")
+        pages.put(FatalError(f"{job.source}/{job.stream.name}: {message}"))
+
+
 def _save_cursor(conn: Connection, source: str, stream: str, value: Any) -> None:
     row = {"source": source, "stream": stream, "value": value, "updated_at": utcnow()}
     insert_many(conn, CURSORS, [row], ["source", "stream"], ["value", "updated_at"])
 
 
-def _prepare(job: StreamIngest, records: list[dict[str, Any]], errors: list[dict[str, Any]]):
-    """Key and hash each record; the last copy of a key in a page wins."""
-    prepared: dict[str, _Prepared] = {}
-    for raw in records:
-        deleted_marker = bool(raw.pop(DELETED, False))
-        key = record_key(raw, job.stream.primary_key)
-        if key is None:
-            fields = ", ".join(job.stream.primary_key)
-            errors.append(_error_row(job, None, fields, None, "record has no primary key value"))
-            continue
-        text = canonical_json(raw)
-        digest = _digest(text)
-        if deleted_marker:  # a delete of unchanged content is still a change
-            digest = _digest("deleted:" + digest)
-        prepared[key] = _Prepared(key, raw, text, digest, deleted_marker)
-    return prepared
-
-
-def _write_page(conn: Connection, job: StreamIngest, page: Page, seen: set[str] | None) -> None:
+def _write_page(
+    conn: Connection, job: StreamIngest, page: PreparedPage, seen: set[str] | None
+) -> None:
     stats = job.stats
-    stats.read += len(page.records)
-    error_rows = [_error_row(job, where, None, None, why) for where, why in page.errors]
-    prepared = _prepare(job, page.records, error_rows)
-    if seen is not None:
-        seen.update(prepared)
-    stored = _stored_hashes(conn, job, list(prepared))
-    changed = [
-        item
-        for key, item in prepared.items()
-        if (before := stored.get(key)) is None or before[1] != item.digest
-    ]
-    stats.unchanged += len(prepared) - len(changed)
-    new_ids = iter(allocate_ids(conn, RECORDS, sum(1 for i in changed if i.key not in stored)))
+    stats.read += page.read
     now = utcnow()
+    error_rows = [_error_row(job, where, f, None, why, now) for where, f, why in page.errors]
+    if seen is not None:
+        seen.update(r.key for r in page.records)
+    stored = _stored_hashes(conn, job, [r.key for r in page.records])
+    changed = [
+        r for r in page.records if (before := stored.get(r.key)) is None or before[1] != r.digest
+    ]
+    stats.unchanged += len(page.records) - len(changed)
+    new_ids = iter(allocate_ids(conn, RECORDS, sum(1 for r in changed if r.key not in stored)))
     rows: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
-    for item in changed:
-        before = stored.get(item.key)
+    for record in changed:
+        before = stored.get(record.key)
         record_id = before[0] if before else next(new_ids)
-        out = job.transformer.apply(item.raw)
-        deleted = item.deleted_marker or out.deleted
-        error_rows.extend(_error_row(job, item.key, e.field, e.value, e.reason) for e in out.errors)
-        rows.append(
-            {
-                "id": record_id,
-                "source": job.source,
-                "stream": job.stream.name,
-                "external_id": item.key,
-                "payload": item.text,
-                "content_hash": item.digest,
-                "attributes": out.attributes,
-                "identifiers": [list(i) for i in out.identifiers],
-                "source_ts": datetime.fromisoformat(out.source_ts) if out.source_ts else None,
-                "deleted": deleted,
-                "pending": True,
-                "updated_at": now,
-                "run_id": job.run_id,
-            }
-        )
-        if deleted:
+        transform(record, job.transformer)
+        error_rows.extend(_error_row(job, record.key, *e, now) for e in record.errors)
+        rows.append(_record_row(job, record, record_id, now))
+        if record.deleted:
             stats.deleted += 1
             continue
         if before is None:
@@ -213,23 +196,43 @@ def _write_page(conn: Connection, job: StreamIngest, page: Page, seen: set[str] 
         events.extend(
             {
                 "record_id": record_id,
-                "ordinal": e.index,
+                "ordinal": ordinal,
                 "profile_id": None,
-                "type": e.type,
-                "occurred_at": datetime.fromisoformat(e.occurred_at),
-                "properties": e.properties,
+                "type": event_type,
+                "occurred_at": occurred_at,
+                "properties": Json(properties),
             }
-            for e in out.events
+            for ordinal, event_type, occurred_at, properties in record.events
         )
     if not rows and not error_rows:
         return
     insert_many(conn, RECORDS, rows, ["source", "stream", "external_id"], _RECORD_UPDATE)
-    replaced = [stored[i.key][0] for i in changed if i.key in stored]
+    replaced = [stored[r.key][0] for r in changed if r.key in stored]
     for part in chunks(replaced):
         conn.execute(delete(EVENTS).where(EVENTS.c.record_id.in_(part)))
     stats.events += len(events)
     insert_many(conn, EVENTS, events)
-    _replace_errors(conn, job, [i.key for i in changed if i.key in stored], error_rows)
+    _replace_errors(conn, job, [r.key for r in changed if r.key in stored], error_rows)
+
+
+def _record_row(
+    job: StreamIngest, record: PreparedRecord, record_id: int, now: Any
+) -> dict[str, Any]:
+    return {
+        "id": record_id,
+        "source": job.source,
+        "stream": job.stream.name,
+        "external_id": record.key,
+        "payload": Json(record.payload),
+        "content_hash": record.digest,
+        "attributes": Json(record.attributes),
+        "identifiers": Json(record.identifiers),
+        "source_ts": record.source_ts,
+        "deleted": record.deleted,
+        "pending": True,
+        "updated_at": now,
+        "run_id": job.run_id,
+    }
 
 
 def _stored_hashes(
@@ -262,7 +265,12 @@ def _replace_errors(
 
 
 def _error_row(
-    job: StreamIngest, key: str | None, field_name: str | None, value: Any, message: str
+    job: StreamIngest,
+    key: str | None,
+    field_name: str | None,
+    value: Any,
+    message: str,
+    now: Any,
 ) -> dict[str, Any]:
     return {
         "run_id": job.run_id,
@@ -272,7 +280,7 @@ def _error_row(
         "field": field_name,
         "value": None if value is None else str(value)[:2000],
         "message": message,
-        "created_at": utcnow(),
+        "created_at": now,
     }
 
 

@@ -90,7 +90,9 @@ def run_cycle(
                     settings.mappings[key], config.identity.default_phone_region
                 )
                 hook = (lambda n, label=str(key): progress(label, n)) if progress else None
-                job = StreamIngest(source.name, stream, transformer, report.run_id, hook)
+                job = StreamIngest(
+                    source.name, stream, transformer, report.run_id, hook, config.ingest.parallel
+                )
                 log.info("reading %s", key)
                 report.streams[str(key)] = ingest_stream(engine, job)
         log.info("resolving identities")

@@ -7,6 +7,7 @@ the cleaners themselves; ingestion of a million records depends on that.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,15 +111,18 @@ def _cleaner(spec: FieldSpec) -> Cleaner:
 class FieldReader:
     """Reads and cleans one mapped field; failures become RecordErrors naming the field."""
 
-    def __init__(self, spec: FieldSpec, label: str) -> None:
+    __slots__ = ("clean", "column", "default", "fields", "get")
+
+    def __init__(self, spec: FieldSpec) -> None:
         self.get = _getter(spec)
+        single = spec.fields[0] if len(spec.fields) == 1 else None
+        self.column = single if single and "." not in single else None
         self.clean = _cleaner(spec)
         self.default = spec.default
-        self.label = label
         self.fields = "|".join(spec.fields)
 
     def read(self, record: dict[str, Any], errors: list[RecordError]) -> Any:
-        raw = self.get(record)
+        raw = record.get(self.column) if self.column is not None else self.get(record)
         if raw is None:
             return self.default
         value = raw
@@ -133,6 +137,41 @@ class FieldReader:
             return None
 
 
+class PhoneReader(FieldReader):
+    """A phone whose country comes from another field of the record (else the default region):
+    a UK customer's `020 7946 0958` is only a number once we know it is British."""
+
+    __slots__ = ("region", "region_get")
+
+    def __init__(self, spec: FieldSpec, default_region: str | None) -> None:
+        super().__init__(spec)
+        self.region = spec.region or default_region
+        self.region_get = _path_getter(spec.region_field) if spec.region_field else None
+
+    def read(self, record: dict[str, Any], errors: list[RecordError]) -> Any:
+        raw = self.get(record)
+        if raw is None or (type(raw) is str and (not raw.strip() or raw.strip() in _NULL_MARKERS)):
+            return self.default
+        region = self.region
+        if self.region_get is not None:
+            country = self.region_get(record)
+            if country and str(country).strip():
+                # an unknown country is reported where the country field itself is mapped
+                with suppress(ValueError):
+                    region = cleaning.clean_country(str(country))
+        try:
+            return cleaning.clean_phone(str(raw).strip(), region)
+        except ValueError as exc:
+            errors.append(RecordError(self.fields, raw, str(exc)))
+            return None
+
+
+def _reader(spec: FieldSpec, default_region: str | None) -> FieldReader:
+    if spec.type == "phone":
+        return PhoneReader(spec, default_region)
+    return FieldReader(spec)
+
+
 class _EventReader:
     def __init__(self, index: int, spec: EventMapping) -> None:
         self.index = index
@@ -141,8 +180,8 @@ class _EventReader:
         self.filters = [
             (_path_getter(f), {v} if isinstance(v, str) else set(v)) for f, v in spec.when.items()
         ]
-        self.time = FieldReader(spec.time, f"events[{index}].time")
-        self.properties = {n: FieldReader(s, n) for n, s in spec.properties.items()}
+        self.time = FieldReader(spec.time)
+        self.properties = {n: FieldReader(s) for n, s in spec.properties.items()}
 
     def read(self, record: dict[str, Any], errors: list[RecordError]) -> Event | None:
         for get, allowed in self.filters:
@@ -179,15 +218,11 @@ class RecordTransformer:
 
     def __init__(self, mapping: Mapping, default_phone_region: str | None = None) -> None:
         ids = mapping.identifiers
-        self.email = FieldReader(ids.email, "identifiers.email") if ids.email else None
-        phone_spec = ids.phone
-        if phone_spec is not None:
-            phone_spec = phone_spec.model_copy(
-                update={"type": "phone", "region": phone_spec.region or default_phone_region}
-            )
-        self.phone = FieldReader(phone_spec, "identifiers.phone") if phone_spec else None
+        self.email = FieldReader(ids.email) if ids.email else None
+        phone = ids.phone.model_copy(update={"type": "phone"}) if ids.phone else None
+        self.phone = PhoneReader(phone, default_phone_region) if phone else None
         self.external = [
-            (EXTERNAL_PREFIX + ns, FieldReader(spec, ns)) for ns, spec in ids.external.items()
+            (EXTERNAL_PREFIX + ns, FieldReader(spec)) for ns, spec in ids.external.items()
         ]
         # Plain single-column text attributes (most of them) take a fast path in `apply`.
         self.plain_text = [
@@ -201,12 +236,14 @@ class RecordTransformer:
         ]
         plain = {n for n, _ in self.plain_text}
         self.attributes = [
-            (n, FieldReader(s, n)) for n, s in mapping.attributes.items() if n not in plain
+            (n, _reader(s, default_phone_region))
+            for n, s in mapping.attributes.items()
+            if n not in plain
         ]
         self.events = [_EventReader(i, e) for i, e in enumerate(mapping.events)]
         rec = mapping.record
-        self.timestamp = FieldReader(rec.timestamp, "record.timestamp") if rec.timestamp else None
-        self.deleted = FieldReader(rec.deleted, "record.deleted") if rec.deleted else None
+        self.timestamp = FieldReader(rec.timestamp) if rec.timestamp else None
+        self.deleted = FieldReader(rec.deleted) if rec.deleted else None
 
     def apply(self, record: dict[str, Any]) -> Transformed:
         out = Transformed()

@@ -33,6 +33,8 @@ class FieldSpec(_Frozen):
     format: str | None = None
     timezone: str | None = None
     region: str | None = None
+    region_field: str | None = None
+    """For phones: a field with the record's country, for numbers without a country code."""
     strip_chars: str | None = None
     default: Any = None
 
@@ -64,8 +66,8 @@ class FieldSpec(_Frozen):
             raise ValueError(f"'format' applies to datetime and date fields, not {self.type}")
         if self.timezone is not None and self.type not in ("datetime", "date"):
             raise ValueError(f"'timezone' applies to datetime fields, not {self.type}")
-        if self.region is not None and self.type != "phone":
-            raise ValueError(f"'region' applies to phone fields, not {self.type}")
+        if (self.region or self.region_field) and self.type != "phone":
+            raise ValueError(f"'region' and 'region_field' apply to phone fields, not {self.type}")
         return self
 
     @property
@@ -84,6 +86,15 @@ class IdentifierSpec(_Frozen):
     email: FieldSpec | None = None
     phone: FieldSpec | None = None
     external: dict[str, FieldSpec] = Field(default_factory=dict)
+
+    @field_validator("phone", mode="before")
+    @classmethod
+    def _phone_typed(cls, value: Any) -> Any:
+        if isinstance(value, str | list):
+            return {"field": value, "type": "phone"}
+        if isinstance(value, dict):
+            return {"type": "phone", **value}
+        return value
 
     @field_validator("external")
     @classmethod
@@ -147,6 +158,8 @@ class Mapping(_Frozen):
         def add(path: str, spec: FieldSpec | None) -> None:
             if spec is not None:
                 refs.extend((path, f) for f in spec.fields)
+                if spec.region_field:
+                    refs.append((f"{path}.region_field", spec.region_field))
 
         add("record.timestamp", self.record.timestamp)
         add("record.deleted", self.record.deleted)

@@ -31,6 +31,11 @@ class LoggingConfig(Frozen):
     format: Literal["text", "json"] = "text"
 
 
+class IngestConfig(Frozen):
+    parallel: bool = True
+    """Read and transform in a second process while this one writes (uses two cores)."""
+
+
 class IdentityConfig(Frozen):
     """How records of one person merge, and which source's value wins per attribute."""
 
@@ -81,6 +86,7 @@ class Config(Frozen):
     base_dir: Path = Path()
     store: StoreConfig = StoreConfig()
     logging: LoggingConfig = LoggingConfig()
+    ingest: IngestConfig = IngestConfig()
     identity: IdentityConfig = IdentityConfig()
     mailchimp: MailchimpConfig = MailchimpConfig()
     sources: list[SourceConfig] = Field(default_factory=list)

@@ -48,11 +48,14 @@ def _json(value: Any) -> Any:
     return to_json(value)
 
 
-@lru_cache(maxsize=8192)
-def _sqlite_datetime(value: datetime | None) -> str | None:
-    """The text form SQLAlchemy's SQLite dialect stores and parses (naive UTC)."""
+@lru_cache(maxsize=65536)
+def _sqlite_datetime(value: datetime | str | None) -> str | None:
+    """The text form SQLAlchemy's SQLite dialect stores and parses (naive UTC); accepts
+    datetimes and ISO 8601 text."""
     if value is None:
         return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(" ", "microseconds")
