@@ -230,8 +230,9 @@ def ingest_all(settings: Any, engine: Any) -> int:
     return read
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident set size (Linux reports KiB) of this process or of its waited-for children."""
+    return resource.getrusage(who).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -286,6 +287,7 @@ def main() -> None:
             rerun_rewritten_s=round(rerun_s, 2),
             rerun_records_per_s=round(reread / rerun_s),
             peak_rss_mib=round(peak_rss_mib()),
+            producer_peak_rss_mib=round(peak_rss_mib(resource.RUSAGE_CHILDREN)),
             db_mib=round(db.stat().st_size / 2**20),
             machine=f"{platform.machine()}, {os.cpu_count()} cores, "
             f"Python {sys.version.split()[0]}",

@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -76,28 +77,35 @@ def _converters(conn: Connection, table: Table, columns: Sequence[str]) -> list[
 
 
 def _placeholders(conn: Connection, table: Table, columns: Sequence[str]) -> list[str]:
+    """Positional markers (binding tuples is a third faster than binding dicts)."""
     if conn.dialect.name == "sqlite":
-        return [f":{c}" for c in columns]
-    return [
-        f"CAST(%({c})s AS json)" if isinstance(table.c[c].type, JSON) else f"%({c})s"
-        for c in columns
-    ]
+        return ["?"] * len(columns)
+    return ["CAST(%s AS json)" if isinstance(table.c[c].type, JSON) else "%s" for c in columns]
 
 
-def _convert(
-    rows: Sequence[dict[str, Any]], columns: Sequence[str], converters: list[Any]
-) -> Sequence[dict[str, Any]]:
-    """Convert values for the driver, in place: the caller hands its rows over."""
-    pairs = [(c, f) for c, f in zip(columns, converters, strict=True) if f is not None]
-    for row in rows if pairs else ():
-        for column, convert in pairs:
-            row[column] = convert(row[column])
-    return rows
+def _tuples(
+    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], columns: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """Rows as tuples in column order, with each value converted for the driver."""
+    pick = itemgetter(*columns)
+    converters = _converters(conn, table, columns)
+    single = len(columns) == 1  # itemgetter of one column returns the value, not a tuple
+    values = [(pick(row),) for row in rows] if single else [pick(row) for row in rows]
+    fixes = [(i, f) for i, f in enumerate(converters) if f is not None]
+    if not fixes:
+        return values
+    out = []
+    for row in values:
+        items = list(row)
+        for i, convert in fixes:
+            items[i] = convert(items[i])
+        out.append(tuple(items))
+    return out
 
 
-def _execute(conn: Connection, sql: str, rows: Sequence[dict[str, Any]]) -> None:
+def _execute(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
     """The driver's executemany, through SQLAlchemy so that its events and logging still see it."""
-    conn.exec_driver_sql(sql, list(rows))
+    conn.exec_driver_sql(sql, rows)
 
 
 def _q(name: str) -> str:
@@ -111,10 +119,7 @@ def insert_many(
     conflict: Sequence[str] = (),
     update: Sequence[str] = (),
 ) -> None:
-    """INSERT rows (all with the same keys); with `conflict`, upsert `update` columns or skip.
-
-    The rows are converted in place and should not be used afterwards.
-    """
+    """INSERT rows (all with the same keys); with `conflict`, upsert `update` columns or skip."""
     if not rows:
         return
     columns = list(rows[0])
@@ -129,21 +134,19 @@ def insert_many(
             sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
         else:
             sql += f" ON CONFLICT ({target}) DO NOTHING"
-    _execute(conn, sql, _convert(rows, columns, _converters(conn, table, columns)))
+    _execute(conn, sql, _tuples(conn, table, rows, columns))
 
 
 def update_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], key: str) -> None:
     """UPDATE table SET (other keys) WHERE key = row[key], for rows that share their keys."""
     if not rows:
         return
-    columns = list(rows[0])
-    sets = [c for c in columns if c != key]
-    marks = dict(zip(columns, _placeholders(conn, table, columns), strict=True))
-    sql = (
-        f"UPDATE {_q(table.name)} SET {', '.join(f'{_q(c)} = {marks[c]}' for c in sets)} "
-        f"WHERE {_q(key)} = {marks[key]}"
-    )
-    _execute(conn, sql, _convert(rows, columns, _converters(conn, table, columns)))
+    sets = [c for c in rows[0] if c != key]
+    columns = [*sets, key]
+    marks = _placeholders(conn, table, columns)
+    assignments = ", ".join(f"{_q(c)} = {m}" for c, m in zip(sets, marks, strict=False))
+    sql = f"UPDATE {_q(table.name)} SET {assignments} WHERE {_q(key)} = {marks[-1]}"
+    _execute(conn, sql, _tuples(conn, table, rows, columns))
 
 
 def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:
