@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, select, update
 
 from .config.models import IdentityConfig
+from .counts import Counts
 from .store.bulk import as_utc, chunks, upsert, utcnow
 from .store.rawsql import allocate_ids, insert_many, update_many
 from .store.tables import CacheSetting, Event, Identity, Profile, ProfileMerge, SourceRecord
@@ -38,16 +39,13 @@ RULE_FIELDS = {"source_priority", "attribute_priority", "match_on_phone"}
 
 
 @dataclass
-class ResolveStats:
+class ResolveStats(Counts):
     records: int = 0
     profiles_created: int = 0
     profiles_updated: int = 0
     profiles_deleted: int = 0
     merges: int = 0
     splits: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {n: getattr(self, n) for n in self.__dataclass_fields__}
 
 
 @dataclass

@@ -4,10 +4,10 @@ Per page, in one transaction: look up stored content hashes, transform only new 
 records, upsert them, replace their events and errors, and save the page's cursor. An unchanged
 record costs one hash comparison and no write; a crash repeats the page, never skips it.
 
-With `parallel`, a producer process reads, hashes and transforms pages while this process
-writes the previous ones (two cores for a large load); it then transforms every record, since
-it cannot see the stored hashes. Without it (small reads, tests) only changed records are
-transformed.
+With `parallel`, a stream's first read (no saved cursor: the initial load) runs in a producer
+process that reads, hashes and transforms pages while this process writes the previous ones.
+It transforms every record, since it cannot see the stored hashes; later reads, mostly of
+unchanged records, stay local and transform only what changed.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, select, update
 
 from .connectors import Stream
+from .counts import Counts
 from .errors import FatalError
 from .prepare import PreparedPage, PreparedRecord, prepare_page, transform
 from .redaction import redact
@@ -45,7 +46,7 @@ _QUEUE_PAGES = 4
 
 
 @dataclass
-class StreamStats:
+class StreamStats(Counts):
     read: int = 0
     unchanged: int = 0
     inserted: int = 0
@@ -53,13 +54,6 @@ class StreamStats:
     deleted: int = 0
     events: int = 0
     errors: int = 0
-
-    def add(self, other: StreamStats) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-    def as_dict(self) -> dict[str, int]:
-        return {n: getattr(self, n) for n in self.__dataclass_fields__}
 
 
 @dataclass
@@ -88,7 +82,11 @@ def ingest_stream(engine: Engine, job: StreamIngest) -> StreamStats:
     cursor = load_cursor(engine, job.source, stream.name)
     seen: set[str] | None = set() if stream.snapshot else None
     complete = False
-    pages = _produced_pages(job, cursor) if job.parallel else _local_pages(job, cursor)
+    # A first read is mostly new records: transforming them all in a producer process pays.
+    # Later reads are mostly unchanged records, which the local path never transforms.
+    first_read = cursor is None
+    use_producer = job.parallel and first_read
+    pages = _produced_pages(job, cursor) if use_producer else _local_pages(job, cursor)
     for page in pages:
         with engine.begin() as conn:
             _write_page(conn, job, page, seen)
