@@ -128,3 +128,61 @@ def test_phone_without_country_code_is_read_in_the_records_country() -> None:
     )
     assert ("phone", "+442079460958") in t.apply(uk).identifiers
     assert ("phone", "+14155550132") in t.apply(us).identifiers  # no country: default region
+
+
+EDGES = """
+[record]
+deleted = { field = "Is Deleted", type = "boolean" }
+[identifiers]
+external = { "erp:customer" = { field = "Cust No", strip_chars = "'" } }
+[attributes]
+tier = { field = "Tier", default = "bronze" }
+nickname = { field = ["Nick", "First"] }
+code = "Code"
+dotted = "a.b"
+nested = "meta.region"
+score = { field = "Score", type = "number" }
+[[events]]
+type_field = "kind"
+time = { field = "at", type = "date" }
+"""
+
+
+def test_defaults_fallbacks_nulls_and_paths() -> None:
+    t = transformer(EDGES)
+    out = t.apply(
+        {
+            "Cust No": "'00123",
+            "Tier": "  ",
+            "Nick": "#N/A",
+            "First": "Zoë",
+            "Code": 42,
+            "a.b": "exact key wins",
+            "a": {"b": "nested loses"},
+            "meta": {"region": "EMEA"},
+            "Score": "NULL",
+            "Is Deleted": "yes",
+            "kind": "Signed Up",
+            "at": "2026-11-20",
+        }
+    )
+    assert out.identifiers == [("ext:erp:customer", "00123")]
+    assert out.attributes == {
+        "tier": "bronze",
+        "nickname": "Zoë",
+        "code": "42",
+        "dotted": "exact key wins",
+        "nested": "EMEA",
+    }
+    assert out.deleted is True
+    assert [(e.type, e.occurred_at) for e in out.events] == [("Signed Up", "2026-11-20")]
+    assert out.errors == []
+
+
+def test_bad_values_never_fall_back_to_defaults() -> None:
+    out = transformer(
+        EDGES.replace('default = "bronze"', 'default = "bronze", type = "integer"')
+    ).apply({"Cust No": "1", "Tier": "gold", "Score": "1,5", "kind": "x", "at": "someday"})
+    assert "tier" not in out.attributes and "score" not in out.attributes
+    assert {e.field for e in out.errors} == {"Tier", "Score", "at"}
+    assert out.events == []

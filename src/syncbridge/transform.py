@@ -46,7 +46,10 @@ class Transformed:
 
 
 def _empty(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        return not text or text in _NULL_MARKERS
+    return value is None
 
 
 def _path_getter(path: str) -> Getter:
