@@ -230,6 +230,15 @@ def ingest_all(settings: Any, engine: Any) -> int:
     return read
 
 
+def calibration_s() -> float:
+    """Seconds for a fixed pure-Python loop: the VM's speed drifts, so figures come with it."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i * i
+    return round(time.perf_counter() - started, 3)
+
+
 def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
     """Peak resident set size (Linux reports KiB) of this process or of its waited-for children."""
     return resource.getrusage(who).ru_maxrss / 1024
@@ -289,6 +298,7 @@ def main() -> None:
             peak_rss_mib=round(peak_rss_mib()),
             producer_peak_rss_mib=round(peak_rss_mib(resource.RUSAGE_CHILDREN)),
             db_mib=round(db.stat().st_size / 2**20),
+            calibration_loop_s=calibration_s(),
             machine=f"{platform.machine()}, {os.cpu_count()} cores, "
             f"Python {sys.version.split()[0]}",
         )
