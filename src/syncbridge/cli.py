@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from . import demo as demo_module
-from . import inspect, render
+from . import render, views
 from .bundled import data_dir, example_config
 from .config.loader import Settings
 from .connectors import available_connectors
@@ -237,7 +237,7 @@ def status(config: ConfigOption = Path("config.toml"), demo: DemoOption = False)
         engine = _engine(config, demo)
     except SyncbridgeError as exc:
         raise _fail(exc) from None
-    out.print(render.status_group(inspect.status(engine)))
+    out.print(render.status_group(views.status(engine)))
 
 
 @profiles_app.command("show")
@@ -251,7 +251,7 @@ def profiles_show(
         engine = _engine(config, demo)
     except SyncbridgeError as exc:
         raise _fail(exc) from None
-    view = inspect.find_profile(engine, email)
+    view = views.find_profile(engine, email)
     if view is None:
         err.print(f"no profile with email {email!r}")
         raise typer.Exit(1)
@@ -299,9 +299,9 @@ def demo(
     )
     _print_cycle(report)
     engine = open_engine(settings.config.store.url)
-    view = inspect.status(engine, errors=8)
+    view = views.status(engine, errors=8)
     p = view.profiles
-    spread = inspect.source_spread(engine)
+    spread = views.source_spread(engine)
     several = sum(n for sources, n in spread.items() if sources >= 2)
     out.print(
         f"Cache now holds {p['live']} live profiles; {several} of them joined records from "
@@ -310,10 +310,10 @@ def demo(
     )
     if view.recent_errors:
         out.print(render.errors_table(view.recent_errors, "Sample record errors (kept, not lost)"))
-    example = inspect.most_merged_email(engine)
+    example = views.most_merged_email(engine)
     if example:
         out.print(f"\nThe profile built from the most sources: {example}")
-        view_profile = inspect.find_profile(engine, example, events=5)
+        view_profile = views.find_profile(engine, example, events=5)
         if view_profile is not None:
             out.print(render.profile_group(view_profile, max_records=8))
         out.print("More: syncbridge profiles show EMAIL --demo · syncbridge status --demo")

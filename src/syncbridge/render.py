@@ -9,9 +9,9 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from .inspect import ProfileView, StatusView
 from .pipeline import CycleReport
 from .store.bulk import as_utc
+from .views import ProfileView, StatusView
 
 
 def _when(value: datetime | None) -> str:

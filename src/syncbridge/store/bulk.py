@@ -5,13 +5,12 @@ Ingestion and resolution write through these, never through one ORM round trip p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, tuple_
+from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql import ColumnElement
 
 IN_CHUNK = 2000
 """Values per IN list: under SQLite's variable limit, and quick to plan on PostgreSQL."""
@@ -43,14 +42,6 @@ def upsert(
         stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
     for part in chunks(rows, 5000):
         conn.execute(stmt, list(part))
-
-
-def in_filter(column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[bool]:
-    return column.in_(list(values))
-
-
-def tuple_in(columns: Sequence[ColumnElement[Any]], values: Sequence[tuple[Any, ...]]) -> Any:
-    return tuple_(*columns).in_(values)
 
 
 def utcnow() -> datetime:
