@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -24,6 +25,10 @@ from .connectors import available_connectors
 from .errors import ConfigError, FatalError, SyncbridgeError
 from .logs import setup_logging
 from .pipeline import CycleReport, ProgressHook, run_cycle
+from .push.client import MailchimpClient
+from .push.plan import plan_as_dict
+from .push.state import dirty_profile_ids
+from .push.sync import PushReport, build_plan, push
 from .redaction import redact
 from .settings import load_settings
 from .store.engine import create_store_engine, open_engine
@@ -128,6 +133,8 @@ def _cycle(settings: Settings) -> CycleReport:
 def _print_cycle(report: CycleReport) -> None:
     out.print(render.cycle_table(report))
     out.print(render.identity_table(report))
+    if report.push is not None:
+        _print_push(report.push)
 
 
 @app.command()
@@ -283,13 +290,20 @@ def connectors_list() -> None:
 def demo(
     reset: Annotated[bool, typer.Option("--reset", help="Start from an empty demo cache.")] = False,
     db: Annotated[Path, typer.Option(help="The demo's SQLite file.")] = Path(demo_module.DEMO_DB),
+    audience: Annotated[
+        str | None,
+        typer.Option(help="Push the sample data into this audience (key: $MAILCHIMP_API_KEY)."),
+    ] = None,
 ) -> None:
-    """Run the pipeline on the bundled sample exports (no credentials, no network)."""
+    """Run the pipeline on the bundled sample exports (no credentials, no network), ending with
+    the Mailchimp dry-run plan; with --audience, push it to a test audience of yours."""
     if reset:
         demo_module.reset(db)
     fresh = not db.exists()
+    env = {k: v for k, v in os.environ.items() if k == "MAILCHIMP_API_KEY"
+           or k.startswith("SYNCBRIDGE_MAILCHIMP__")}  # fmt: skip
     try:
-        settings = demo_module.demo_settings(db.resolve())
+        settings = demo_module.demo_settings(db.resolve(), env, audience)
         report = _cycle(settings)
     except SyncbridgeError as exc:
         raise _fail(exc) from None
@@ -316,7 +330,72 @@ def demo(
         view_profile = views.find_profile(engine, example, events=5)
         if view_profile is not None:
             out.print(render.profile_group(view_profile, max_records=8))
-        out.print("More: syncbridge profiles show EMAIL --demo · syncbridge status --demo")
+    if report.push is not None:
+        _print_push(report.push)
+    else:
+        out.print("\n[bold]Mailchimp dry run[/bold] (no credentials: nothing is sent)")
+        _print_plans(settings, engine, None)
+    out.print("More: syncbridge profiles show EMAIL --demo · syncbridge status --demo")
+
+
+def _print_plans(settings: Settings, engine: Any, json_out: Path | None) -> None:
+    ids = dirty_profile_ids(engine)
+    plans = [build_plan(engine, a, ids) for a in settings.config.mailchimp.audiences]
+    if json_out is not None:
+        text = json.dumps([plan_as_dict(p) for p in plans], ensure_ascii=False, indent=2)
+        if str(json_out) == "-":
+            out.out(text)
+        else:
+            json_out.write_text(text + "\n", encoding="utf-8")
+            out.print(f"Wrote the plan to {json_out}")
+        return
+    if not plans:
+        out.print("No [[mailchimp.audiences]] configured: nothing to plan.")
+    for plan in plans:
+        out.print(render.plan_table(plan))
+
+
+def _print_push(result: PushReport) -> None:
+    for a in result.audiences:
+        applied = ", ".join(f"{k}: {v}" for k, v in sorted(a.applied.items())) or "no changes"
+        out.print(f"Pushed to audience {a.audience}: {applied}; read back {a.read_back} member(s)")
+        if a.created_fields:
+            out.print(f"  created merge fields: {', '.join(a.created_fields)}")
+        if a.created_tags:
+            out.print(f"  created tags: {', '.join(a.created_tags)}")
+        for email, message in a.errors[:10]:
+            out.print(f"  [yellow]refused[/yellow] {email}: {message}", highlight=False)
+        if len(a.errors) > 10:
+            out.print(f"  … {len(a.errors) - 10} more refusals (see syncbridge status)")
+
+
+@app.command()
+def plan(
+    config: ConfigOption = Path("config.toml"),
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the whole plan as JSON ('-': stdout).")
+    ] = None,
+) -> None:
+    """Dry run: what the next push would send to Mailchimp, from the cache alone."""
+    try:
+        settings = _settings(config)
+        engine = open_engine(settings.config.store.url)
+    except SyncbridgeError as exc:
+        raise _fail(exc) from None
+    _print_plans(settings, engine, json_out)
+
+
+@app.command("push")
+def push_command(config: ConfigOption = Path("config.toml")) -> None:
+    """Apply the plan: provision, read back Mailchimp's changes, send batches, acknowledge."""
+    try:
+        settings = _settings(config)
+        engine = open_engine(settings.config.store.url)
+        client = MailchimpClient(settings.config.mailchimp)
+        result = push(engine, settings.config.mailchimp, client)
+    except SyncbridgeError as exc:
+        raise _fail(exc) from None
+    _print_push(result)
 
 
 def main() -> None:

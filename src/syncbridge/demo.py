@@ -27,12 +27,23 @@ def demo_config_data(db_path: Path) -> dict[str, Any]:
             stream["path"] = str(examples / Path(stream["path"]).relative_to("examples"))
             stream["mapping"] = str(mappings / Path(stream["mapping"]).name)
     data["store"] = {"url": f"sqlite:///{db_path}"}
-    data.pop("mailchimp", None)
+    mailchimp = data.get("mailchimp", {})
+    mailchimp.pop("api_key", None)
+    for audience in mailchimp.get("audiences", []):
+        audience["list_id"] = "demo"
     return data
 
 
-def demo_settings(db_path: Path, env: dict[str, str] | None = None) -> Settings:
+def demo_settings(
+    db_path: Path, env: dict[str, str] | None = None, audience: str | None = None
+) -> Settings:
+    """The demo's settings; with `audience`, pushes there for real with $MAILCHIMP_API_KEY."""
     data = demo_config_data(db_path)
+    env = env or {}
+    if audience:
+        for config in data["mailchimp"]["audiences"]:
+            config["list_id"] = audience
+        data["mailchimp"]["api_key"] = "${MAILCHIMP_API_KEY}"
     config = parse_config(data, "demo config", example_config().parent, env or {})
     return check_settings(config, None)
 

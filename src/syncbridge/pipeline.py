@@ -19,6 +19,8 @@ from .connectors import build_connector
 from .errors import SyncbridgeError
 from .identity import ResolveStats, resolve_pending
 from .ingest import StreamIngest, StreamStats, ingest_stream
+from .push.client import MailchimpClient
+from .push.sync import PushReport, push
 from .store.bulk import utcnow
 from .store.tables import Run
 from .transform import RecordTransformer
@@ -35,6 +37,7 @@ class CycleReport:
     run_id: int
     streams: dict[str, StreamStats] = field(default_factory=dict)
     resolve: ResolveStats = field(default_factory=ResolveStats)
+    push: PushReport | None = None
     seconds: float = 0.0
     status: str = "ok"
 
@@ -46,11 +49,17 @@ class CycleReport:
         return total
 
     def counts(self) -> dict[str, Any]:
-        return {
+        counts: dict[str, Any] = {
             "streams": {k: v.as_dict() for k, v in self.streams.items()},
             "totals": self.totals.as_dict(),
             "identity": self.resolve.as_dict(),
         }
+        if self.push is not None:
+            counts["push"] = {
+                a.audience: {"applied": a.applied, "errors": len(a.errors)}
+                for a in self.push.audiences
+            }
+        return counts
 
 
 def start_run(engine: Engine) -> int:
@@ -73,9 +82,14 @@ def finish_run(engine: Engine, report: CycleReport, message: str | None = None) 
 
 
 def run_cycle(
-    settings: Settings, engine: Engine, progress: ProgressHook | None = None
+    settings: Settings,
+    engine: Engine,
+    progress: ProgressHook | None = None,
+    client: MailchimpClient | None = None,
 ) -> CycleReport:
-    """Pull → resolve. A failure marks the run failed and re-raises; committed pages stay."""
+    """Pull → resolve → push. A failure marks the run failed and re-raises; committed pages
+    and acknowledged members stay. The push runs when audiences are configured and a client is
+    given (or an API key is set)."""
     config = settings.config
     report = CycleReport(run_id=start_run(engine))
     started = time.perf_counter()
@@ -97,6 +111,10 @@ def run_cycle(
                 report.streams[str(key)] = ingest_stream(engine, job)
         log.info("resolving identities")
         report.resolve = resolve_pending(engine, config.identity, report.run_id)
+        if config.mailchimp.audiences and (client or config.mailchimp.api_key):
+            log.info("pushing to Mailchimp")
+            client = client or MailchimpClient(config.mailchimp)
+            report.push = push(engine, config.mailchimp, client)
     except (SyncbridgeError, Exception) as exc:
         report.status = "failed"
         report.seconds = time.perf_counter() - started

@@ -10,6 +10,7 @@ from rich.console import Group
 from rich.table import Table
 
 from .pipeline import CycleReport
+from .push.plan import Plan
 from .store.bulk import as_utc
 from .views import ProfileView, StatusView
 
@@ -136,3 +137,24 @@ def profile_group(view: ProfileView, max_records: int = 50) -> Group:
     if view.merged_from:
         parts.append(f"Merged from profiles: {', '.join(map(str, view.merged_from))}")
     return Group(*parts)
+
+
+def plan_table(plan: Plan, samples: int = 5) -> Group:
+    """Counts per operation, then a few sample rows of each."""
+    counts = Table(title=f"Plan for audience {plan.audience.name} ({plan.audience.list_id})")
+    counts.add_column("operation")
+    counts.add_column("count", justify="right")
+    for name, value in plan.counts().items():
+        counts.add_row(name, str(value))
+    sample = Table(title="Sample operations")
+    for col in ("operation", "email", "status", "details"):
+        sample.add_column(col, overflow="fold")
+    for u in plan.upserts[:samples]:
+        fields = json.dumps(u.merge_fields, ensure_ascii=False)
+        sample.add_row("new member" if u.new else "update", u.member.email, u.status, fields)
+    for tag, members in list(plan.tag_adds.items())[:samples]:
+        shown = ", ".join(e for _, e in members[:3])
+        sample.add_row("add tag", f"{len(members)} member(s)", "", f"{tag}: {shown}")
+    for removal in plan.archives[:samples]:
+        sample.add_row("archive", removal.email, "", "left the audience's scope")
+    return Group(counts, sample)

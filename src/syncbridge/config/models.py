@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class Frozen(BaseModel):
@@ -46,9 +46,66 @@ class IdentityConfig(Frozen):
     """Phones join records only when enabled: households and switchboards share numbers."""
 
 
+MergeFieldType = Literal[
+    "text", "number", "date", "birthday", "address", "phone", "url", "dropdown", "radio", "zip"
+]
+
+
+class MergeFieldConfig(Frozen):
+    """A profile attribute (or a Liquid template over attributes) written to a merge field."""
+
+    tag: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,9}$")
+    name: str = Field(min_length=1, max_length=100)
+    type: MergeFieldType = "text"
+    source: str | None = None
+    template: str | None = None
+    choices: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MergeFieldConfig:
+        if (self.source is None) == (self.template is None):
+            raise ValueError("give exactly one of 'source' (an attribute) or 'template' (Liquid)")
+        if self.type in ("dropdown", "radio") and not self.choices:
+            raise ValueError(f"a {self.type} merge field needs 'choices'")
+        return self
+
+
+class AudienceConfig(Frozen):
+    """Which profiles go to one Mailchimp audience, and what they carry there."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    list_id: str = Field(min_length=1)
+    consent_attribute: str | None = "accepts_email_marketing"
+    """A profile attribute that is true when the person consented to marketing email."""
+    opt_out_attribute: str | None = "email_opt_out"
+    """A profile attribute that is true when a source recorded an explicit opt-out."""
+    without_consent: Literal["skip", "transactional"] = "skip"
+    """New members without recorded consent: left out, or added as transactional contacts."""
+    merge_fields: list[MergeFieldConfig] = Field(default_factory=list)
+    tag_attributes: list[str] = Field(default_factory=list)
+    """Attributes whose values (a list, or comma-separated text) become tags."""
+    tag_prefix: str = ""
+    removal: Literal["archive", "untag", "ignore"] = "archive"
+    recreate_archived: bool = False
+
+    @field_validator("merge_fields")
+    @classmethod
+    def _unique_tags(cls, fields: list[MergeFieldConfig]) -> list[MergeFieldConfig]:
+        tags = [f.tag for f in fields]
+        duplicates = sorted({t for t in tags if tags.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"merge field tags must be unique: {', '.join(duplicates)}")
+        return fields
+
+
 class MailchimpConfig(Frozen):
     api_key: SecretStr | None = None
     api_base_url: str | None = None
+    """Overrides the API host (a proxy or a local emulator); else from the key's -dc suffix."""
+    max_connections: int = Field(default=10, ge=1, le=10)
+    timeout_s: float = Field(default=30.0, gt=0, le=120)
+    retries: int = Field(default=5, ge=0, le=20)
+    audiences: list[AudienceConfig] = Field(default_factory=list)
 
     @field_validator("api_key", mode="before")
     @classmethod

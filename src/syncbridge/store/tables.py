@@ -168,4 +168,51 @@ class CacheSetting(SQLModel, table=True):
     updated_at: datetime | None = _ts()
 
 
+class MemberState(SQLModel, table=True):
+    """What Mailchimp last acknowledged for one profile in one audience (written only after a
+    confirmed call), and the last per-member error with the desired state it belonged to."""
+
+    __tablename__ = "member_state"
+    __table_args__ = (Index("ix_member_state_email", "audience", "email"),)
+
+    audience: str = Field(primary_key=True, max_length=100)
+    profile_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    email: str | None = Field(default=None, max_length=320)
+    status: str | None = Field(default=None, max_length=20)
+    merge_hash: str | None = Field(default=None, max_length=32)
+    merge_fields: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    acknowledged_at: datetime | None = _ts()
+    error: str | None = None
+    error_hash: str | None = Field(default=None, max_length=32)
+    """Hash of the desired state that failed: not retried until the profile changes."""
+
+
+class AudienceMember(SQLModel, table=True):
+    """Mailchimp's own view of an audience's members (read back each cycle): status is theirs."""
+
+    __tablename__ = "audience_member"
+
+    list_id: str = Field(primary_key=True, max_length=100)
+    subscriber_hash: str = Field(primary_key=True, max_length=32)
+    email: str = Field(max_length=320)
+    status: str = Field(max_length=20)
+    last_changed: datetime | None = _ts()
+    unsubscribe_reason: str | None = None
+
+
+class AudienceSync(SQLModel, table=True):
+    """Per audience: the read-back watermark and the ids of the static segments used as tags."""
+
+    __tablename__ = "audience_sync"
+
+    list_id: str = Field(primary_key=True, max_length=100)
+    members_read_until: datetime | None = _ts()
+    segment_ids: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+
+
 metadata = SQLModel.metadata

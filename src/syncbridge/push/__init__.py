@@ -1,0 +1,1 @@
+"""The push layer: desired member state → plan → batched Mailchimp calls → acknowledgement."""

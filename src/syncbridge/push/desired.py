@@ -1,0 +1,129 @@
+"""What a profile should look like in one audience: pure functions, no I/O.
+
+Merge-field values are formatted for their Mailchimp type (dates as YYYY-MM-DD, birthdays as
+MM/DD, numbers as numbers, dropdown values only from the declared choices); a value that does
+not fit is left out rather than sent to be refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from liquid import Environment
+
+from ..config.models import AudienceConfig, MergeFieldConfig
+
+_liquid = Environment()
+_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
+
+
+def subscriber_hash(email: str) -> str:
+    """Mailchimp's member id: md5 of the lower-cased address."""
+    return hashlib.md5(email.lower().encode(), usedforsecurity=False).hexdigest()
+
+
+def stable_hash(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class DesiredMember:
+    profile_id: int
+    email: str
+    consent: bool | None
+    """True: recorded consent; False: an explicit opt-out at a source; None: unknown."""
+    merge_fields: dict[str, Any]
+    tags: frozenset[str]
+
+    @property
+    def hash(self) -> str:
+        return subscriber_hash(self.email)
+
+    @property
+    def merge_hash(self) -> str:
+        return stable_hash(self.merge_fields)
+
+    @property
+    def state_hash(self) -> str:
+        """Everything we would send: a per-member error is not retried until this changes."""
+        return stable_hash([self.email, self.consent, self.merge_fields, sorted(self.tags)])
+
+
+class AudienceRules:
+    """An audience's config compiled once: templates parsed, fields ordered."""
+
+    def __init__(self, audience: AudienceConfig) -> None:
+        self.audience = audience
+        self.templates = {
+            f.tag: _liquid.from_string(f.template) for f in audience.merge_fields if f.template
+        }
+
+    def desire(self, profile_id: int, attributes: dict[str, Any]) -> DesiredMember | None:
+        """The member this profile should be, or None when it is out of the audience's scope."""
+        email = attributes.get("email")
+        if not email or not attributes.get("email_valid"):
+            return None
+        consent = self._consent(attributes)
+        merge_fields = {}
+        for field in self.audience.merge_fields:
+            value = self._merge_value(field, attributes)
+            if value is not None:
+                merge_fields[field.tag] = value
+        return DesiredMember(profile_id, email, consent, merge_fields, self._tags(attributes))
+
+    def _consent(self, attributes: dict[str, Any]) -> bool | None:
+        opt_out = self.audience.opt_out_attribute
+        if opt_out and attributes.get(opt_out) is True:
+            return False
+        consent = self.audience.consent_attribute
+        if consent and consent in attributes:
+            return bool(attributes[consent])
+        return None
+
+    def _merge_value(self, field: MergeFieldConfig, attributes: dict[str, Any]) -> Any:
+        if field.template is not None:
+            raw: Any = self.templates[field.tag].render(**attributes).strip() or None
+        else:
+            raw = attributes.get(field.source or "")
+        return format_merge_value(field, raw)
+
+    def _tags(self, attributes: dict[str, Any]) -> frozenset[str]:
+        tags: set[str] = set()
+        for name in self.audience.tag_attributes:
+            value = attributes.get(name)
+            items = value if isinstance(value, list) else str(value or "").split(",")
+            tags.update(f"{self.audience.tag_prefix}{t.strip()}" for t in items if str(t).strip())
+        return frozenset(t[:100] for t in tags)
+
+
+def format_merge_value(field: MergeFieldConfig, value: Any) -> Any:
+    """A value in the form Mailchimp accepts for the field's type, or None."""
+    if value is None or value == "":
+        return None
+    kind = field.type
+    if kind == "number":
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int | float):
+            return value
+        try:
+            return float(str(value))
+        except ValueError:
+            return None
+    if kind in ("date", "birthday"):
+        match = _DATE.match(str(value))
+        if match is None:
+            return None
+        year, month, day = match.groups()
+        return f"{year}-{month}-{day}" if kind == "date" else f"{month}/{day}"
+    if kind in ("dropdown", "radio"):
+        text = str(value)
+        return text if text in field.choices else None
+    if kind == "address":
+        return value if isinstance(value, dict) else None
+    return str(value)

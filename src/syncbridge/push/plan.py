@@ -1,0 +1,187 @@
+"""The diff between what profiles should be in an audience and what Mailchimp acknowledged.
+
+Consent rules live here. An existing member keeps the status Mailchimp holds (it is never
+re-subscribed, never downgraded); only an explicit source opt-out sends `unsubscribed`, and a
+transactional contact becomes subscribed only with recorded consent. A new member is subscribed
+only with recorded consent; without it the audience's `without_consent` decides (skip, or add as
+transactional). Archived members are left alone unless `recreate_archived` is set.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config.models import AudienceConfig
+from .desired import DesiredMember
+
+KEEP = frozenset({"unsubscribed", "cleaned", "pending"})
+
+
+@dataclass(frozen=True)
+class Acked:
+    """The acknowledged state of one profile's member (a `member_state` row)."""
+
+    email: str | None
+    status: str | None
+    merge_hash: str | None
+    merge_fields: dict[str, Any]
+    tags: frozenset[str]
+    error_hash: str | None
+
+
+@dataclass
+class Upsert:
+    member: DesiredMember
+    status: str
+    merge_fields: dict[str, Any]
+    """Only the fields that changed (all of them for a new member)."""
+    new: bool
+
+
+@dataclass
+class EmailChange:
+    profile_id: int
+    old_email: str
+    new_email: str
+
+
+@dataclass
+class Removal:
+    profile_id: int
+    email: str
+    tags: frozenset[str]
+
+
+@dataclass
+class Plan:
+    audience: AudienceConfig
+    upserts: list[Upsert] = field(default_factory=list)
+    email_changes: list[EmailChange] = field(default_factory=list)
+    tag_adds: dict[str, list[tuple[int, str]]] = field(default_factory=lambda: defaultdict(list))
+    tag_removes: dict[str, list[tuple[int, str]]] = field(default_factory=lambda: defaultdict(list))
+    archives: list[Removal] = field(default_factory=list)
+    untags: list[Removal] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    unchanged: int = 0
+    done: list[int] = field(default_factory=list)
+    """Profiles that need no call (already in the desired state, or deliberately skipped)."""
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "new members": sum(1 for u in self.upserts if u.new),
+            "member updates": sum(1 for u in self.upserts if not u.new),
+            "email changes": len(self.email_changes),
+            "tag additions": sum(len(v) for v in self.tag_adds.values()),
+            "tag removals": sum(len(v) for v in self.tag_removes.values()),
+            "archives": len(self.archives),
+            "unchanged": self.unchanged,
+            **{f"skipped: {reason}": n for reason, n in sorted(self.skipped.items())},
+        }
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.upserts or self.email_changes or self.archives or self.untags
+            or any(self.tag_adds.values()) or any(self.tag_removes.values())
+        )  # fmt: skip
+
+
+def status_for(
+    desired: DesiredMember, mailchimp_status: str | None, audience: AudienceConfig
+) -> str | None:
+    """The status to send, or None to leave the person out."""
+    if mailchimp_status is None:  # a new member
+        if desired.consent is True:
+            return "subscribed"
+        if desired.consent is False:
+            return None
+        return "transactional" if audience.without_consent == "transactional" else None
+    if desired.consent is False and mailchimp_status in ("subscribed", "transactional"):
+        return "unsubscribed"  # an explicit opt-out at a source
+    if mailchimp_status == "transactional" and desired.consent is True:
+        return "subscribed"
+    return mailchimp_status
+
+
+def plan_member(
+    plan: Plan,
+    profile_id: int,
+    desired: DesiredMember | None,
+    acked: Acked | None,
+    statuses: dict[str, str],
+) -> None:
+    """Add what one profile needs to the plan. `statuses` maps subscriber hashes to Mailchimp's
+    current status for every address involved."""
+    audience = plan.audience
+    live = acked is not None and acked.email and acked.status not in (None, "archived")
+    if desired is None:
+        if live and acked is not None and acked.email and audience.removal != "ignore":
+            removal = Removal(profile_id, acked.email, acked.tags)
+            (plan.archives if audience.removal == "archive" else plan.untags).append(removal)
+            for tag in acked.tags:
+                plan.tag_removes[tag].append((profile_id, acked.email))
+        else:
+            plan.done.append(profile_id)
+        return
+    if acked is not None and acked.error_hash == desired.state_hash:
+        plan.skipped["failed before, unchanged since"] += 1
+        plan.done.append(profile_id)
+        return
+    current = statuses.get(desired.hash)
+    if (
+        live and acked is not None and acked.email and acked.email != desired.email
+        and current is None
+    ):  # fmt: skip
+        plan.email_changes.append(EmailChange(profile_id, acked.email, desired.email))
+        current = acked.status
+    if current == "archived" and not audience.recreate_archived:
+        plan.skipped["archived in Mailchimp"] += 1
+        plan.done.append(profile_id)
+        return
+    status = status_for(desired, None if current == "archived" else current, audience)
+    if status is None:
+        plan.skipped["no consent" if desired.consent is None else "opted out"] += 1
+        plan.done.append(profile_id)
+        return
+    same_member = acked is not None and acked.email == desired.email and current is not None
+    before = acked.merge_fields if same_member and acked is not None else {}
+    changed = {k: v for k, v in desired.merge_fields.items() if before.get(k) != v}
+    changed.update({k: "" for k in before if k not in desired.merge_fields})  # cleared values
+    if same_member and acked is not None and not changed and acked.status == status:
+        plan.unchanged += 1
+    else:
+        plan.upserts.append(Upsert(desired, status, changed, current is None))
+    had = acked.tags if same_member and acked is not None else frozenset()
+    for tag in sorted(desired.tags - had):
+        plan.tag_adds[tag].append((profile_id, desired.email))
+    for tag in sorted(had - desired.tags):
+        plan.tag_removes[tag].append((profile_id, desired.email))
+    needs_call = (plan.upserts and plan.upserts[-1].member.profile_id == profile_id) or (
+        desired.tags ^ had
+    )
+    if not needs_call:
+        plan.done.append(profile_id)
+
+
+def plan_as_dict(plan: Plan) -> dict[str, Any]:
+    """The whole plan as plain data (for `syncbridge plan --json`)."""
+    return {
+        "audience": plan.audience.name,
+        "list_id": plan.audience.list_id,
+        "counts": plan.counts(),
+        "upserts": [
+            {
+                "email": u.member.email,
+                "status": u.status,
+                "new": u.new,
+                "merge_fields": u.merge_fields,
+            }
+            for u in plan.upserts
+        ],
+        "email_changes": [{"from": c.old_email, "to": c.new_email} for c in plan.email_changes],
+        "tag_additions": {t: [e for _, e in m] for t, m in sorted(plan.tag_adds.items()) if m},
+        "tag_removals": {t: [e for _, e in m] for t, m in sorted(plan.tag_removes.items()) if m},
+        "archives": [r.email for r in plan.archives],
+    }

@@ -1,0 +1,107 @@
+"""Makes an audience ready: its merge fields and the static segments used as tags.
+
+Re-running changes nothing. A mapping that conflicts with an existing field of another type,
+or that would pass the audience's merge-field limit, is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config.models import AudienceConfig
+from ..errors import FatalError
+from .client import ApiError, MailchimpClient
+
+log = logging.getLogger(__name__)
+PAGE = 1000
+
+
+@dataclass
+class Provisioned:
+    created_fields: list[str] = field(default_factory=list)
+    segment_ids: dict[str, int] = field(default_factory=dict)
+    created_segments: list[str] = field(default_factory=list)
+
+
+def existing_merge_fields(client: MailchimpClient, list_id: str) -> dict[str, dict[str, Any]]:
+    fields: dict[str, dict[str, Any]] = {}
+    offset = 0
+    while True:
+        page = client.call(
+            client.sdk.lists.get_list_merge_fields, list_id, count=PAGE, offset=offset
+        )
+        for item in page.get("merge_fields", []):
+            fields[item["tag"]] = item
+        offset += PAGE
+        if offset >= page.get("total_items", 0):
+            return fields
+
+
+def provision_merge_fields(client: MailchimpClient, audience: AudienceConfig) -> list[str]:
+    """Create the merge fields the audience mapping needs; refuse type conflicts."""
+    existing = existing_merge_fields(client, audience.list_id)
+    conflicts = [
+        f"{f.tag} is a {existing[f.tag]['type']} field in Mailchimp, the mapping says {f.type}"
+        for f in audience.merge_fields
+        if f.tag in existing and existing[f.tag]["type"] != f.type
+    ]
+    if conflicts:
+        raise FatalError(
+            f"audience {audience.name!r} ({audience.list_id}): merge field type conflicts: "
+            + "; ".join(conflicts)
+            + ". Rename the tag in the mapping or change the field in Mailchimp."
+        )
+    created = []
+    for spec in audience.merge_fields:
+        if spec.tag in existing:
+            continue
+        body: dict[str, Any] = {"tag": spec.tag, "name": spec.name, "type": spec.type}
+        if spec.choices:
+            body["options"] = {"choices": spec.choices}
+        try:
+            client.call(client.sdk.lists.add_list_merge_field, audience.list_id, body)
+        except ApiError as exc:
+            raise FatalError(
+                f"audience {audience.name!r}: cannot create merge field {spec.tag} "
+                f"({len(existing) + len(created)} fields exist): {exc}"
+            ) from None
+        created.append(spec.tag)
+        log.info("created merge field %s in audience %s", spec.tag, audience.list_id)
+    return created
+
+
+def static_segments(client: MailchimpClient, list_id: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    offset = 0
+    while True:
+        page = client.call(
+            client.sdk.lists.list_segments, list_id, type="static", count=PAGE, offset=offset
+        )
+        for segment in page.get("segments", []):
+            found[segment["name"]] = int(segment["id"])
+        offset += PAGE
+        if offset >= page.get("total_items", 0):
+            return found
+
+
+def ensure_tags(
+    client: MailchimpClient, list_id: str, tags: Iterable[str], known: dict[str, int]
+) -> tuple[dict[str, int], list[str]]:
+    """Static segment ids for `tags`, creating the missing ones (empty)."""
+    wanted = sorted(set(tags) - set(known))
+    if not wanted:
+        return known, []
+    known = {**static_segments(client, list_id), **known}
+    created = []
+    for tag in wanted:
+        if tag in known:
+            continue
+        segment = client.call(
+            client.sdk.lists.create_segment, list_id, {"name": tag, "static_segment": []}
+        )
+        known[tag] = int(segment["id"])
+        created.append(tag)
+    return known, created

@@ -1,0 +1,141 @@
+"""Reads and writes the push layer's tables: acknowledged member state and Mailchimp's view."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+
+from ..store.bulk import as_utc, chunks, utcnow
+from ..store.rawsql import insert_many
+from ..store.tables import AudienceMember, AudienceSync, MemberState, Profile
+from .plan import Acked
+
+STATES = MemberState.__table__
+MEMBERS = AudienceMember.__table__
+SYNC = AudienceSync.__table__
+PROFILES = Profile.__table__
+_STATE_COLUMNS = ("email", "status", "merge_hash", "merge_fields", "tags", "acknowledged_at",
+                  "error", "error_hash")  # fmt: skip
+
+
+def profiles(conn: Connection, ids: list[int]) -> dict[int, tuple[dict[str, Any], bool]]:
+    """id → (attributes, deleted) for these profiles."""
+    p = PROFILES.c
+    out: dict[int, tuple[dict[str, Any], bool]] = {}
+    for part in chunks(ids):
+        for pid, attributes, deleted in conn.execute(
+            select(p.id, p.attributes, p.deleted).where(p.id.in_(part))
+        ):
+            out[pid] = (attributes or {}, bool(deleted))
+    return out
+
+
+def dirty_profile_ids(engine: Engine) -> list[int]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(PROFILES.c.id).where(PROFILES.c.dirty.is_(True)).order_by(PROFILES.c.id)
+            ).scalars()
+        )
+
+
+def acked_states(conn: Connection, audience: str, ids: list[int]) -> dict[int, Acked]:
+    s = STATES.c
+    out: dict[int, Acked] = {}
+    for part in chunks(ids):
+        for row in conn.execute(
+            select(STATES).where(s.audience == audience, s.profile_id.in_(part))
+        ).mappings():
+            out[row["profile_id"]] = Acked(
+                row["email"], row["status"], row["merge_hash"], row["merge_fields"] or {},
+                frozenset(row["tags"] or ()), row["error_hash"],
+            )  # fmt: skip
+    return out
+
+
+def mailchimp_statuses(conn: Connection, list_id: str, hashes: Iterable[str]) -> dict[str, str]:
+    m = MEMBERS.c
+    out: dict[str, str] = {}
+    for part in chunks(sorted(set(hashes))):
+        query = select(m.subscriber_hash, m.status).where(
+            m.list_id == list_id, m.subscriber_hash.in_(part)
+        )
+        out.update(dict(conn.execute(query).all()))
+    return out
+
+
+def write_states(conn: Connection, audience: str, rows: list[dict[str, Any]]) -> None:
+    """Upsert member_state rows ({profile_id, and any of _STATE_COLUMNS})."""
+    for row in rows:  # rows differ in the columns they set: one statement per shape
+        row["audience"] = audience
+    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_shape.setdefault(tuple(sorted(row)), []).append(row)
+    for shape, group in by_shape.items():
+        update_cols = [c for c in shape if c in _STATE_COLUMNS]
+        defaults = {"merge_fields": {}, "tags": []}
+        filled = [{**{k: v for k, v in defaults.items() if k not in r}, **r} for r in group]
+        insert_many(conn, STATES, filled, ["audience", "profile_id"], update_cols)
+
+
+def write_mailchimp_members(conn: Connection, list_id: str, members: list[dict[str, Any]]) -> None:
+    """Record Mailchimp's view of members from any API response that returned them."""
+    rows = {}
+    for m in members:
+        rows[m["id"]] = {
+            "list_id": list_id,
+            "subscriber_hash": m["id"],
+            "email": m["email_address"].lower(),
+            "status": m["status"],
+            "last_changed": _parse_time(m.get("last_changed")),
+            "unsubscribe_reason": m.get("unsubscribe_reason"),
+        }
+    insert_many(
+        conn, MEMBERS, list(rows.values()), ["list_id", "subscriber_hash"],
+        ["email", "status", "last_changed", "unsubscribe_reason"],
+    )  # fmt: skip
+
+
+def set_mailchimp_status(conn: Connection, list_id: str, subscriber: str, status: str) -> None:
+    m = MEMBERS.c
+    conn.execute(
+        update(MEMBERS)
+        .where(m.list_id == list_id, m.subscriber_hash == subscriber)
+        .values(status=status)
+    )
+
+
+def read_watermark(conn: Connection, list_id: str) -> tuple[datetime | None, dict[str, int]]:
+    row = conn.execute(select(SYNC).where(SYNC.c.list_id == list_id)).mappings().first()
+    if row is None:
+        return None, {}
+    return as_utc(row["members_read_until"]), dict(row["segment_ids"] or {})
+
+
+def write_sync(
+    conn: Connection, list_id: str, read_until: datetime | None, segment_ids: dict[str, int]
+) -> None:
+    row = {"list_id": list_id, "members_read_until": read_until, "segment_ids": segment_ids}
+    insert_many(conn, SYNC, [row], ["list_id"], ["members_read_until", "segment_ids"])
+
+
+def clear_dirty(engine: Engine, ids: list[int]) -> None:
+    with engine.begin() as conn:
+        for part in chunks(sorted(set(ids))):
+            conn.execute(update(PROFILES).where(PROFILES.c.id.in_(part)).values(dirty=False))
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(str(value)))
+    except ValueError:
+        return None
+
+
+def now() -> datetime:
+    return utcnow()

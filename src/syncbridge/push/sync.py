@@ -1,0 +1,307 @@
+"""One push: read back Mailchimp's changes, plan, apply in batches, acknowledge.
+
+Acknowledged state is written only after Mailchimp confirmed an operation, per member, in the
+transaction that follows the call. A crash between a call and its acknowledgement repeats the
+call next time (every call here is idempotent) and never skips it. Profiles stay dirty until
+every audience has taken them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from ..config.models import AudienceConfig, MailchimpConfig
+from .client import ApiError, MailchimpClient
+from .desired import AudienceRules, subscriber_hash
+from .plan import EmailChange, Plan, Upsert, plan_member
+from .provision import ensure_tags, provision_merge_fields
+from .state import (
+    acked_states,
+    clear_dirty,
+    dirty_profile_ids,
+    mailchimp_statuses,
+    now,
+    profiles,
+    read_watermark,
+    set_mailchimp_status,
+    write_mailchimp_members,
+    write_states,
+    write_sync,
+)
+
+log = logging.getLogger(__name__)
+BATCH = 500
+"""Members per batch-subscribe call, and emails per side of a segment call (Mailchimp's limit)."""
+READ_PAGE = 1000
+READ_OVERLAP = timedelta(seconds=2)
+
+
+@dataclass
+class AudienceReport:
+    audience: str
+    planned: dict[str, int] = field(default_factory=dict)
+    applied: dict[str, int] = field(default_factory=dict)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    """(email, Mailchimp's message) for members Mailchimp refused."""
+    read_back: int = 0
+    created_fields: list[str] = field(default_factory=list)
+    created_tags: list[str] = field(default_factory=list)
+
+    def bump(self, key: str, n: int = 1) -> None:
+        self.applied[key] = self.applied.get(key, 0) + n
+
+
+def build_plan(engine: Engine, audience: AudienceConfig, profile_ids: list[int]) -> Plan:
+    """The plan for these profiles from local state only (no API call)."""
+    rules = AudienceRules(audience)
+    plan = Plan(audience)
+    with engine.connect() as conn:
+        found = profiles(conn, profile_ids)
+        acked = acked_states(conn, audience.name, profile_ids)
+        desired = {
+            pid: None if deleted else rules.desire(pid, attributes)
+            for pid, (attributes, deleted) in found.items()
+        }
+        hashes = [d.hash for d in desired.values() if d is not None]
+        hashes += [subscriber_hash(a.email) for a in acked.values() if a.email]
+        statuses = mailchimp_statuses(conn, audience.list_id, hashes)
+    for pid in profile_ids:
+        plan_member(plan, pid, desired.get(pid), acked.get(pid), statuses)
+    return plan
+
+
+def read_back(client: MailchimpClient, engine: Engine, audience: AudienceConfig) -> int:
+    """Fetch members changed in Mailchimp since the last read (all of them the first time)."""
+    with engine.connect() as conn:
+        since, segments = read_watermark(conn, audience.list_id)
+    started = now()
+    offset, seen = 0, 0
+    while True:
+        kwargs: dict[str, Any] = {"count": READ_PAGE, "offset": offset}
+        if since is not None:
+            kwargs["since_last_changed"] = (since - READ_OVERLAP).isoformat()
+        page = client.call(client.sdk.lists.get_list_members_info, audience.list_id, **kwargs)
+        members = page.get("members", [])
+        with engine.begin() as conn:
+            write_mailchimp_members(conn, audience.list_id, members)
+        seen += len(members)
+        offset += READ_PAGE
+        if offset >= page.get("total_items", 0) or not members:
+            break
+    with engine.begin() as conn:
+        write_sync(conn, audience.list_id, started, segments)
+    return seen
+
+
+def apply_plan(
+    client: MailchimpClient, engine: Engine, plan: Plan, report: AudienceReport
+) -> set[int]:
+    """Run the plan's calls; returns profiles whose operations did not all succeed."""
+    audience = plan.audience
+    failed: set[int] = set()
+    for change in plan.email_changes:
+        _change_email(client, engine, audience, change.profile_id, change, report, failed)
+    absent: set[int] = set()
+    for start in range(0, len(plan.upserts), BATCH):
+        absent |= _upsert_batch(
+            client, engine, audience, plan.upserts[start : start + BATCH], report
+        )
+    failed |= absent
+    _apply_tags(client, engine, plan, report, skip=absent)
+    for removal in plan.archives:
+        try:
+            client.call(
+                client.sdk.lists.delete_list_member,
+                audience.list_id,
+                subscriber_hash(removal.email),
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                report.errors.append((removal.email, str(exc)))
+                failed.add(removal.profile_id)
+                continue
+        with engine.begin() as conn:
+            write_states(
+                conn,
+                audience.name,
+                [
+                    {
+                        "profile_id": removal.profile_id,
+                        "status": "archived",
+                        "acknowledged_at": now(),
+                    }
+                ],
+            )
+            set_mailchimp_status(conn, audience.list_id, subscriber_hash(removal.email), "archived")
+        report.bump("archived")
+    return failed
+
+
+def _change_email(
+    client: MailchimpClient,
+    engine: Engine,
+    audience: AudienceConfig,
+    profile_id: int,
+    change: EmailChange,
+    report: AudienceReport,
+    failed: set[int],
+) -> None:
+    try:
+        member = client.call(
+            client.sdk.lists.update_list_member, audience.list_id,
+            subscriber_hash(change.old_email), {"email_address": change.new_email},
+        )  # fmt: skip
+    except ApiError as exc:
+        report.errors.append((change.old_email, str(exc)))
+        failed.add(profile_id)
+        return
+    with engine.begin() as conn:
+        write_mailchimp_members(conn, audience.list_id, [member])
+        write_states(
+            conn,
+            audience.name,
+            [{"profile_id": profile_id, "email": change.new_email, "acknowledged_at": now()}],
+        )
+    report.bump("email changes")
+
+
+def _upsert_batch(
+    client: MailchimpClient,
+    engine: Engine,
+    audience: AudienceConfig,
+    upserts: list[Upsert],
+    report: AudienceReport,
+) -> set[int]:
+    """One batch-subscribe call; acknowledge each confirmed member, record each refused one."""
+    body = {
+        "members": [
+            {"email_address": u.member.email, "status": u.status, "merge_fields": u.merge_fields}
+            for u in upserts
+        ],
+        "update_existing": True,
+    }
+    response = client.call(client.sdk.lists.batch_list_members, audience.list_id, body)
+    confirmed = {m["email_address"].lower(): m for m in response.get("new_members", [])}
+    confirmed.update({m["email_address"].lower(): m for m in response.get("updated_members", [])})
+    refused = {e.get("email_address", "").lower(): e for e in response.get("errors", [])}
+    rows, absent = [], set()
+    stamp = now()
+    for u in upserts:
+        member = confirmed.get(u.member.email)
+        if member is not None:
+            rows.append({"profile_id": u.member.profile_id, "email": u.member.email,
+                         "status": member["status"], "merge_hash": u.member.merge_hash,
+                         "merge_fields": u.member.merge_fields, "acknowledged_at": stamp,
+                         "error": None, "error_hash": None})  # fmt: skip
+            report.bump("new members" if u.new else "member updates")
+        elif u.member.email in refused:
+            error = refused[u.member.email]
+            message = f"{error.get('error', '')} {error.get('field_message') or ''}".strip()
+            rows.append({"profile_id": u.member.profile_id, "error": message,
+                         "error_hash": u.member.state_hash})  # fmt: skip
+            report.errors.append((u.member.email, message))
+            absent.add(u.member.profile_id)
+        else:  # neither confirmed nor refused: not acknowledged, tried again next time
+            absent.add(u.member.profile_id)
+    with engine.begin() as conn:
+        write_mailchimp_members(conn, audience.list_id, list(confirmed.values()))
+        write_states(conn, audience.name, rows)
+    return absent
+
+
+def _apply_tags(
+    client: MailchimpClient, engine: Engine, plan: Plan, report: AudienceReport, skip: set[int]
+) -> None:
+    audience = plan.audience
+    tags = {t for t, members in plan.tag_adds.items() if members} | {
+        t for t, members in plan.tag_removes.items() if members
+    }
+    if not tags:
+        return
+    with engine.connect() as conn:
+        read_until, known = read_watermark(conn, audience.list_id)
+    segment_ids, created = ensure_tags(client, audience.list_id, tags, known)
+    report.created_tags.extend(created)
+    with engine.begin() as conn:
+        write_sync(conn, audience.list_id, read_until, segment_ids)
+    for tag in sorted(tags):
+        adds = [(p, e) for p, e in plan.tag_adds.get(tag, []) if p not in skip]
+        removes = [(p, e) for p, e in plan.tag_removes.get(tag, []) if p not in skip]
+        while adds or removes:
+            add_part, adds = adds[:BATCH], adds[BATCH:]
+            remove_part, removes = removes[:BATCH], removes[BATCH:]
+            body = {"members_to_add": [e for _, e in add_part],
+                    "members_to_remove": [e for _, e in remove_part]}  # fmt: skip
+            response = client.call(
+                client.sdk.lists.batch_segment_members, body, audience.list_id, segment_ids[tag]
+            )
+            added = {m["email_address"].lower() for m in response.get("members_added", [])}
+            removed = {m["email_address"].lower() for m in response.get("members_removed", [])}
+            failed_emails = {
+                e.lower()
+                for err in response.get("errors", [])
+                for e in err.get("email_addresses", [])
+            }
+            _ack_tags(
+                engine, audience.name, tag, add_part, remove_part, added, removed, failed_emails
+            )
+            report.bump("tag additions", len(added))
+            report.bump("tag removals", len(removed))
+
+
+def _ack_tags(
+    engine: Engine,
+    audience_name: str,
+    tag: str,
+    adds: list[tuple[int, str]],
+    removes: list[tuple[int, str]],
+    added: set[str],
+    removed: set[str],
+    failed: set[str],
+) -> None:
+    """A member's tag set moves only for the emails Mailchimp confirmed (or already had)."""
+    pids = [p for p, _ in adds + removes]
+    with engine.begin() as conn:
+        current = acked_states(conn, audience_name, pids)
+        rows = []
+        for pid, email in adds:
+            if email in added or email not in failed:
+                tags = set(current[pid].tags) if pid in current else set()
+                rows.append({"profile_id": pid, "tags": sorted(tags | {tag})})
+        for pid, email in removes:
+            if email in removed or email not in failed:
+                tags = set(current[pid].tags) if pid in current else set()
+                rows.append({"profile_id": pid, "tags": sorted(tags - {tag})})
+        write_states(conn, audience_name, rows)
+
+
+@dataclass
+class PushReport:
+    audiences: list[AudienceReport] = field(default_factory=list)
+
+
+def push(
+    engine: Engine,
+    config: MailchimpConfig,
+    client: MailchimpClient,
+    profile_ids: list[int] | None = None,
+) -> PushReport:
+    """Provision, read back, plan and apply every audience; then clear the profiles' dirty mark."""
+    ids = dirty_profile_ids(engine) if profile_ids is None else profile_ids
+    result = PushReport()
+    failed: set[int] = set()
+    for audience in config.audiences:
+        report = AudienceReport(audience.name)
+        report.created_fields = provision_merge_fields(client, audience)
+        report.read_back = read_back(client, engine, audience)
+        plan = build_plan(engine, audience, ids)
+        report.planned = plan.counts()
+        failed |= apply_plan(client, engine, plan, report)
+        result.audiences.append(report)
+    clear_dirty(engine, [i for i in ids if i not in failed])
+    return result
