@@ -1,0 +1,1153 @@
+"""A stateful fake of the Mailchimp Marketing API v3.0, served over real HTTP on 127.0.0.1.
+
+Point the official SDK at it with ``client.api_client.host = fake.base_url``. It enforces the rules
+in /work/shared/reference/mailchimp-api.md, taking the harsher reading where the real behaviour is
+unverified: compliance states, forgotten addresses, merge-field validation, batch limits, tags as
+static segments, the simultaneous-connection limit, and scripted faults.
+
+``last_changed`` is shown to the second, as Mailchimp shows it, and ``since_last_changed`` compares
+at that precision; ``advance_clock`` moves the fake's clock forward so tests need not sleep.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import re
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import parse_qs, unquote, urlsplit
+
+JSON = dict[str, Any]
+API_KEY = "0123456789abcdef0123456789abcdef-us21"
+API_PREFIX = "/3.0"
+STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional")
+FIELD_TYPES: tuple[str, ...] = ("text", "number", "address", "phone", "date", "url", "imageurl")
+FIELD_TYPES += ("radio", "dropdown", "birthday", "zip")
+FAKE_DOMAINS = frozenset({"example.com", "example.org", "example.net", "test.com"})
+FAKE_LOCAL_PARTS = frozenset({"test", "testing", "fake", "example", "asdf", "noemail"})
+EMAIL_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+TAG_RE = re.compile(r"[A-Z0-9_]{1,10}")
+BATCH_LIMIT, COUNT_LIMIT, TAG_NAME_LIMIT, TAGS_SHOWN = 500, 1000, 100, 50
+TITLES = {
+    400: "Invalid Resource",
+    401: "API Key Invalid",
+    403: "Forbidden",
+    404: "Resource Not Found",
+    405: "Method Not Allowed",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+DEFAULT_MERGE_FIELDS: tuple[tuple[str, str, str, JSON], ...] = (
+    ("FNAME", "First Name", "text", {"size": 25}),
+    ("LNAME", "Last Name", "text", {"size": 25}),
+    ("ADDRESS", "Address", "address", {"default_country": 164}),
+    ("PHONE", "Phone Number", "phone", {"phone_format": "none"}),
+    ("BIRTHDAY", "Birthday", "birthday", {"date_format": "MM/DD"}),
+)
+UNSUBSCRIBE_REASONS = {
+    "user": "N/A (Unsubscribed by the contact)",
+    "admin": "N/A (Unsubscribed by an admin)",
+    "api": "N/A (Unsubscribed via API)",
+}
+VALIDATION_DETAIL = (
+    "The resource submitted could not be validated. "
+    "For field-specific details, see the 'errors' array."
+)
+COMPLIANCE = (
+    "{} is in a compliance state due to unsubscribe, bounce, or compliance review "
+    "and cannot be subscribed."
+)
+FORGOTTEN = (
+    "{} was permanently deleted and cannot be re-imported. "
+    "The contact must re-subscribe to get back on the list."
+)
+
+
+def subscriber_hash(email: str) -> str:
+    return hashlib.md5(email.lower().encode()).hexdigest()
+
+
+def member_key(hash_or_email: str) -> str:
+    """Member paths take the subscriber hash, or the email address itself."""
+    return subscriber_hash(hash_or_email) if "@" in hash_or_email else hash_or_email.lower()
+
+
+def iso(moment: datetime) -> str:
+    return moment.replace(microsecond=0).isoformat()
+
+
+# ------------------------------------------------------------------------ errors and validation
+
+
+class ApiError(Exception):
+    """An error answered as an application/problem+json document."""
+
+    def __init__(
+        self, status: int, title: str = "", detail: str = "", errors: list[JSON] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.errors = status, detail, errors
+        self.title = title or TITLES.get(status, "Error")
+
+    def problem(self) -> JSON:
+        doc = {
+            "type": "https://mailchimp.com/developer/marketing/docs/errors/",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "instance": str(uuid.uuid4()),
+        }
+        return doc | ({"errors": self.errors} if self.errors else {})
+
+
+def invalid(field_name: str, message: str, detail: str = VALIDATION_DETAIL) -> ApiError:
+    return ApiError(400, "Invalid Resource", detail, [{"field": field_name, "message": message}])
+
+
+def not_found() -> ApiError:
+    return ApiError(404, detail="The requested resource could not be found.")
+
+
+def email_problem(email: Any) -> str | None:
+    """Mailchimp's complaint about an address it refuses, or None."""
+    complaint = f"{email} looks fake or invalid, please enter a real email address."
+    if not isinstance(email, str) or not EMAIL_RE.fullmatch(email):
+        return complaint
+    local, domain = email.lower().rsplit("@", 1)
+    return complaint if domain in FAKE_DOMAINS or local in FAKE_LOCAL_PARTS else None
+
+
+def _is_date(value: Any, pattern: str, fmt: str, prefix: str = "") -> bool:
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+        return False
+    try:
+        datetime.strptime(prefix + value, fmt)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, str):
+        return re.fullmatch(r"-?\d+(\.\d+)?", value) is not None
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_address(value: Any) -> bool:
+    parts = ("addr1", "city", "state", "zip")
+    return isinstance(value, dict) and all(str(value.get(p) or "").strip() for p in parts)
+
+
+def _is_url(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
+
+
+VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "number": (_is_number, "Please enter a number"),
+    "date": (lambda v: _is_date(v, r"\d{4}-\d\d-\d\d", "%Y-%m-%d"), "Use the format YYYY-MM-DD"),
+    # 2000 is a leap year, so 02/29 is a valid birthday.
+    "birthday": (lambda v: _is_date(v, r"\d\d/\d\d", "%Y/%m/%d", "2000/"), "Use the format MM/DD"),
+    "address": (_is_address, "An address needs addr1, city, state and zip"),
+    "url": (_is_url, "Please enter a URL starting with http:// or https://"),
+    "imageurl": (_is_url, "Please enter a URL starting with http:// or https://"),
+}
+
+
+def value_problem(spec: MergeField, value: Any) -> str | None:
+    if value == "":  # clears the field
+        return None
+    if spec.type in ("radio", "dropdown"):
+        return None if value in spec.options.get("choices", []) else "Choose one of the options"
+    check, message = VALUE_RULES.get(spec.type, (lambda v: isinstance(v, str), "Enter text"))
+    return None if check(value) else message
+
+
+def merge_problem(
+    fields: dict[str, MergeField], values: Any, required_from: JSON | None
+) -> tuple[str, str] | None:
+    """(tag, message) for the first bad merge value; required fields are checked when
+    ``required_from`` (the values a new or re-created member already has) is given."""
+    if not isinstance(values, dict):
+        return "merge_fields", "merge_fields must be an object"
+    for tag, value in values.items():
+        spec = fields.get(tag)
+        if spec is None:
+            return tag, f"Your merge fields were invalid: {tag} is not a field of this audience"
+        if problem := value_problem(spec, value):
+            return tag, problem
+    if required_from is not None:
+        merged = required_from | values
+        for spec in fields.values():
+            if spec.required and not spec.default_value and merged.get(spec.tag) in (None, ""):
+                return spec.tag, "Please enter a value"
+    return None
+
+
+def tag_names_problem(names: Any) -> str | None:
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        return "Tags must be a list of non-empty names"
+    too_long = [n for n in names if len(n) > TAG_NAME_LIMIT]
+    return f"Tag names are limited to {TAG_NAME_LIMIT} characters" if too_long else None
+
+
+# ------------------------------------------------------------------------ state
+
+
+class Clock:
+    """A UTC clock that strictly advances on every reading; tests may push it forward."""
+
+    def __init__(self) -> None:
+        self._last = datetime.fromtimestamp(0, UTC)
+        self._offset = timedelta()
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            now = datetime.now(UTC) + self._offset
+            self._last = max(now, self._last + timedelta(microseconds=1))
+            return self._last
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._offset += timedelta(seconds=seconds)
+
+
+@dataclass
+class MergeField:
+    merge_id: int
+    tag: str
+    name: str
+    type: str
+    required: bool = False
+    default_value: str = ""
+    public: bool = True
+    display_order: int = 0
+    options: JSON = field(default_factory=dict)
+    help_text: str = ""
+
+
+@dataclass
+class Member:
+    email: str
+    status: str
+    last_changed: datetime
+    merge_fields: JSON = field(default_factory=dict)
+    tags: set[str] = field(default_factory=set)
+    unsubscribed_by: str | None = None  # "user", "admin" or "api"
+    status_before_archive: str | None = None
+    unique_email_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+
+    @property
+    def id(self) -> str:
+        return subscriber_hash(self.email)
+
+    @property
+    def archived(self) -> bool:
+        return self.status == "archived"
+
+    def in_compliance_state(self) -> bool:
+        """Cleaned, or unsubscribed by the person themselves; archiving does not launder it."""
+        status = self.status_before_archive if self.archived else self.status
+        return status == "cleaned" or (status == "unsubscribed" and self.unsubscribed_by == "user")
+
+    def set_status(self, status: str, by: str) -> None:
+        # The person's own unsubscribe is never overwritten by a later admin or API one.
+        if status == "unsubscribed" and (self.status != "unsubscribed" or by == "user"):
+            self.unsubscribed_by = by
+        elif status not in ("unsubscribed", "archived"):
+            self.unsubscribed_by = None
+        if status != self.status:
+            self.status_before_archive = self.status if status == "archived" else None
+            self.status = status
+
+    def snapshot(self) -> tuple[Any, ...]:
+        merge = json.dumps(self.merge_fields, sort_keys=True)
+        return self.email, self.status, self.unsubscribed_by, merge, frozenset(self.tags)
+
+
+@dataclass
+class Segment:
+    id: int
+    name: str
+    type: str  # "static" (tags are static segments) or "saved"
+    created_at: datetime
+    options: JSON | None = None
+
+
+class Audience:
+    """One audience: merge fields, members, segments (tags) and permanently deleted addresses."""
+
+    def __init__(self, list_id: str, name: str, merge_field_limit: int, clock: Clock) -> None:
+        self.list_id, self.name, self.clock = list_id, name, clock
+        self.merge_field_limit = merge_field_limit
+        self.merge_fields: dict[str, MergeField] = {}
+        self.members: dict[str, Member] = {}
+        self.segments: dict[int, Segment] = {}
+        self.forgotten: set[str] = set()
+        self._segment_ids = itertools.count(10_001)
+        for tag, label, kind, options in DEFAULT_MERGE_FIELDS:
+            self.add_merge_field(MergeField(0, tag, label, kind, options=dict(options)))
+
+    # --- merge fields and segments
+
+    def add_merge_field(self, spec: MergeField) -> MergeField:
+        spec.merge_id = spec.display_order = len(self.merge_fields) + 1
+        self.merge_fields[spec.tag] = spec
+        return spec
+
+    def derive_tag(self, name: str) -> str:
+        tag, number = re.sub(r"[^A-Z0-9]", "", name.upper())[:10], len(self.merge_fields) + 1
+        while not tag or tag in self.merge_fields:
+            tag, number = f"MMERGE{number}", number + 1
+        return tag
+
+    def segment(self, segment_id: str) -> Segment:
+        seg = self.segments.get(int(segment_id)) if segment_id.isdigit() else None
+        if seg is None:
+            raise not_found()
+        return seg
+
+    def add_segment(self, name: str, kind: str, options: JSON | None = None) -> Segment:
+        seg = Segment(next(self._segment_ids), name, kind, self.clock.now(), options)
+        self.segments[seg.id] = seg
+        return seg
+
+    def tag_segment(self, name: str) -> Segment:
+        """The static segment behind a tag, created on first use."""
+        for seg in self.segments.values():
+            if seg.type == "static" and seg.name == name:
+                return seg
+        return self.add_segment(name, "static")
+
+    def matches(self, seg: Segment, member: Member) -> bool:
+        if seg.type == "static":
+            return seg.name in member.tags
+        options = seg.options or {}
+        results = [self._condition(c, member) for c in options.get("conditions", [])]
+        return all(results) if options.get("match") == "all" else any(results)
+
+    def _condition(self, cond: JSON, member: Member) -> bool:
+        """The TextMerge and StaticSegment conditions; other kinds match nobody."""
+        kind, op, value = cond.get("condition_type"), cond.get("op"), cond.get("value")
+        if kind == "StaticSegment":
+            seg = self.segments.get(int(str(value))) if str(value).isdigit() else None
+            tagged = seg is not None and seg.name in member.tags
+            return tagged if op == "static_is" else not tagged
+        if kind != "TextMerge":
+            return False
+        have, want = (
+            str(member.merge_fields.get(str(cond.get("field")), "")).lower(),
+            str(value).lower(),
+        )
+        return {
+            "is": have == want,
+            "not": have != want,
+            "contains": want in have,
+            "notcontain": want not in have,
+            "starts": have.startswith(want),
+            "ends": have.endswith(want),
+            "blank": not have,
+            "blank_not": bool(have),
+        }.get(str(op), False)
+
+    def segment_members(self, seg: Segment) -> list[Member]:
+        return [m for m in self.members.values() if not m.archived and self.matches(seg, m)]
+
+    # --- members
+
+    def find(self, key: str) -> Member | None:
+        return self.members.get(member_key(key))
+
+    def require(self, key: str) -> Member:
+        if (member := self.find(key)) is None:
+            raise not_found()
+        return member
+
+    def change(
+        self,
+        member: Member,
+        *,
+        status: str | None = None,
+        values: JSON | None = None,
+        add_tags: Iterable[str] = (),
+        remove_tags: Iterable[str] = (),
+        replace_tags: Iterable[str] | None = None,
+        email: str | None = None,
+        by: str = "api",
+    ) -> None:
+        """Apply a change; last_changed moves only if something actually changed."""
+        before = member.snapshot()
+        if email is not None and email != member.email:
+            self.members.pop(member.id, None)
+            member.email = email
+            self.members[member.id] = member
+        if status is not None:
+            member.set_status(status, by)
+        member.merge_fields.update(values or {})
+        tags = set(replace_tags) if replace_tags is not None else member.tags | set(add_tags)
+        member.tags = tags - set(remove_tags)
+        for name in member.tags:
+            self.tag_segment(name)
+        if member.snapshot() != before:
+            member.last_changed = self.clock.now()
+
+    def admit(self, email: str, status: str, previous: Member | None, **changes: Any) -> Member:
+        """Add a new member, or bring back an archived one (keeping its data)."""
+        member = previous or Member(email=email, status="", last_changed=self.clock.now())
+        self.members.setdefault(member.id, member)
+        self.change(member, email=email, status=status, **changes)
+        return member
+
+    def forget(self, member: Member) -> None:
+        del self.members[member.id]
+        self.forgotten.add(member.id)
+
+    # --- views
+
+    def member_tags(self, member: Member) -> list[Segment]:
+        return sorted((self.tag_segment(name) for name in member.tags), key=lambda s: s.id)
+
+    def member_view(self, m: Member) -> JSON:
+        tags = self.member_tags(m)
+        view = {
+            "id": m.id,
+            "email_address": m.email,
+            "unique_email_id": m.unique_email_id,
+            "email_type": "html",
+            "status": m.status,
+            "merge_fields": {tag: m.merge_fields.get(tag, "") for tag in self.merge_fields},
+            "vip": False,
+            "last_changed": iso(m.last_changed),
+            "list_id": self.list_id,
+            "tags_count": len(tags),
+            "tags": [{"id": s.id, "name": s.name} for s in tags[:TAGS_SHOWN]],
+        }
+        if m.status == "unsubscribed" and m.unsubscribed_by:
+            view["unsubscribe_reason"] = UNSUBSCRIBE_REASONS[m.unsubscribed_by]
+        return view
+
+    def segment_view(self, seg: Segment) -> JSON:
+        view = {
+            "id": seg.id,
+            "name": seg.name,
+            "member_count": len(self.segment_members(seg)),
+            "type": seg.type,
+            "created_at": iso(seg.created_at),
+            "list_id": self.list_id,
+        }
+        return view | ({"options": seg.options} if seg.options is not None else {})
+
+
+# ------------------------------------------------------------------------ HTTP API
+
+
+class BadJson:
+    """Stands for a request body that was not valid JSON."""
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # without the /3.0 prefix
+    query: dict[str, str]
+    body: Any
+
+    def json(self) -> JSON:
+        if isinstance(self.body, BadJson):
+            raise ApiError(400, "JSON Parse Error", "We encountered an unspecified JSON error.")
+        if not isinstance(self.body, dict):
+            raise invalid("body", "The request body must be a JSON object")
+        return self.body
+
+    def flag(self, name: str) -> bool:
+        return self.query.get(name, "").lower() in ("true", "1")
+
+    def page(self, items: list[Any]) -> list[Any]:
+        try:
+            count, offset = int(self.query.get("count", 10)), int(self.query.get("offset", 0))
+        except ValueError:
+            raise invalid("count", "count and offset must be integers") from None
+        if not 0 <= count <= COUNT_LIMIT or offset < 0:
+            raise invalid("count", f"count must be 0 to {COUNT_LIMIT} and offset at least 0")
+        return items[offset : offset + count]
+
+    def time(self, name: str) -> datetime | None:
+        if name not in self.query:
+            return None
+        try:
+            moment = datetime.fromisoformat(self.query[name].replace(" ", "+"))
+        except ValueError:
+            raise invalid(name, "Use ISO 8601, e.g. 2015-10-21T15:41:36+00:00") from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    reset: bool = False  # drop the connection instead of answering
+
+    @classmethod
+    def of(cls, status: int, doc: JSON | None, kind: str = "application/json") -> Response:
+        if doc is None:
+            return cls(status)
+        return cls(status, json.dumps(doc).encode(), f"{kind}; charset=utf-8")
+
+    @classmethod
+    def problem(cls, err: ApiError) -> Response:
+        return cls.of(err.status, err.problem(), "application/problem+json")
+
+
+class ItemError(Exception):
+    """One rejected member inside a batch subscribe."""
+
+    def __init__(self, email: str, error: str, code: str = "ERROR_GENERIC", at: str = "") -> None:
+        super().__init__(error)
+        self.view = {"email_address": email, "error": error, "error_code": code}
+        self.view |= {"field": at, "field_message": error if at else ""}
+
+
+Reply = tuple[int, JSON | None]
+
+
+class MailchimpApi:
+    """The routing table and its handlers; handlers run one at a time under ``lock``."""
+
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+        self.audiences: dict[str, Audience] = {}
+        self.lock = threading.RLock()
+        table: list[tuple[str, str, Callable[..., Reply]]] = [
+            ("GET", "/ping", self.ping),
+            ("POST", "/lists/{list_id}", self.batch_subscribe),
+            ("GET", "/lists/{list_id}/merge-fields", self.list_merge_fields),
+            ("POST", "/lists/{list_id}/merge-fields", self.add_merge_field),
+            ("GET", "/lists/{list_id}/members", self.list_members),
+            ("GET", "/lists/{list_id}/members/{key}", self.get_member),
+            ("PUT", "/lists/{list_id}/members/{key}", self.put_member),
+            ("PATCH", "/lists/{list_id}/members/{key}", self.patch_member),
+            ("DELETE", "/lists/{list_id}/members/{key}", self.archive_member),
+            ("POST", "/lists/{list_id}/members/{key}/actions/delete-permanent", self.forget),
+            ("GET", "/lists/{list_id}/members/{key}/tags", self.get_member_tags),
+            ("POST", "/lists/{list_id}/members/{key}/tags", self.update_member_tags),
+            ("GET", "/lists/{list_id}/segments", self.list_segments),
+            ("POST", "/lists/{list_id}/segments", self.create_segment),
+            ("GET", "/lists/{list_id}/segments/{segment_id}", self.get_segment),
+            ("POST", "/lists/{list_id}/segments/{segment_id}", self.batch_segment),
+            ("GET", "/lists/{list_id}/segments/{segment_id}/members", self.segment_members),
+        ]
+        self.routes = [
+            (method, re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)), handler)
+            for method, path, handler in table
+        ]
+
+    def handle(self, req: Request, authorization: str | None) -> Response:
+        try:
+            self.authenticate(authorization)
+            with self.lock:
+                status, doc = self.dispatch(req)
+        except ApiError as err:
+            return Response.problem(err)
+        return Response.of(status, doc)
+
+    def authenticate(self, authorization: str | None) -> None:
+        if not authorization or not authorization.startswith("Basic "):
+            raise ApiError(401, detail="Your request did not include an API key.")
+        try:
+            password = base64.b64decode(authorization[6:]).decode().partition(":")[2]
+        except ValueError:
+            password = ""
+        if password != self.api_key:
+            detail = (
+                "Your API key may be invalid, or you've attempted to access the wrong datacenter."
+            )
+            raise ApiError(401, detail=detail)
+
+    def dispatch(self, req: Request) -> Reply:
+        allowed = []
+        for method, pattern, handler in self.routes:
+            if match := pattern.fullmatch(req.path):
+                if method != req.method:
+                    allowed.append(method)
+                    continue
+                params: dict[str, Any] = match.groupdict()
+                if "list_id" in params:
+                    params["aud"] = self.audience(params.pop("list_id"))
+                return handler(req, **params)
+        if allowed:
+            raise ApiError(405, detail=f"{req.method} is not allowed; use {', '.join(allowed)}.")
+        raise not_found()
+
+    def audience(self, list_id: str) -> Audience:
+        if list_id not in self.audiences:
+            raise not_found()
+        return self.audiences[list_id]
+
+    def ping(self, req: Request) -> Reply:
+        return 200, {"health_status": "Everything's Chimpy!"}
+
+    # --- merge fields
+
+    def list_merge_fields(self, req: Request, aud: Audience) -> Reply:
+        views = [asdict(f) | {"list_id": aud.list_id} for f in aud.merge_fields.values()]
+        return 200, {
+            "merge_fields": req.page(views),
+            "list_id": aud.list_id,
+            "total_items": len(views),
+        }
+
+    def add_merge_field(self, req: Request, aud: Audience) -> Reply:
+        body = req.json()
+        name, kind, tag = body.get("name"), body.get("type"), body.get("tag") or None
+        options, choices = body.get("options") or {}, (body.get("options") or {}).get("choices")
+        if not isinstance(name, str) or not name.strip():
+            raise invalid("name", "This value should not be blank.")
+        if kind not in FIELD_TYPES:
+            raise invalid("type", f"The type must be one of {', '.join(FIELD_TYPES)}")
+        if kind in ("radio", "dropdown") and not (
+            isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices)
+        ):
+            raise invalid("options.choices", f"A {kind} field needs a list of choices")
+        if tag is not None and (not isinstance(tag, str) or not TAG_RE.fullmatch(tag)):
+            raise invalid("tag", "A tag is 1-10 uppercase letters, digits or underscores")
+        if tag in aud.merge_fields:
+            raise invalid("tag", f'A Merge Field with the tag "{tag}" already exists.')
+        if len(aud.merge_fields) >= aud.merge_field_limit:
+            detail = f"This audience has reached its limit of {aud.merge_field_limit} merge fields."
+            raise ApiError(400, detail=detail)
+        spec = MergeField(0, tag or aud.derive_tag(name), name, kind, options=options)
+        spec.required, spec.public = bool(body.get("required")), bool(body.get("public", True))
+        spec.default_value, spec.help_text = (
+            body.get("default_value", ""),
+            body.get("help_text", ""),
+        )
+        return 200, asdict(aud.add_merge_field(spec)) | {"list_id": aud.list_id}
+
+    # --- batch subscribe
+
+    def batch_subscribe(self, req: Request, aud: Audience) -> Reply:
+        body = req.json()
+        items = body.get("members")
+        if not isinstance(items, list):
+            raise invalid("members", "members must be an array")
+        if len(items) > BATCH_LIMIT:
+            limit = f"You can only add or update up to {BATCH_LIMIT} members per batch."
+            raise invalid("members", limit, limit)
+        update, sync = body.get("update_existing") is True, body.get("sync_tags") is True
+        if sync and not update:
+            raise invalid("sync_tags", "sync_tags can only be used with update_existing: true")
+        result: JSON = {"new_members": [], "updated_members": [], "errors": []}
+        seen: set[str] = set()
+        for item in items:
+            try:
+                outcome = self.batch_item(req, aud, item, update, sync, seen)
+            except ItemError as err:
+                result["errors"].append(err.view)
+                continue
+            if outcome is not None:
+                created, member = outcome
+                key = "new_members" if created else "updated_members"
+                result[key].append(aud.member_view(member))
+        return 200, result | {
+            "total_created": len(result["new_members"]),
+            "total_updated": len(result["updated_members"]),
+            "error_count": len(result["errors"]),
+        }
+
+    def batch_item(
+        self, req: Request, aud: Audience, item: Any, update: bool, sync: bool, seen: set[str]
+    ) -> tuple[bool, Member] | None:
+        """(created?, member) for one item; None for a skipped duplicate; else ItemError."""
+        if not isinstance(item, dict):
+            raise ItemError("", "Each member must be an object")
+        if problem := email_problem(item.get("email_address")):
+            raise ItemError(str(item.get("email_address", "")), problem, at="email_address")
+        email, status = str(item["email_address"]), item.get("status")
+        if subscriber_hash(email) in seen:
+            if req.flag("skip_duplicate_check"):
+                return None
+            raise ItemError(email, f"{email} appears more than once in this batch.")
+        seen.add(subscriber_hash(email))
+        if subscriber_hash(email) in aud.forgotten:
+            raise ItemError(email, FORGOTTEN.format(email))
+        if status not in STATUSES:
+            raise ItemError(email, f"Invalid status {status!r}", at="status")
+        member = aud.members.get(subscriber_hash(email))
+        live = member if member is not None and not member.archived else None
+        if live is not None and not update:
+            error = f"{email} is already a list member. Use update_existing to update it."
+            raise ItemError(email, error, "ERROR_CONTACT_EXISTS")
+        if member is not None and status == "subscribed" and member.in_compliance_state():
+            raise ItemError(email, COMPLIANCE.format(email))
+        values, tags = item.get("merge_fields") or {}, item.get("tags", [])
+        required: JSON | None = member.merge_fields if member is not None else {}
+        if live is not None or req.flag("skip_merge_validation"):
+            required = None
+        if problem_at := merge_problem(aud.merge_fields, values, required):
+            raise ItemError(email, f"{email}: {problem_at[1]}", at=problem_at[0])
+        if problem := tag_names_problem(tags):
+            raise ItemError(email, problem, at="tags")
+        changes: JSON = {"values": values, "add_tags": tags, "replace_tags": tags if sync else None}
+        if live is not None:
+            aud.change(live, status=status, **changes)
+            return False, live
+        return True, aud.admit(email, status, member, **changes)
+
+    # --- members
+
+    def list_members(self, req: Request, aud: Audience) -> Reply:
+        status, since = req.query.get("status"), req.time("since_last_changed")
+        if status is not None and status not in (*STATUSES, "archived"):
+            raise invalid("status", f"Unknown status {status!r}")
+        found = [
+            m
+            for m in aud.members.values()
+            if (m.status == status if status else not m.archived)
+            and (since is None or m.last_changed.replace(microsecond=0) > since)
+        ]
+        views = [aud.member_view(m) for m in req.page(found)]
+        return 200, {"members": views, "list_id": aud.list_id, "total_items": len(found)}
+
+    def get_member(self, req: Request, aud: Audience, key: str) -> Reply:
+        return 200, aud.member_view(aud.require(key))
+
+    def put_member(self, req: Request, aud: Audience, key: str) -> Reply:
+        """Upsert; an archived member counts as new and comes back."""
+        body = self.no_tags(req.json())
+        member = aud.find(key)
+        if member is not None and not member.archived:
+            return 200, self.update(req, aud, member, transactional_ok=True)
+        if member_key(key) in aud.forgotten:
+            email = body.get("email_address") or key
+            raise ApiError(400, "Forgotten Email Not Subscribed", FORGOTTEN.format(email))
+        email = self.check_address(aud, body.get("email_address") or (member and member.email))
+        if member_key(key) != subscriber_hash(email):
+            raise invalid("email_address", "The email address does not match the subscriber hash.")
+        status = body.get("status_if_new") or body.get("status")
+        if status not in STATUSES:
+            raise invalid("status_if_new", f"A new member needs status_if_new, one of {STATUSES}")
+        if member is not None and status == "subscribed" and member.in_compliance_state():
+            raise ApiError(400, "Member In Compliance State", COMPLIANCE.format(email))
+        required = (
+            None if req.flag("skip_merge_validation") else member.merge_fields if member else {}
+        )
+        values = self.merge_values(aud, body, required)
+        return 200, aud.member_view(aud.admit(email, status, member, values=values))
+
+    def patch_member(self, req: Request, aud: Audience, key: str) -> Reply:
+        self.no_tags(req.json())
+        return 200, self.update(req, aud, aud.require(key), transactional_ok=False)
+
+    def update(self, req: Request, aud: Audience, member: Member, transactional_ok: bool) -> JSON:
+        """PUT or PATCH on an existing member; status_if_new does not apply."""
+        body = req.json()
+        status, email = body.get("status"), body.get("email_address")
+        allowed = STATUSES if transactional_ok else STATUSES[:-1]
+        if status is not None and status not in allowed:
+            raise invalid("status", f"The status must be one of {', '.join(allowed)}")
+        if status == "subscribed" and member.in_compliance_state():
+            raise ApiError(400, "Member In Compliance State", COMPLIANCE.format(member.email))
+        values = self.merge_values(aud, body, None)
+        if email is not None and email != member.email:
+            email = self.check_address(aud, email)
+            if subscriber_hash(email) != member.id and subscriber_hash(email) in aud.members:
+                raise ApiError(400, "Member Exists", f"{email} is already a list member.")
+        aud.change(member, status=status, values=values, email=email)
+        return aud.member_view(member)
+
+    @staticmethod
+    def no_tags(body: JSON) -> JSON:
+        if "tags" in body:
+            raise invalid("tags", "Tags cannot be set here; use /members/{hash}/tags")
+        return body
+
+    @staticmethod
+    def check_address(aud: Audience, email: Any) -> str:
+        if not email:
+            raise invalid("email_address", "This value should not be blank.")
+        if problem := email_problem(email):
+            raise invalid("email_address", problem, problem)
+        if subscriber_hash(email) in aud.forgotten:
+            raise ApiError(400, "Forgotten Email Not Subscribed", FORGOTTEN.format(email))
+        return str(email)
+
+    @staticmethod
+    def merge_values(aud: Audience, body: JSON, required_from: JSON | None) -> JSON:
+        values = body.get("merge_fields") or {}
+        if problem := merge_problem(aud.merge_fields, values, required_from):
+            raise invalid(*problem)
+        return values
+
+    def archive_member(self, req: Request, aud: Audience, key: str) -> Reply:
+        aud.change(aud.require(key), status="archived")
+        return 204, None
+
+    def forget(self, req: Request, aud: Audience, key: str) -> Reply:
+        aud.forget(aud.require(key))
+        return 204, None
+
+    def get_member_tags(self, req: Request, aud: Audience, key: str) -> Reply:
+        tags = aud.member_tags(aud.require(key))
+        views = [{"id": s.id, "name": s.name, "date_added": iso(s.created_at)} for s in tags]
+        return 200, {"tags": req.page(views), "total_items": len(views)}
+
+    def update_member_tags(self, req: Request, aud: Audience, key: str) -> Reply:
+        member, tags = aud.require(key), req.json().get("tags")
+        if not isinstance(tags, list) or not all(isinstance(t, dict) for t in tags):
+            raise invalid("tags", "tags must be an array of {name, status} objects")
+        if problem := tag_names_problem([t.get("name") for t in tags]):
+            raise invalid("tags", problem)
+        if any(t.get("status") not in ("active", "inactive") for t in tags):
+            raise invalid("tags", "A tag's status must be 'active' or 'inactive'")
+        names = {
+            status: [t["name"] for t in tags if t["status"] == status]
+            for status in ("active", "inactive")
+        }
+        aud.change(member, add_tags=names["active"], remove_tags=names["inactive"])
+        return 204, None
+
+    # --- segments
+
+    def list_segments(self, req: Request, aud: Audience) -> Reply:
+        kind = req.query.get("type")
+        views = [aud.segment_view(s) for s in aud.segments.values() if kind in (None, s.type)]
+        return 200, {"segments": req.page(views), "list_id": aud.list_id, "total_items": len(views)}
+
+    def create_segment(self, req: Request, aud: Audience) -> Reply:
+        body = req.json()
+        name, emails, options = body.get("name"), body.get("static_segment"), body.get("options")
+        if not isinstance(name, str) or not name.strip():
+            raise invalid("name", "This value should not be blank.")
+        if emails is not None and options is not None:
+            raise invalid("options", "Use static_segment or options, not both.")
+        if any(s.name == name for s in aud.segments.values()):
+            raise invalid("name", f"A segment or tag named {name!r} already exists.")
+        if options is not None:
+            if not isinstance(options, dict) or options.get("match") not in ("any", "all"):
+                raise invalid("options.match", "match must be 'any' or 'all'")
+            if not isinstance(options.get("conditions"), list):
+                raise invalid("options.conditions", "conditions must be an array")
+            return 200, aud.segment_view(aud.add_segment(name, "saved", options))
+        if not isinstance(emails, list):
+            raise invalid("static_segment", "Give static_segment (a list of emails) or options.")
+        seg = aud.add_segment(name, "static")
+        for email in emails:  # addresses not in the audience are ignored
+            member = aud.find(email) if isinstance(email, str) else None
+            if member is not None and not member.archived:
+                aud.change(member, add_tags=[name])
+        return 200, aud.segment_view(seg)
+
+    def get_segment(self, req: Request, aud: Audience, segment_id: str) -> Reply:
+        return 200, aud.segment_view(aud.segment(segment_id))
+
+    def batch_segment(self, req: Request, aud: Audience, segment_id: str) -> Reply:
+        body, seg = req.json(), aud.segment(segment_id)
+        if seg.type != "static":
+            raise ApiError(400, detail="Only static segments take members_to_add/remove.")
+        adds, removes = body.get("members_to_add") or [], body.get("members_to_remove") or []
+        for name, emails in (("members_to_add", adds), ("members_to_remove", removes)):
+            if not isinstance(emails, list) or len(emails) > BATCH_LIMIT:
+                raise invalid(name, f"Give a list of at most {BATCH_LIMIT} addresses")
+        done: dict[bool, list[JSON]] = {True: [], False: []}
+        missing: list[str] = []
+        for emails, adding in ((adds, True), (removes, False)):
+            for email in emails:
+                member = aud.find(email) if isinstance(email, str) else None
+                if member is None or member.archived:
+                    missing.append(str(email))
+                    continue
+                tag = [seg.name]
+                aud.change(
+                    member, add_tags=tag if adding else [], remove_tags=[] if adding else tag
+                )
+                done[adding].append(aud.member_view(member))
+        errors = [{"email_addresses": missing, "error": "Not in this audience"}] if missing else []
+        return 200, {
+            "members_added": done[True],
+            "members_removed": done[False],
+            "errors": errors,
+            "total_added": len(done[True]),
+            "total_removed": len(done[False]),
+            "error_count": len(missing),
+        }
+
+    def segment_members(self, req: Request, aud: Audience, segment_id: str) -> Reply:
+        found = aud.segment_members(aud.segment(segment_id))
+        views = [aud.member_view(m) for m in req.page(found)]
+        return 200, {"members": views, "total_items": len(found)}
+
+
+# ------------------------------------------------------------------------ server
+
+
+@dataclass
+class Fault:
+    """A scripted failure: an error status, or (status None) a connection reset."""
+
+    remaining: int
+    path_contains: str | None
+    status: int | None
+    retry_after: float | None = None
+    body: JSON | str | None = None
+
+    def response(self) -> Response:
+        if self.status is None:
+            return Response(0, reset=True)
+        if isinstance(self.body, str):  # "" gives a bare status with no body at all
+            reply = Response(self.status, self.body.encode(), "text/html" if self.body else None)
+        else:
+            doc = self.body or ApiError(self.status, detail="Scripted failure.").problem()
+            reply = Response.of(self.status, doc, "application/problem+json")
+        if self.retry_after is not None:
+            reply.headers["Retry-After"] = f"{self.retry_after:g}"
+        return reply
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 64
+
+    def __init__(self, fake: FakeMailchimp) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.fake = fake
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def _serve(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        reply = self.server.fake._handle(self.command, self.path, raw, self.headers)
+        if reply.reset:  # SO_LINGER 0 makes close() send RST
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        if reply.content_type:
+            self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------ test-facing API
+
+
+class FakeMailchimp:
+    """The fake server, with helpers to set up, inspect and sabotage it from tests."""
+
+    def __init__(
+        self, *, api_key: str = API_KEY, max_connections: int = 10, latency: float = 0.0
+    ) -> None:
+        self.api_key, self.max_connections, self.latency = api_key, max_connections, latency
+        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+        self._clock = Clock()
+        self._api = MailchimpApi(api_key)
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()  # guards requests, faults and the in-flight count
+        self._in_flight = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle
+
+    def start(self) -> Self:
+        server = self._server = _Server(self)
+        # stop() waits for the next poll, so poll often.
+        poll = {"poll_interval": 0.01}
+        self._thread = threading.Thread(target=server.serve_forever, kwargs=poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeMailchimp is not started")
+        return f"http://127.0.0.1:{self._server.server_address[1]}{API_PREFIX}"
+
+    # --- set-up
+
+    def add_list(self, list_id: str, name: str = "Audience", merge_field_limit: int = 30) -> None:
+        with self._api.lock:
+            self._api.audiences[list_id] = Audience(list_id, name, merge_field_limit, self._clock)
+
+    def seed_member(
+        self,
+        list_id: str,
+        email: str,
+        status: str = "subscribed",
+        merge_fields: JSON | None = None,
+        tags: Iterable[str] = (),
+        unsubscribed_by: str | None = None,
+    ) -> str:
+        """Put a member in place; returns its hash. An unsubscribed member defaults to "user"."""
+        with self._api.lock:
+            aud = self._audience(list_id)
+            values = merge_fields or {}
+            if problem := email_problem(email) or merge_problem(aud.merge_fields, values, None):
+                raise ValueError(problem)
+            if status not in STATUSES:
+                raise ValueError(f"unknown status {status!r}")
+            changes = {"values": values, "add_tags": tags, "by": unsubscribed_by or "user"}
+            return aud.admit(email, status, aud.find(email), **changes).id
+
+    def member_unsubscribes(self, list_id: str, email: str) -> None:
+        """The person clicks "unsubscribe" in an email."""
+        self._mutate(list_id, email, lambda aud, m: aud.change(m, status="unsubscribed", by="user"))
+
+    def archive_member(self, list_id: str, email: str) -> None:
+        self._mutate(list_id, email, lambda aud, m: aud.change(m, status="archived"))
+
+    def forget_member(self, list_id: str, email: str) -> None:
+        """Permanent delete: the address can never be added again."""
+        self._mutate(list_id, email, lambda aud, m: aud.forget(m))
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the fake's clock forward, so that later changes get a later last_changed."""
+        self._clock.advance(seconds)
+
+    # --- faults
+
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 500,
+        retry_after: float | None = None,
+        body: JSON | str | None = None,
+        path_contains: str | None = None,
+    ) -> None:
+        """The next n matching requests fail: body None gives a problem document, a dict is sent
+        as problem+json, a str as text ("" sends no body, like a bare 429 or 403)."""
+        with self._lock:
+            self._faults.append(Fault(n, path_contains, status, retry_after, body))
+
+    def reset_next(self, n: int = 1, path_contains: str | None = None) -> None:
+        """The next n matching requests have their connection reset, with no response."""
+        with self._lock:
+            self._faults.append(Fault(n, path_contains, None))
+
+    # --- inspection
+
+    def members(self, list_id: str) -> dict[str, JSON]:
+        """Every member by hash, archived included; last_changed is a full-precision datetime."""
+        with self._api.lock:
+            return {
+                key: {
+                    "email_address": m.email,
+                    "status": m.status,
+                    "merge_fields": dict(m.merge_fields),
+                    "tags": set(m.tags),
+                    "last_changed": m.last_changed,
+                    "unsubscribed_by": m.unsubscribed_by,
+                }
+                for key, m in self._audience(list_id).members.items()
+            }
+
+    def segments(self, list_id: str) -> dict[str, JSON]:
+        """Segments (tags included) by name: id, type, options and the members' emails."""
+        with self._api.lock:
+            aud = self._audience(list_id)
+            return {
+                s.name: {
+                    "id": s.id,
+                    "type": s.type,
+                    "options": s.options,
+                    "members": {m.email for m in aud.segment_members(s)},
+                }
+                for s in aud.segments.values()
+            }
+
+    def merge_fields(self, list_id: str) -> dict[str, JSON]:
+        with self._api.lock:
+            return {tag: asdict(f) for tag, f in self._audience(list_id).merge_fields.items()}
+
+    def write_calls(self) -> int:
+        with self._lock:
+            return sum(1 for method, *_ in self.requests if method != "GET")
+
+    # --- internals
+
+    def _audience(self, list_id: str) -> Audience:
+        if list_id not in self._api.audiences:
+            raise KeyError(f"no audience {list_id!r}; call add_list first")
+        return self._api.audiences[list_id]
+
+    def _mutate(self, list_id: str, email: str, action: Callable[[Audience, Member], None]) -> None:
+        with self._api.lock:
+            aud = self._audience(list_id)
+            if (member := aud.find(email)) is None:
+                raise KeyError(f"{email} is not in {list_id}")
+            action(aud, member)
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.path_contains is None or fault.path_contains in path:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _handle(self, method: str, target: str, raw: bytes, headers: Any) -> Response:
+        parts = urlsplit(target)
+        path = unquote(parts.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = BadJson()
+        with self._lock:
+            self.requests.append((method, path, query, None if isinstance(body, BadJson) else body))
+            self._in_flight += 1
+            crowded = self._in_flight > self.max_connections
+        try:
+            if crowded:
+                limit = f"You have more than {self.max_connections} simultaneous connections."
+                return Response.problem(ApiError(429, detail=limit))
+            if self.latency:
+                time.sleep(self.latency)
+            if (fault := self._take_fault(path)) is not None:
+                return fault.response()
+            if not path.startswith(API_PREFIX + "/"):
+                return Response.problem(not_found())
+            request = Request(method, path.removeprefix(API_PREFIX), query, body)
+            return self._api.handle(request, headers.get("Authorization"))
+        finally:
+            with self._lock:
+                self._in_flight -= 1

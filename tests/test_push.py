@@ -1,0 +1,308 @@
+"""The push layer end to end: the real SDK against a stateful Mailchimp fake."""
+
+from __future__ import annotations
+
+import threading
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import Engine, select, update
+
+from syncbridge.config.mapping import Mapping
+from syncbridge.config.models import (
+    AudienceConfig,
+    IdentityConfig,
+    MailchimpConfig,
+    MergeFieldConfig,
+)
+from syncbridge.errors import AuthError
+from syncbridge.identity import resolve_pending
+from syncbridge.ingest import StreamIngest, ingest_stream
+from syncbridge.push import sync as push_sync
+from syncbridge.push.client import MailchimpClient
+from syncbridge.push.desired import subscriber_hash
+from syncbridge.push.provision import provision_merge_fields
+from syncbridge.push.sync import push
+from syncbridge.store.engine import open_engine
+from syncbridge.store.tables import MemberState, Profile
+from syncbridge.transform import RecordTransformer
+
+from .fakes.mailchimp import FakeMailchimp
+from .streams import ListStream, deleted
+
+MAPPING = Mapping.model_validate(tomllib.loads("""
+[identifiers]
+email = "email"
+external = { "crm" = "id" }
+[attributes]
+first_name = "first_name"
+accepts_email_marketing = { field = "optin", type = "boolean" }
+email_opt_out = { field = "optout", type = "boolean" }
+ltv = { field = "ltv", type = "number" }
+shop_tags = "tags"
+"""))  # fmt: skip
+
+AUDIENCE = AudienceConfig(
+    name="customers",
+    list_id="L1",
+    merge_fields=[
+        MergeFieldConfig(tag="FNAME", name="First Name", source="first_name"),
+        MergeFieldConfig(tag="LTV", name="Lifetime value", type="number", source="ltv"),
+        MergeFieldConfig(
+            tag="GREETING", name="Greeting", template="{{ first_name | default: 'there' }}"
+        ),
+    ],
+    tag_attributes=["shop_tags"],
+)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeMailchimp]:
+    with FakeMailchimp() as server:
+        server.add_list("L1")
+        yield server
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = open_engine(f"sqlite:///{tmp_path / 'cache.db'}")
+    yield engine
+    engine.dispose()
+
+
+def settings_for(fake: FakeMailchimp, **audience: Any) -> MailchimpConfig:
+    return MailchimpConfig(
+        api_key=SecretStr(fake.api_key), api_base_url=fake.base_url, retries=3,
+        audiences=[AUDIENCE.model_copy(update=audience)],
+    )  # fmt: skip
+
+
+def client_for(config: MailchimpConfig) -> MailchimpClient:
+    return MailchimpClient(config, backoff_s=0.001)
+
+
+def person(i: int, **kw: Any) -> dict[str, Any]:
+    return {"id": f"c{i}", "email": f"person{i}@gmail.com", "first_name": f"P{i}", "optin": "yes",
+            "ltv": str(100 * i), "tags": "", **kw}  # fmt: skip
+
+
+def load(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    job = StreamIngest("crm", ListStream("contacts", rows), RecordTransformer(MAPPING, "US"))
+    ingest_stream(engine, job)
+    resolve_pending(engine, IdentityConfig())
+
+
+def state(engine: Engine, email: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(MemberState.__table__).where(MemberState.__table__.c.email == email)
+            )
+            .mappings()
+            .first()
+        )
+    return dict(row) if row else {}
+
+
+def redirty(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(Profile.__table__).values(dirty=True))
+
+
+def test_provisioning_creates_missing_fields_once(fake: FakeMailchimp) -> None:
+    config = settings_for(fake)
+    client = client_for(config)
+    assert provision_merge_fields(client, config.audiences[0]) == ["LTV", "GREETING"]
+    assert provision_merge_fields(client, config.audiences[0]) == []
+    types = (
+        {f["tag"]: f["type"] for f in fake.merge_fields("L1").values()}
+        if isinstance(fake.merge_fields("L1"), dict)
+        else {f["tag"]: f["type"] for f in fake.merge_fields("L1")}
+    )
+    assert types["LTV"] == "number" and types["GREETING"] == "text"
+
+
+def test_type_conflict_is_refused_clearly(fake: FakeMailchimp) -> None:
+    bad = AUDIENCE.model_copy(
+        update={
+            "merge_fields": [
+                MergeFieldConfig(tag="FNAME", name="First", type="number", source="first_name")
+            ]
+        }
+    )
+    config = settings_for(fake)
+    with pytest.raises(
+        Exception, match="FNAME is a text field in Mailchimp, the mapping says number"
+    ):
+        provision_merge_fields(client_for(config), bad)
+
+
+def test_first_push_creates_members_and_an_unchanged_second_push_writes_nothing(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    load(
+        engine, [person(i, tags="vip, newsletter" if i % 2 else "newsletter") for i in range(1, 8)]
+    )
+    config = settings_for(fake)
+    report = push(engine, config, client_for(config))
+    assert report.audiences[0].applied["new members"] == 7
+    members = fake.members("L1")
+    assert len(members) == 7
+    one = members[subscriber_hash("person1@gmail.com")]
+    assert one["status"] == "subscribed"
+    assert one["merge_fields"]["GREETING"] == "P1" and one["merge_fields"]["LTV"] == 100
+    assert set(one["tags"]) == {"vip", "newsletter"}
+    segment_calls = [r for r in fake.requests if r[0] == "POST" and "/segments/" in r[1]]
+    assert len(segment_calls) == 2  # one batch call per tag, not one per member
+    writes = fake.write_calls()
+    redirty(engine)
+    push(engine, config, client_for(config))
+    assert fake.write_calls() == writes
+
+
+def test_admin_unsubscribed_member_is_never_resubscribed(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    fake.seed_member("L1", "person1@gmail.com", "unsubscribed", unsubscribed_by="admin")
+    load(engine, [person(1)])
+    config = settings_for(fake)
+    push(engine, config, client_for(config))
+    member = fake.members("L1")[subscriber_hash("person1@gmail.com")]
+    assert member["status"] == "unsubscribed"
+    assert member["merge_fields"]["FNAME"] == "P1"  # data still flows
+
+
+def test_unsubscribe_in_mailchimp_is_read_back_and_kept(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    load(engine, [person(1)])
+    config = settings_for(fake)
+    push(engine, config, client_for(config))
+    fake.member_unsubscribes("L1", "person1@gmail.com")
+    load(engine, [person(1, first_name="Paula")])
+    push(engine, config, client_for(config))
+    member = fake.members("L1")[subscriber_hash("person1@gmail.com")]
+    assert member["status"] == "unsubscribed"
+    assert member["merge_fields"]["FNAME"] == "Paula"
+    assert state(engine, "person1@gmail.com")["status"] == "unsubscribed"
+
+
+def test_source_opt_out_unsubscribes_and_no_consent_is_not_added(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    load(engine, [person(1), person(2, optin="")])
+    config = settings_for(fake)
+    push(engine, config, client_for(config))
+    assert set(fake.members("L1")) == {subscriber_hash("person1@gmail.com")}
+    load(engine, [person(1, optout="1"), person(2, optin="")])
+    push(engine, config, client_for(config))
+    assert fake.members("L1")[subscriber_hash("person1@gmail.com")]["status"] == "unsubscribed"
+
+
+def test_refused_member_is_recorded_and_not_retried_until_it_changes(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    load(engine, [person(1), person(2, email="someone@example.com")])
+    config = settings_for(fake)
+    report = push(engine, config, client_for(config))
+    assert [e for e, _ in report.audiences[0].errors] == ["someone@example.com"]
+    assert (
+        "fake" in state(engine, "someone@example.com").get("error", "")
+        or state(engine, "someone@example.com") == {}
+    )
+    calls = fake.write_calls()
+    redirty(engine)
+    push(engine, config, client_for(config))
+    assert fake.write_calls() == calls
+
+
+def test_transient_failures_are_retried(fake: FakeMailchimp, engine: Engine) -> None:
+    load(engine, [person(1)])
+    fake.fail_next(2, status=429, retry_after=0, path_contains="/lists/L1")
+    fake.fail_next(1, status=503, path_contains="/lists/L1")
+    fake.reset_next(1, path_contains="/lists/L1")
+    config = settings_for(fake).model_copy(update={"retries": 6})
+    push(engine, config, client_for(config))
+    assert fake.members("L1")[subscriber_hash("person1@gmail.com")]["status"] == "subscribed"
+
+
+def test_bad_key_stops_with_the_key_masked(fake: FakeMailchimp, engine: Engine) -> None:
+    load(engine, [person(1)])
+    secret = "ffffffffffffffffffffffffffffffff-us21"
+    config = settings_for(fake).model_copy(update={"api_key": SecretStr(secret)})
+    with pytest.raises(AuthError) as info:
+        push(engine, config, client_for(config))
+    assert secret not in str(info.value)
+    assert "API key" in str(info.value)
+
+
+def test_crash_after_the_call_before_acknowledgement_repeats_the_call(
+    fake: FakeMailchimp, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load(engine, [person(1), person(2)])
+    config = settings_for(fake)
+    real = push_sync.write_states
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(push_sync, "write_states", crash)
+    with pytest.raises(RuntimeError):
+        push(engine, config, client_for(config))
+    assert len(fake.members("L1")) == 2  # Mailchimp has them, we did not record it
+    assert state(engine, "person1@gmail.com") == {}
+    monkeypatch.setattr(push_sync, "write_states", real)
+    push(engine, config, client_for(config))
+    assert state(engine, "person1@gmail.com")["status"] == "subscribed"
+    assert len(fake.members("L1")) == 2
+
+
+def test_deleted_profile_is_archived(fake: FakeMailchimp, engine: Engine) -> None:
+    load(engine, [person(1), person(2)])
+    config = settings_for(fake)
+    push(engine, config, client_for(config))
+    load(engine, [deleted(person(2))])
+    push(engine, config, client_for(config))
+    assert fake.members("L1")[subscriber_hash("person2@gmail.com")]["status"] == "archived"
+    assert state(engine, "person2@gmail.com")["status"] == "archived"
+
+
+def test_email_change_updates_the_member_in_place(fake: FakeMailchimp, engine: Engine) -> None:
+    load(engine, [person(1)])
+    config = settings_for(fake)
+    push(engine, config, client_for(config))
+    load(engine, [person(1, email="p1.new@gmail.com")])
+    push(engine, config, client_for(config))
+    members = fake.members("L1")
+    assert subscriber_hash("p1.new@gmail.com") in members
+    assert subscriber_hash("person1@gmail.com") not in members
+
+
+def test_calls_share_the_connection_limit(fake: FakeMailchimp) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    fake.latency = 0.05
+    config = settings_for(fake).model_copy(update={"retries": 0})
+    client = client_for(config)
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        results = list(pool.map(lambda _: client.call(client.sdk.ping.get), range(50)))
+    # with retries off, a single 429 would have raised: the limit kept every call under 10
+    assert all(r["health_status"] == "Everything's Chimpy!" for r in results)
+    # the same burst without the shared limit trips Mailchimp's 10-connection rule
+    unlimited = client_for(config.model_copy(update={"max_connections": 10}))
+    unlimited.slots = threading.BoundedSemaphore(50)
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        outcomes = list(pool.map(lambda _: _try(unlimited), range(50)))
+    assert "429" in outcomes
+
+
+def _try(client: MailchimpClient) -> str:
+    try:
+        client.call(client.sdk.ping.get)
+        return "ok"
+    except Exception as exc:  # RetriableError after retries=0
+        return "429" if "429" in str(exc) else type(exc).__name__
