@@ -306,3 +306,51 @@ def _try(client: MailchimpClient) -> str:
         return "ok"
     except Exception as exc:  # RetriableError after retries=0
         return "429" if "429" in str(exc) else type(exc).__name__
+
+
+def test_merge_field_limit_is_refused_clearly(fake: FakeMailchimp) -> None:
+    fake.add_list("SMALL", merge_field_limit=6)
+    config = settings_for(fake, list_id="SMALL")
+    with pytest.raises(Exception, match=r"cannot create merge field GREETING \(6 fields exist\)"):
+        provision_merge_fields(client_for(config), config.audiences[0])
+
+
+def test_demo_pushes_the_sample_data_to_an_audience_and_then_writes_nothing(
+    fake: FakeMailchimp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from syncbridge.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAILCHIMP_API_KEY", fake.api_key)
+    monkeypatch.setenv("SYNCBRIDGE_MAILCHIMP__API_BASE_URL", fake.base_url)
+    runner = CliRunner()
+    first = runner.invoke(app, ["demo", "--audience", "L1"])
+    assert first.exit_code == 0, first.output
+    assert "Pushed to audience customers" in first.output
+    members = fake.members("L1")
+    assert len(members) > 50
+    assert all(m["status"] in ("subscribed", "unsubscribed") for m in members.values())
+    assert any(m["tags"] for m in members.values())
+    writes = fake.write_calls()
+    second = runner.invoke(app, ["demo", "--audience", "L1"])
+    assert second.exit_code == 0, second.output
+    assert fake.write_calls() == writes
+    assert fake.api_key not in first.output + second.output
+
+
+def test_status_and_profile_views_show_what_mailchimp_acknowledged(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    from syncbridge import views
+
+    load(engine, [person(1, tags="vip"), person(2, email="someone@example.com")])
+    config = settings_for(fake)
+    push(engine, config, client_for(config))
+    [audience] = views.status(engine).audiences
+    assert audience["statuses"] == {"subscribed": 1, "not added": 1}
+    assert audience["refused"] == 1
+    profile = views.find_profile(engine, "person1@gmail.com")
+    assert profile is not None
+    assert [(m["status"], m["tags"]) for m in profile.members] == [("subscribed", ["vip"])]

@@ -102,7 +102,16 @@ def status_group(view: StatusView) -> Group:
     profiles.add_column("merges")
     p = view.profiles
     profiles.add_row(str(p["live"]), str(p["dirty"]), str(p["merges"]))
-    return Group(runs, streams, profiles, errors_table(view.recent_errors))
+    parts: list[Any] = [runs, streams, profiles, errors_table(view.recent_errors)]
+    if view.audiences:
+        audiences = Table(title="Mailchimp audiences (acknowledged)")
+        for col in ("audience", "members by status", "refused by Mailchimp"):
+            audiences.add_column(col)
+        for a in view.audiences:
+            statuses = ", ".join(f"{k}: {v}" for k, v in sorted(a["statuses"].items()))
+            audiences.add_row(a["audience"], statuses, str(a["refused"]))
+        parts.append(audiences)
+    return Group(*parts)
 
 
 def profile_group(view: ProfileView, max_records: int = 50) -> Group:
@@ -134,6 +143,13 @@ def profile_group(view: ProfileView, max_records: int = 50) -> Group:
             _when(e["occurred_at"]), e["type"], json.dumps(e["properties"], ensure_ascii=False)
         )
     parts: list[Any] = [head, ids, recs, events]
+    for member in view.members:
+        tags = ", ".join(member["tags"] or []) or "none"
+        line = (f"Mailchimp audience {member['audience']}: {member['email'] or '(not added)'} "
+                f"status {member['status'] or '-'}, tags {tags}")  # fmt: skip
+        if member["error"]:
+            line += f"; refused: {member['error']}"
+        parts.append(line)
     if view.merged_from:
         parts.append(f"Merged from profiles: {', '.join(map(str, view.merged_from))}")
     return Group(*parts)

@@ -12,6 +12,7 @@ from .store.bulk import as_utc
 from .store.tables import (
     Event,
     Identity,
+    MemberState,
     Profile,
     ProfileMerge,
     RecordErrorRow,
@@ -33,6 +34,8 @@ class StatusView:
     streams: list[dict[str, Any]]
     profiles: dict[str, int]
     recent_errors: list[dict[str, Any]]
+    audiences: list[dict[str, Any]]
+    """Per audience: members by acknowledged status, and members Mailchimp refused."""
 
 
 def status(engine: Engine, runs: int = 10, errors: int = 10) -> StatusView:
@@ -79,7 +82,24 @@ def status(engine: Engine, runs: int = 10, errors: int = 10) -> StatusView:
                 "cursor_saved": as_utc(cursor["updated_at"]) if cursor else None,
             }
         )
+    m = MemberState.__table__.c
+    with engine.connect() as conn:
+        by_status = conn.execute(
+            select(m.audience, m.status, func.count()).group_by(m.audience, m.status)
+        ).all()
+        refused = dict(
+            conn.execute(
+                select(m.audience, func.count()).where(m.error.is_not(None)).group_by(m.audience)
+            ).all()
+        )
+    audiences: dict[str, dict[str, Any]] = {}
+    for audience, member_status, n in by_status:
+        entry = audiences.setdefault(audience, {"audience": audience, "statuses": {}})
+        entry["statuses"][member_status or "not added"] = n
+    for entry in audiences.values():
+        entry["refused"] = refused.get(entry["audience"], 0)
     return StatusView(
+        audiences=list(audiences.values()),
         runs=[dict(r) for r in run_rows],
         streams=streams,
         profiles={"live": live, "dirty": dirty, "merges": merges},
@@ -106,6 +126,8 @@ class ProfileView:
     events: list[dict[str, Any]]
     event_count: int
     merged_from: list[int]
+    members: list[dict[str, Any]]
+    """Per audience: what Mailchimp acknowledged (status, tags) and any refusal."""
 
 
 def find_profile(engine: Engine, email: str, events: int = 20) -> ProfileView | None:
@@ -161,7 +183,16 @@ def find_profile(engine: Engine, email: str, events: int = 20) -> ProfileView | 
             .scalars()
             .all()
         )
+    with engine.connect() as conn:
+        members = (
+            conn.execute(
+                select(MemberState.__table__).where(MemberState.__table__.c.profile_id == pid)
+            )
+            .mappings()
+            .all()
+        )
     return ProfileView(
+        members=[dict(m) for m in members],
         profile=dict(profile),
         identifiers=identifiers,
         records=[dict(r) for r in records],
