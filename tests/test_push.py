@@ -354,3 +354,27 @@ def test_status_and_profile_views_show_what_mailchimp_acknowledged(
     profile = views.find_profile(engine, "person1@gmail.com")
     assert profile is not None
     assert [(m["status"], m["tags"]) for m in profile.members] == [("subscribed", ["vip"])]
+
+
+def test_saved_segments_are_created_once_and_updated_when_the_config_changes(
+    fake: FakeMailchimp,
+) -> None:
+    from syncbridge.config.models import SavedSegmentConfig
+    from syncbridge.push.provision import provision_segments
+
+    ny = SavedSegmentConfig(
+        name="NY customers",
+        conditions=[
+            {"condition_type": "TextMerge", "field": "CITY", "op": "is", "value": "New York"}
+        ],
+    )
+    config = settings_for(fake, segments=[ny])
+    client = client_for(config)
+    assert provision_segments(client, config.audiences[0]) == ["NY customers"]
+    assert provision_segments(client, config.audiences[0]) == []
+    changed = ny.model_copy(update={"match": "any"})
+    assert provision_segments(
+        client, config.audiences[0].model_copy(update={"segments": [changed]})
+    ) == ["NY customers"]
+    saved = fake.segments("L1")["NY customers"]
+    assert saved["type"] == "saved" and saved["options"]["match"] == "any"

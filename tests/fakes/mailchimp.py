@@ -548,6 +548,7 @@ class MailchimpApi:
             ("POST", "/lists/{list_id}/segments", self.create_segment),
             ("GET", "/lists/{list_id}/segments/{segment_id}", self.get_segment),
             ("POST", "/lists/{list_id}/segments/{segment_id}", self.batch_segment),
+            ("PATCH", "/lists/{list_id}/segments/{segment_id}", self.update_segment),
             ("GET", "/lists/{list_id}/segments/{segment_id}/members", self.segment_members),
         ]
         self.routes = [
@@ -849,6 +850,23 @@ class MailchimpApi:
             member = aud.find(email) if isinstance(email, str) else None
             if member is not None and not member.archived:
                 aud.change(member, add_tags=[name])
+        return 200, aud.segment_view(seg)
+
+    def update_segment(self, req: Request, aud: Audience, segment_id: str) -> Reply:
+        """PATCH a segment: rename it, or replace a saved segment's conditions."""
+        body, seg = req.json(), aud.segment(segment_id)
+        name, options = body.get("name", seg.name), body.get("options")
+        if not isinstance(name, str) or not name.strip():
+            raise invalid("name", "This value should not be blank.")
+        if any(s.name == name and s.id != seg.id for s in aud.segments.values()):
+            raise invalid("name", f"A segment or tag named {name!r} already exists.")
+        if options is not None:
+            if seg.type != "saved":
+                raise invalid("options", "Only saved segments have conditions.")
+            if not isinstance(options, dict) or options.get("match") not in ("any", "all"):
+                raise invalid("options.match", "match must be 'any' or 'all'")
+            seg.options = options
+        seg.name = name
         return 200, aud.segment_view(seg)
 
     def get_segment(self, req: Request, aud: Audience, segment_id: str) -> Reply:

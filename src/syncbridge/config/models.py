@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -70,6 +70,23 @@ class MergeFieldConfig(Frozen):
         return self
 
 
+class SavedSegmentConfig(Frozen):
+    """A Mailchimp saved segment kept as declared (Mailchimp's own condition objects)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    match: Literal["any", "all"] = "all"
+    conditions: list[dict[str, Any]] = Field(min_length=1)
+
+    @field_validator("conditions")
+    @classmethod
+    def _condition_shape(cls, conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, condition in enumerate(conditions):
+            missing = [k for k in ("condition_type", "op", "field") if k not in condition]
+            if missing:
+                raise ValueError(f"conditions[{i}] needs {', '.join(missing)}")
+        return conditions
+
+
 class AudienceConfig(Frozen):
     """Which profiles go to one Mailchimp audience, and what they carry there."""
 
@@ -87,6 +104,7 @@ class AudienceConfig(Frozen):
     tag_prefix: str = ""
     removal: Literal["archive", "untag", "ignore"] = "archive"
     recreate_archived: bool = False
+    segments: list[SavedSegmentConfig] = Field(default_factory=list)
 
     @field_validator("merge_fields")
     @classmethod

@@ -105,3 +105,36 @@ def ensure_tags(
         known[tag] = int(segment["id"])
         created.append(tag)
     return known, created
+
+
+def provision_segments(client: MailchimpClient, audience: AudienceConfig) -> list[str]:
+    """Create or update the saved segments the config declares; returns names changed."""
+    if not audience.segments:
+        return []
+    existing: dict[str, dict[str, Any]] = {}
+    offset = 0
+    while True:
+        page = client.call(
+            client.sdk.lists.list_segments, audience.list_id, type="saved", count=PAGE,
+            offset=offset,
+        )  # fmt: skip
+        existing.update({s["name"]: s for s in page.get("segments", [])})
+        offset += PAGE
+        if offset >= page.get("total_items", 0):
+            break
+    changed = []
+    for segment in audience.segments:
+        options = {"match": segment.match, "conditions": segment.conditions}
+        current = existing.get(segment.name)
+        if current is None:
+            body = {"name": segment.name, "options": options}
+            client.call(client.sdk.lists.create_segment, audience.list_id, body)
+        elif current.get("options") != options:
+            client.call(
+                client.sdk.lists.update_segment, audience.list_id, current["id"],
+                {"name": segment.name, "options": options},
+            )  # fmt: skip
+        else:
+            continue
+        changed.append(segment.name)
+    return changed

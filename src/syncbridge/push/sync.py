@@ -19,7 +19,7 @@ from ..config.models import AudienceConfig, MailchimpConfig
 from .client import ApiError, MailchimpClient
 from .desired import AudienceRules, subscriber_hash
 from .plan import EmailChange, Plan, Upsert, plan_member
-from .provision import ensure_tags, provision_merge_fields
+from .provision import ensure_tags, provision_merge_fields, provision_segments
 from .state import (
     acked_states,
     clear_dirty,
@@ -51,6 +51,7 @@ class AudienceReport:
     read_back: int = 0
     created_fields: list[str] = field(default_factory=list)
     created_tags: list[str] = field(default_factory=list)
+    segments_changed: list[str] = field(default_factory=list)
 
     def bump(self, key: str, n: int = 1) -> None:
         self.applied[key] = self.applied.get(key, 0) + n
@@ -298,6 +299,7 @@ def push(
     for audience in config.audiences:
         report = AudienceReport(audience.name)
         report.created_fields = provision_merge_fields(client, audience)
+        report.segments_changed = provision_segments(client, audience)
         report.read_back = read_back(client, engine, audience)
         plan = build_plan(engine, audience, ids)
         report.planned = plan.counts()
