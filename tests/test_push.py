@@ -378,3 +378,34 @@ def test_saved_segments_are_created_once_and_updated_when_the_config_changes(
     ) == ["NY customers"]
     saved = fake.segments("L1")["NY customers"]
     assert saved["type"] == "saved" and saved["options"]["match"] == "any"
+
+
+def test_large_push_is_split_into_500_member_batches_and_all_acknowledged(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    load(engine, [person(i, tags="bulk") for i in range(1, 1201)])
+    config = settings_for(fake)
+    report = push(engine, config, client_for(config))
+    batch_sizes = sorted(
+        len(body["members"]) for method, path, _, body in fake.requests
+        if method == "POST" and path.endswith("/lists/L1")
+    )  # fmt: skip
+    assert batch_sizes == [200, 500, 500]
+    tag_sizes = sorted(
+        len(body["members_to_add"]) for method, path, _, body in fake.requests
+        if method == "POST" and "/segments/" in path
+    )  # fmt: skip
+    assert tag_sizes == [200, 500, 500]
+    assert report.audiences[0].applied["new members"] == 1200
+    assert report.audiences[0].applied["tag additions"] == 1200
+    with engine.connect() as conn:
+        acked = (
+            conn.execute(
+                select(MemberState.__table__.c.tags).where(
+                    MemberState.__table__.c.status == "subscribed"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(acked) == 1200 and all(tags == ["bulk"] for tags in acked)

@@ -138,6 +138,7 @@ class MailchimpClient:
         self.session.mount("http://", adapter)
         transport = _SessionTransport(self.session, key, config.timeout_s)
         self.sdk.api_client.request = transport.request
+        self.max_connections = config.max_connections
         self.slots = threading.BoundedSemaphore(config.max_connections)
         self.retries = config.retries
         self.backoff_s = backoff_s

@@ -9,9 +9,12 @@ every audience has taken them.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
@@ -35,10 +38,14 @@ from .state import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 BATCH = 500
 """Members per batch-subscribe call, and emails per side of a segment call (Mailchimp's limit)."""
 READ_PAGE = 1000
 READ_OVERLAP = timedelta(seconds=2)
+
+
+_report_lock = threading.Lock()
 
 
 @dataclass
@@ -54,7 +61,8 @@ class AudienceReport:
     segments_changed: list[str] = field(default_factory=list)
 
     def bump(self, key: str, n: int = 1) -> None:
-        self.applied[key] = self.applied.get(key, 0) + n
+        with _report_lock:
+            self.applied[key] = self.applied.get(key, 0) + n
 
 
 def build_plan(engine: Engine, audience: AudienceConfig, profile_ids: list[int]) -> Plan:
@@ -107,11 +115,12 @@ def apply_plan(
     failed: set[int] = set()
     for change in plan.email_changes:
         _change_email(client, engine, audience, change.profile_id, change, report, failed)
+    batches = [plan.upserts[i : i + BATCH] for i in range(0, len(plan.upserts), BATCH)]
     absent: set[int] = set()
-    for start in range(0, len(plan.upserts), BATCH):
-        absent |= _upsert_batch(
-            client, engine, audience, plan.upserts[start : start + BATCH], report
-        )
+    for missing in _in_parallel(
+        client, lambda batch: _upsert_batch(client, engine, audience, batch, report), batches
+    ):
+        absent |= missing
     failed |= absent
     _apply_tags(client, engine, plan, report, skip=absent)
     for removal in plan.archives:
@@ -141,6 +150,22 @@ def apply_plan(
             set_mailchimp_status(conn, audience.list_id, subscriber_hash(removal.email), "archived")
         report.bump("archived")
     return failed
+
+
+def _in_parallel(client: MailchimpClient, work: Callable[[Any], T], items: list[Any]) -> list[T]:
+    """Run independent calls side by side, at most `max_connections` at a time (the client's
+    shared limit still applies). Every item finishes before the first failure is raised."""
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    workers = min(len(items), client.max_connections)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push") as pool:
+        futures = [pool.submit(work, item) for item in items]
+        wait(futures)
+    for future in futures:
+        exc = future.exception()
+        if exc is not None:
+            raise exc
+    return [f.result() for f in futures]
 
 
 def _change_email(
@@ -230,7 +255,8 @@ def _apply_tags(
     report.created_tags.extend(created)
     with engine.begin() as conn:
         write_sync(conn, audience.list_id, read_until, segment_ids)
-    for tag in sorted(tags):
+
+    def one_tag(tag: str) -> None:
         adds = [(p, e) for p, e in plan.tag_adds.get(tag, []) if p not in skip]
         removes = [(p, e) for p, e in plan.tag_removes.get(tag, []) if p not in skip]
         while adds or removes:
@@ -254,6 +280,8 @@ def _apply_tags(
             report.bump("tag additions", len(added))
             report.bump("tag removals", len(removed))
 
+    _in_parallel(client, one_tag, sorted(tags))
+
 
 def _ack_tags(
     engine: Engine,
@@ -267,7 +295,8 @@ def _ack_tags(
 ) -> None:
     """A member's tag set moves only for the emails Mailchimp confirmed (or already had)."""
     pids = [p for p, _ in adds + removes]
-    with engine.begin() as conn:
+    # read-modify-write of tag sets: one tag's acknowledgement at a time
+    with _report_lock, engine.begin() as conn:
         current = acked_states(conn, audience_name, pids)
         rows = []
         for pid, email in adds:
