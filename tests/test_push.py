@@ -409,3 +409,20 @@ def test_large_push_is_split_into_500_member_batches_and_all_acknowledged(
             .all()
         )
     assert len(acked) == 1200 and all(tags == ["bulk"] for tags in acked)
+
+
+def test_large_loads_go_through_batches_and_are_acknowledged_from_the_archive(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    load(engine, [person(i) for i in range(1, 1101)] + [person(9999, email="qa@example.com")])
+    config = settings_for(fake).model_copy(update={"batch_threshold": 1000, "batch_poll_s": 0.01})
+    report = push(engine, config, client_for(config))
+    paths = [(m, p) for m, p, _, _ in fake.requests]
+    assert ("POST", "/3.0/batches") in paths
+    assert not any(m == "POST" and p == "/3.0/lists/L1" for m, p in paths)  # no direct upserts
+    assert sum(1 for m, p in paths if m == "GET" and p.startswith("/3.0/batches/")) >= 2  # polled
+    applied = report.audiences[0].applied
+    assert applied["new members"] == 1100 and applied["batches"] == 1
+    assert [e for e, _ in report.audiences[0].errors] == ["qa@example.com"]
+    assert len(fake.members("L1")) == 1100
+    assert state(engine, "person1100@gmail.com")["status"] == "subscribed"

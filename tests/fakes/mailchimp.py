@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import itertools
 import json
 import re
 import socket
 import struct
+import tarfile
 import threading
 import time
 import uuid
@@ -31,6 +33,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 JSON = dict[str, Any]
 API_KEY = "0123456789abcdef0123456789abcdef-us21"
 API_PREFIX = "/3.0"
+RESULTS_PREFIX = "/batch-results"
+BATCH_OPERATIONS_LIMIT = 1000
 STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional")
 FIELD_TYPES: tuple[str, ...] = ("text", "number", "address", "phone", "date", "url", "imageurl")
 FIELD_TYPES += ("radio", "dropdown", "birthday", "zip")
@@ -550,7 +554,12 @@ class MailchimpApi:
             ("POST", "/lists/{list_id}/segments/{segment_id}", self.batch_segment),
             ("PATCH", "/lists/{list_id}/segments/{segment_id}", self.update_segment),
             ("GET", "/lists/{list_id}/segments/{segment_id}/members", self.segment_members),
+            ("POST", "/batches", self.start_batch),
+            ("GET", "/batches/{batch_id}", self.get_batch),
         ]
+        self.batches: dict[str, JSON] = {}
+        self.batch_archives: dict[str, bytes] = {}
+        self.results_base = ""  # set by FakeMailchimp once its port is known
         self.routes = [
             (method, re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)), handler)
             for method, path, handler in table
@@ -592,6 +601,72 @@ class MailchimpApi:
         if allowed:
             raise ApiError(405, detail=f"{req.method} is not allowed; use {', '.join(allowed)}.")
         raise not_found()
+
+    def start_batch(self, req: Request) -> Reply:
+        """Run the operations (Mailchimp does it in the background; here at once) and keep an
+        archive of their results; the batch reports `started` once, then `finished`."""
+        operations = req.json().get("operations")
+        if not isinstance(operations, list) or not operations:
+            raise invalid("operations", "operations must be a non-empty array")
+        if len(operations) > BATCH_OPERATIONS_LIMIT:
+            raise invalid("operations", f"at most {BATCH_OPERATIONS_LIMIT} operations per batch")
+        results = []
+        for op in operations:
+            if not isinstance(op, dict) or op.get("method") not in (
+                "GET",
+                "POST",
+                "PUT",
+                "PATCH",
+                "DELETE",
+            ):
+                raise invalid("operations", "each operation needs a method and a path")
+            body = op.get("body")
+            try:
+                parsed = json.loads(body) if isinstance(body, str) and body else None
+            except ValueError:
+                parsed = BadJson()
+            inner = Request(
+                op["method"], str(op.get("path", "")), dict(op.get("params") or {}), parsed
+            )
+            try:
+                status, doc = self.dispatch(inner)
+            except ApiError as err:
+                status, doc = err.status, err.problem()
+            results.append(
+                {
+                    "operation_id": op.get("operation_id"),
+                    "status_code": status,
+                    "response": json.dumps(doc) if doc is not None else "",
+                }
+            )
+        batch_id = f"b{len(self.batches) + 1:06d}"
+        errored = sum(1 for r in results if r["status_code"] >= 400)
+        self.batches[batch_id] = {
+            "id": batch_id,
+            "status": "pending",
+            "total_operations": len(results),
+            "finished_operations": len(results),
+            "errored_operations": errored,
+            "response_body_url": "",
+            "polls": 0,
+        }
+        self.batch_archives[batch_id] = _tar_gz({f"{batch_id}.json": json.dumps(results)})
+        return 200, self._batch_view(batch_id)
+
+    def get_batch(self, req: Request, batch_id: str) -> Reply:
+        if batch_id not in self.batches:
+            raise not_found()
+        batch = self.batches[batch_id]
+        batch["polls"] += 1
+        if batch["polls"] >= 2:
+            batch["status"] = "finished"
+            batch["response_body_url"] = f"{self.results_base}/{batch_id}.tar.gz"
+        else:
+            batch["status"] = "started"
+        return 200, self._batch_view(batch_id)
+
+    def _batch_view(self, batch_id: str) -> JSON:
+        return {k: v for k, v in self.batches[batch_id].items() if k != "polls"}
 
     def audience(self, list_id: str) -> Audience:
         if list_id not in self.audiences:
@@ -912,6 +987,18 @@ class MailchimpApi:
 # ------------------------------------------------------------------------ server
 
 
+def _tar_gz(files: dict[str, str]) -> bytes:
+    """A gzipped tar of text files, the shape of a /batches result archive."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 @dataclass
 class Fault:
     """A scripted failure: an error status, or (status None) a connection reset."""
@@ -992,6 +1079,7 @@ class FakeMailchimp:
 
     def start(self) -> Self:
         server = self._server = _Server(self)
+        self._api.results_base = f"http://127.0.0.1:{server.server_address[1]}{RESULTS_PREFIX}"
         # stop() waits for the next poll, so poll often.
         poll = {"poll_interval": 0.01}
         self._thread = threading.Thread(target=server.serve_forever, kwargs=poll, daemon=True)
@@ -1162,6 +1250,11 @@ class FakeMailchimp:
                 time.sleep(self.latency)
             if (fault := self._take_fault(path)) is not None:
                 return fault.response()
+            if path.startswith(RESULTS_PREFIX + "/") and method == "GET":  # S3 in real life
+                archive = self._api.batch_archives.get(path.rsplit("/", 1)[-1].split(".")[0])
+                if archive is None:
+                    return Response.problem(not_found())
+                return Response(200, archive, "application/x-gzip")
             if not path.startswith(API_PREFIX + "/"):
                 return Response.problem(not_found())
             request = Request(method, path.removeprefix(API_PREFIX), query, body)

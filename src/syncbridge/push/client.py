@@ -145,6 +145,10 @@ class MailchimpClient:
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one SDK call within the connection limit, retrying transient failures."""
+        return self.retrying(lambda: self._once(fn, *args, **kwargs))
+
+    def retrying(self, work: Callable[[], T]) -> T:
+        """Run `work` within the connection limit, retrying RetriableError with backoff."""
         retrying = Retrying(
             retry=retry_if_exception_type(RetriableError),
             stop=stop_after_attempt(self.retries + 1),
@@ -156,7 +160,7 @@ class MailchimpClient:
         )
         for attempt in retrying:
             with attempt, self.slots:
-                return self._once(fn, *args, **kwargs)
+                return work()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, state: Any) -> float:

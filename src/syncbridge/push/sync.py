@@ -8,6 +8,7 @@ every audience has taken them.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from ..config.models import AudienceConfig, MailchimpConfig
+from .batches import MAX_OPERATIONS, run_batch
 from .client import ApiError, MailchimpClient
 from .desired import AudienceRules, subscriber_hash
 from .plan import EmailChange, Plan, Upsert, plan_member
@@ -108,7 +110,11 @@ def read_back(client: MailchimpClient, engine: Engine, audience: AudienceConfig)
 
 
 def apply_plan(
-    client: MailchimpClient, engine: Engine, plan: Plan, report: AudienceReport
+    client: MailchimpClient,
+    engine: Engine,
+    plan: Plan,
+    report: AudienceReport,
+    config: MailchimpConfig | None = None,
 ) -> set[int]:
     """Run the plan's calls; returns profiles whose operations did not all succeed."""
     audience = plan.audience
@@ -117,10 +123,14 @@ def apply_plan(
         _change_email(client, engine, audience, change.profile_id, change, report, failed)
     batches = [plan.upserts[i : i + BATCH] for i in range(0, len(plan.upserts), BATCH)]
     absent: set[int] = set()
-    for missing in _in_parallel(
-        client, lambda batch: _upsert_batch(client, engine, audience, batch, report), batches
-    ):
-        absent |= missing
+    config = config or MailchimpConfig()
+    if len(plan.upserts) >= config.batch_threshold:
+        absent = _upsert_through_batches(client, engine, audience, batches, report, config)
+    else:
+        for missing in _in_parallel(
+            client, lambda batch: _upsert_batch(client, engine, audience, batch, report), batches
+        ):
+            absent |= missing
     failed |= absent
     _apply_tags(client, engine, plan, report, skip=absent)
     for removal in plan.archives:
@@ -204,14 +214,58 @@ def _upsert_batch(
     report: AudienceReport,
 ) -> set[int]:
     """One batch-subscribe call; acknowledge each confirmed member, record each refused one."""
-    body = {
+    body = _upsert_body(upserts)
+    response = client.call(client.sdk.lists.batch_list_members, audience.list_id, body)
+    return _acknowledge_upserts(engine, audience, upserts, response, report)
+
+
+def _upsert_body(upserts: list[Upsert]) -> dict[str, Any]:
+    return {
         "members": [
             {"email_address": u.member.email, "status": u.status, "merge_fields": u.merge_fields}
             for u in upserts
         ],
         "update_existing": True,
     }
-    response = client.call(client.sdk.lists.batch_list_members, audience.list_id, body)
+
+
+def _upsert_through_batches(
+    client: MailchimpClient,
+    engine: Engine,
+    audience: AudienceConfig,
+    batches: list[list[Upsert]],
+    report: AudienceReport,
+    config: MailchimpConfig,
+) -> set[int]:
+    """Send batch-subscribe operations through /batches, 1,000 operations per request."""
+    absent: set[int] = set()
+    for start in range(0, len(batches), MAX_OPERATIONS):
+        group = batches[start : start + MAX_OPERATIONS]
+        operations = [
+            {"method": "POST", "path": f"/lists/{audience.list_id}",
+             "operation_id": f"upsert-{start + i}", "body": json.dumps(_upsert_body(batch))}
+            for i, batch in enumerate(group)
+        ]  # fmt: skip
+        results = run_batch(client, operations, poll_s=config.batch_poll_s)
+        for i, batch in enumerate(group):
+            status, body = results.get(f"upsert-{start + i}", (0, None))
+            if status == 200 and isinstance(body, dict):
+                absent |= _acknowledge_upserts(engine, audience, batch, body, report)
+            else:  # not acknowledged: planned again next cycle
+                log.warning("batch operation upsert-%d failed with %s: %s", start + i, status, body)
+                absent |= {u.member.profile_id for u in batch}
+        report.bump("batches", 1)
+    return absent
+
+
+def _acknowledge_upserts(
+    engine: Engine,
+    audience: AudienceConfig,
+    upserts: list[Upsert],
+    response: dict[str, Any],
+    report: AudienceReport,
+) -> set[int]:
+    """Acknowledge each confirmed member, record each refused one; returns the others."""
     confirmed = {m["email_address"].lower(): m for m in response.get("new_members", [])}
     confirmed.update({m["email_address"].lower(): m for m in response.get("updated_members", [])})
     refused = {e.get("email_address", "").lower(): e for e in response.get("errors", [])}
@@ -332,7 +386,7 @@ def push(
         report.read_back = read_back(client, engine, audience)
         plan = build_plan(engine, audience, ids)
         report.planned = plan.counts()
-        failed |= apply_plan(client, engine, plan, report)
+        failed |= apply_plan(client, engine, plan, report, config)
         result.audiences.append(report)
     clear_dirty(engine, [i for i in ids if i not in failed])
     return result
