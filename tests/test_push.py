@@ -426,3 +426,38 @@ def test_large_loads_go_through_batches_and_are_acknowledged_from_the_archive(
     assert [e for e, _ in report.audiences[0].errors] == ["qa@example.com"]
     assert len(fake.members("L1")) == 1100
     assert state(engine, "person1100@gmail.com")["status"] == "subscribed"
+
+
+def test_changed_profile_sends_only_the_changed_field_and_moves_its_tags(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    load(engine, [person(1, tags="vip, newsletter")])
+    config = settings_for(fake)
+    push(engine, config, client_for(config))
+    before = len(fake.requests)
+    load(engine, [person(1, ltv="250", tags="newsletter, wholesale")])
+    push(engine, config, client_for(config))
+    new = fake.requests[before:]
+    [upsert] = [b for m, p, _, b in new if m == "POST" and p == "/3.0/lists/L1"]
+    assert upsert["members"][0]["merge_fields"] == {"LTV": 250}
+    segment_bodies = [b for m, p, _, b in new if m == "POST" and "/segments/" in p]
+    assert {"members_to_add": ["person1@gmail.com"], "members_to_remove": []} in segment_bodies
+    assert {"members_to_add": [], "members_to_remove": ["person1@gmail.com"]} in segment_bodies
+    member = fake.members("L1")[subscriber_hash("person1@gmail.com")]
+    assert set(member["tags"]) == {"newsletter", "wholesale"}
+    assert member["merge_fields"]["LTV"] == 250
+
+
+def test_cleaned_and_archived_members_are_left_as_mailchimp_has_them(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    fake.seed_member("L1", "person1@gmail.com", "cleaned")
+    fake.seed_member("L1", "person2@gmail.com", "subscribed")
+    fake.archive_member("L1", "person2@gmail.com")
+    load(engine, [person(1), person(2)])
+    config = settings_for(fake)
+    report = push(engine, config, client_for(config))
+    members = fake.members("L1")
+    assert members[subscriber_hash("person1@gmail.com")]["status"] == "cleaned"
+    assert members[subscriber_hash("person2@gmail.com")]["status"] == "archived"
+    assert report.audiences[0].planned["skipped: archived in Mailchimp"] == 1

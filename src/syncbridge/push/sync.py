@@ -91,19 +91,24 @@ def read_back(client: MailchimpClient, engine: Engine, audience: AudienceConfig)
     with engine.connect() as conn:
         since, segments = read_watermark(conn, audience.list_id)
     started = now()
-    offset, seen = 0, 0
-    while True:
-        kwargs: dict[str, Any] = {"count": READ_PAGE, "offset": offset}
-        if since is not None:
-            kwargs["since_last_changed"] = (since - READ_OVERLAP).isoformat()
-        page = client.call(client.sdk.lists.get_list_members_info, audience.list_id, **kwargs)
-        members = page.get("members", [])
-        with engine.begin() as conn:
-            write_mailchimp_members(conn, audience.list_id, members)
-        seen += len(members)
-        offset += READ_PAGE
-        if offset >= page.get("total_items", 0) or not members:
-            break
+    seen = 0
+    # archived members are listed only when asked for by status
+    for status in (None, "archived"):
+        offset = 0
+        while True:
+            kwargs: dict[str, Any] = {"count": READ_PAGE, "offset": offset}
+            if status is not None:
+                kwargs["status"] = status
+            if since is not None:
+                kwargs["since_last_changed"] = (since - READ_OVERLAP).isoformat()
+            page = client.call(client.sdk.lists.get_list_members_info, audience.list_id, **kwargs)
+            members = page.get("members", [])
+            with engine.begin() as conn:
+                write_mailchimp_members(conn, audience.list_id, members)
+            seen += len(members)
+            offset += READ_PAGE
+            if offset >= page.get("total_items", 0) or not members:
+                break
     with engine.begin() as conn:
         write_sync(conn, audience.list_id, started, segments)
     return seen
