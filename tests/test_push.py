@@ -308,9 +308,19 @@ def _try(client: MailchimpClient) -> str:
         return "429" if "429" in str(exc) else type(exc).__name__
 
 
-def test_merge_field_limit_is_refused_clearly(fake: FakeMailchimp) -> None:
+def test_merge_field_limit_is_refused_before_anything_is_created(fake: FakeMailchimp) -> None:
     fake.add_list("SMALL", merge_field_limit=6)
-    config = settings_for(fake, list_id="SMALL")
+    config = settings_for(fake, list_id="SMALL", merge_field_limit=6)
+    with pytest.raises(
+        Exception, match=r"has 5 merge fields; adding LTV, GREETING would pass its limit of 6"
+    ):
+        provision_merge_fields(client_for(config), config.audiences[0])
+    assert set(fake.merge_fields("SMALL")) == {"FNAME", "LNAME", "ADDRESS", "PHONE", "BIRTHDAY"}
+
+
+def test_merge_field_limit_reached_in_mailchimp_is_reported(fake: FakeMailchimp) -> None:
+    fake.add_list("SMALL", merge_field_limit=6)
+    config = settings_for(fake, list_id="SMALL")  # the config believes 30 are allowed
     with pytest.raises(Exception, match=r"cannot create merge field GREETING \(6 fields exist\)"):
         provision_merge_fields(client_for(config), config.audiences[0])
 

@@ -105,6 +105,8 @@ class AudienceConfig(Frozen):
     removal: Literal["archive", "untag", "ignore"] = "archive"
     recreate_archived: bool = False
     segments: list[SavedSegmentConfig] = Field(default_factory=list)
+    merge_field_limit: int = Field(default=30, ge=1, le=200)
+    """Mailchimp's merge-field limit for this audience (30; 80 on Premium plans)."""
 
     @field_validator("merge_fields")
     @classmethod

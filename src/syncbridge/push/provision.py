@@ -54,6 +54,14 @@ def provision_merge_fields(client: MailchimpClient, audience: AudienceConfig) ->
             + "; ".join(conflicts)
             + ". Rename the tag in the mapping or change the field in Mailchimp."
         )
+    missing = [f.tag for f in audience.merge_fields if f.tag not in existing]
+    if len(existing) + len(missing) > audience.merge_field_limit:
+        raise FatalError(
+            f"audience {audience.name!r} ({audience.list_id}) has {len(existing)} merge fields; "
+            f"adding {', '.join(missing)} would pass its limit of {audience.merge_field_limit}. "
+            "Remove fields in Mailchimp or from the mapping (or raise merge_field_limit on a "
+            "Premium plan)."
+        )
     created = []
     for spec in audience.merge_fields:
         if spec.tag in existing:
