@@ -471,3 +471,18 @@ def test_cleaned_and_archived_members_are_left_as_mailchimp_has_them(
     assert members[subscriber_hash("person1@gmail.com")]["status"] == "cleaned"
     assert members[subscriber_hash("person2@gmail.com")]["status"] == "archived"
     assert report.audiences[0].planned["skipped: archived in Mailchimp"] == 1
+
+
+def test_email_change_to_an_address_already_in_the_audience_archives_the_old_member(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    fake.seed_member("L1", "p1.work@gmail.com", "subscribed")
+    load(engine, [person(1)])
+    config = settings_for(fake)
+    push(engine, config, client_for(config))
+    load(engine, [person(1, email="p1.work@gmail.com")])
+    push(engine, config, client_for(config))
+    members = fake.members("L1")
+    assert members[subscriber_hash("person1@gmail.com")]["status"] == "archived"
+    assert members[subscriber_hash("p1.work@gmail.com")]["merge_fields"]["FNAME"] == "P1"
+    assert state(engine, "p1.work@gmail.com")["status"] == "subscribed"

@@ -52,6 +52,8 @@ class Removal:
     profile_id: int
     email: str
     tags: frozenset[str]
+    replaced: bool = False
+    """The profile moved to another address that already had a member: only the old one goes."""
 
 
 @dataclass
@@ -130,12 +132,12 @@ def plan_member(
         plan.done.append(profile_id)
         return
     current = statuses.get(desired.hash)
-    if (
-        live and acked is not None and acked.email and acked.email != desired.email
-        and current is None
-    ):  # fmt: skip
-        plan.email_changes.append(EmailChange(profile_id, acked.email, desired.email))
-        current = acked.status
+    if live and acked is not None and acked.email and acked.email != desired.email:
+        if current is None:  # the new address is free: change the member in place
+            plan.email_changes.append(EmailChange(profile_id, acked.email, desired.email))
+            current = acked.status
+        elif audience.removal == "archive":  # taken: the old member leaves, the new one is used
+            plan.archives.append(Removal(profile_id, acked.email, acked.tags, replaced=True))
     if current == "archived" and not audience.recreate_archived:
         plan.skipped["archived in Mailchimp"] += 1
         plan.done.append(profile_id)

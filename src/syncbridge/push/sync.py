@@ -151,17 +151,13 @@ def apply_plan(
                 failed.add(removal.profile_id)
                 continue
         with engine.begin() as conn:
-            write_states(
-                conn,
-                audience.name,
-                [
-                    {
-                        "profile_id": removal.profile_id,
-                        "status": "archived",
-                        "acknowledged_at": now(),
-                    }
-                ],
-            )
+            if not removal.replaced:  # else the profile's state now belongs to its new address
+                row = {
+                    "profile_id": removal.profile_id,
+                    "status": "archived",
+                    "acknowledged_at": now(),
+                }
+                write_states(conn, audience.name, [row])
             set_mailchimp_status(conn, audience.list_id, subscriber_hash(removal.email), "archived")
         report.bump("archived")
     return failed
