@@ -126,13 +126,13 @@ def test_second_run_on_unchanged_files_writes_nothing_and_dirties_nothing(
     settings, engine = project
     run_cycle(settings, engine)
     with engine.begin() as conn:
-        conn.execute(update(Profile.__table__).values(dirty=False))
+        conn.execute(update(Profile.__table__).values(dirty=False, push_dirty=False))
     counter = WriteCounter(engine)
     report = run_cycle(settings, engine)
     assert counter.statements == []
     assert report.totals.read == 0
     with engine.connect() as conn:
-        assert conn.execute(select(P.id).where(P.dirty.is_(True))).all() == []
+        assert conn.execute(select(P.id).where(P.dirty | P.push_dirty)).all() == []
 
 
 def test_rewritten_but_identical_file_costs_hash_checks_only(
@@ -152,7 +152,7 @@ def test_changed_row_updates_only_its_profile(project: tuple[Any, Engine], tmp_p
     settings, engine = project
     run_cycle(settings, engine)
     with engine.begin() as conn:
-        conn.execute(update(Profile.__table__).values(dirty=False))
+        conn.execute(update(Profile.__table__).values(dirty=False, push_dirty=False))
     write_shopify_customers(
         tmp_path / "shop" / "customers.csv",
         [
@@ -171,7 +171,7 @@ def test_changed_row_updates_only_its_profile(project: tuple[Any, Engine], tmp_p
     report = run_cycle(settings, engine)
     assert report.streams["shop/customers"].updated == 1
     with engine.connect() as conn:
-        dirty = conn.execute(select(P.email, P.attributes).where(P.dirty.is_(True))).all()
+        dirty = conn.execute(select(P.email, P.attributes).where(P.push_dirty.is_(True))).all()
     assert [(email, attrs["shop_total_spent"]) for email, attrs in dirty] == [
         ("zoe.muller@gmail.com", 1300.0)
     ]

@@ -27,6 +27,7 @@ from syncbridge.push.client import MailchimpClient
 from syncbridge.push.desired import subscriber_hash
 from syncbridge.push.provision import provision_merge_fields
 from syncbridge.push.sync import push
+from syncbridge.rules.stage import hand_over
 from syncbridge.store.engine import open_engine
 from syncbridge.store.tables import MemberState, Profile
 from syncbridge.transform import RecordTransformer
@@ -94,6 +95,7 @@ def load(engine: Engine, rows: list[dict[str, Any]]) -> None:
     job = StreamIngest("crm", ListStream("contacts", rows), RecordTransformer(MAPPING, "US"))
     ingest_stream(engine, job)
     resolve_pending(engine, IdentityConfig())
+    hand_over(engine)
 
 
 def state(engine: Engine, email: str) -> dict[str, Any]:
@@ -110,7 +112,7 @@ def state(engine: Engine, email: str) -> dict[str, Any]:
 
 def redirty(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(update(Profile.__table__).values(dirty=True))
+        conn.execute(update(Profile.__table__).values(push_dirty=True))
 
 
 def test_provisioning_creates_missing_fields_once(fake: FakeMailchimp) -> None:

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, insert, update
@@ -21,6 +22,7 @@ from .identity import ResolveStats, resolve_pending
 from .ingest import StreamIngest, StreamStats, ingest_stream
 from .push.client import MailchimpClient
 from .push.sync import PushReport, push
+from .rules.stage import RulesStats, hand_over, run_rules
 from .store.bulk import utcnow
 from .store.tables import Run
 from .transform import RecordTransformer
@@ -37,6 +39,7 @@ class CycleReport:
     run_id: int
     streams: dict[str, StreamStats] = field(default_factory=dict)
     resolve: ResolveStats = field(default_factory=ResolveStats)
+    rules: RulesStats | None = None
     push: PushReport | None = None
     seconds: float = 0.0
     status: str = "ok"
@@ -54,6 +57,8 @@ class CycleReport:
             "totals": self.totals.as_dict(),
             "identity": self.resolve.as_dict(),
         }
+        if self.rules is not None:
+            counts["rules"] = self.rules.as_dict()
         if self.push is not None:
             counts["push"] = {
                 a.audience: {"applied": a.applied, "errors": len(a.errors)}
@@ -86,6 +91,7 @@ def run_cycle(
     engine: Engine,
     progress: ProgressHook | None = None,
     client: MailchimpClient | None = None,
+    now: datetime | None = None,
 ) -> CycleReport:
     """Pull → resolve → push. A failure marks the run failed and re-raises; committed pages
     and acknowledged members stay. The push runs when audiences are configured and a client is
@@ -111,6 +117,11 @@ def run_cycle(
                 report.streams[str(key)] = ingest_stream(engine, job)
         log.info("resolving identities")
         report.resolve = resolve_pending(engine, config.identity, report.run_id)
+        if settings.rules is not None:
+            log.info("evaluating rules")
+            report.rules = run_rules(engine, settings.rules, now)
+        else:
+            hand_over(engine)
         if config.mailchimp.audiences and (client or config.mailchimp.api_key):
             log.info("pushing to Mailchimp")
             client = client or MailchimpClient(config.mailchimp)

@@ -25,6 +25,7 @@ from .config.mapping import Mapping
 from .config.models import Config, SourceConfig
 from .connectors import Connector, build_connector, connector_class
 from .errors import ConfigError, FatalError, Problem, SyncbridgeError
+from .rules.config import RulesConfig
 
 
 def load_settings(path: str | Path, env: AnyMapping[str, str] | None = None) -> Settings:
@@ -55,6 +56,8 @@ def check_settings(config: Config, path: Path | None) -> Settings:
                 Problem(file, f"sources[{i}].name", f"duplicate source {source.name!r}")
             )
         _check_source(i, source, config, file, settings, problems)
+    if config.rules.file:
+        settings.rules = _load_rules(config.resolve(config.rules.file), problems)
     for j, name in enumerate(config.identity.source_priority):
         if name not in names:
             where = f"identity.source_priority[{j}]"
@@ -62,6 +65,19 @@ def check_settings(config: Config, path: Path | None) -> Settings:
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _load_rules(path: Path, problems: list[Problem]) -> RulesConfig | None:
+    try:
+        data = read_toml(path)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return None
+    try:
+        return RulesConfig.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(problems_from(exc, str(path)))
+        return None
 
 
 def _check_source(

@@ -38,11 +38,13 @@ class StreamKey:
 
 @dataclass
 class Settings:
-    """A validated config with its mapping files, ready for a run."""
+    """A validated config with its mapping and rules files, ready for a run."""
 
     config: Config
     path: Path | None
     mappings: dict[StreamKey, Mapping] = field(default_factory=dict)
+    rules: Any = None
+    """The validated RulesConfig when `[rules] file` is set."""
 
 
 def format_loc(loc: tuple[Any, ...], prefix: str = "") -> str:

@@ -102,6 +102,8 @@ class AudienceConfig(Frozen):
     tag_attributes: list[str] = Field(default_factory=list)
     """Attributes whose values (a list, or comma-separated text) become tags."""
     tag_prefix: str = ""
+    rule_tags: bool = True
+    """Behaviour tags and segment memberships from the rules become Mailchimp tags too."""
     removal: Literal["archive", "untag", "ignore"] = "archive"
     recreate_archived: bool = False
     segments: list[SavedSegmentConfig] = Field(default_factory=list)
@@ -160,6 +162,11 @@ class SourceConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class RulesSection(Frozen):
+    file: str | None = None
+    """A rules file (traits, behaviour tags, segments, content), e.g. mappings/rules.toml."""
+
+
 class Config(Frozen):
     """The whole configuration. `base_dir` resolves relative paths (the config file's folder)."""
 
@@ -169,6 +176,7 @@ class Config(Frozen):
     ingest: IngestConfig = IngestConfig()
     identity: IdentityConfig = IdentityConfig()
     mailchimp: MailchimpConfig = MailchimpConfig()
+    rules: RulesSection = RulesSection()
     sources: list[SourceConfig] = Field(default_factory=list)
 
     def resolve(self, path: str | Path) -> Path:

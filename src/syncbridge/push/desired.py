@@ -63,8 +63,12 @@ class AudienceRules:
             f.tag: _liquid.from_string(f.template) for f in audience.merge_fields if f.template
         }
 
-    def desire(self, profile_id: int, attributes: dict[str, Any]) -> DesiredMember | None:
-        """The member this profile should be, or None when it is out of the audience's scope."""
+    def desire(
+        self, profile_id: int, attributes: dict[str, Any], rule_tags: frozenset[str] = frozenset()
+    ) -> DesiredMember | None:
+        """The member this profile should be, or None when it is out of the audience's scope.
+
+        `rule_tags` are the behaviour tags and segments the rules gave the profile."""
         email = attributes.get("email")
         if not email or not attributes.get("email_valid"):
             return None
@@ -74,7 +78,10 @@ class AudienceRules:
             value = self._merge_value(field, attributes)
             if value is not None:
                 merge_fields[field.tag] = value
-        return DesiredMember(profile_id, email, consent, merge_fields, self._tags(attributes))
+        tags = self._tags(attributes)
+        if self.audience.rule_tags:
+            tags |= {f"{self.audience.tag_prefix}{t}"[:100] for t in rule_tags}
+        return DesiredMember(profile_id, email, consent, merge_fields, tags)
 
     def _consent(self, attributes: dict[str, Any]) -> bool | None:
         opt_out = self.audience.opt_out_attribute

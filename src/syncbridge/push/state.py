@@ -34,10 +34,11 @@ def profiles(conn: Connection, ids: list[int]) -> dict[int, tuple[dict[str, Any]
 
 
 def dirty_profile_ids(engine: Engine) -> list[int]:
+    """Profiles the push still owes Mailchimp."""
     with engine.connect() as conn:
         return list(
             conn.execute(
-                select(PROFILES.c.id).where(PROFILES.c.dirty.is_(True)).order_by(PROFILES.c.id)
+                select(PROFILES.c.id).where(PROFILES.c.push_dirty.is_(True)).order_by(PROFILES.c.id)
             ).scalars()
         )
 
@@ -125,7 +126,7 @@ def write_sync(
 def clear_dirty(engine: Engine, ids: list[int]) -> None:
     with engine.begin() as conn:
         for part in chunks(sorted(set(ids))):
-            conn.execute(update(PROFILES).where(PROFILES.c.id.in_(part)).values(dirty=False))
+            conn.execute(update(PROFILES).where(PROFILES.c.id.in_(part)).values(push_dirty=False))
 
 
 def _parse_time(value: Any) -> datetime | None:

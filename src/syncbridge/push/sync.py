@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from ..config.models import AudienceConfig, MailchimpConfig
+from ..rules.stage import results_for
 from .batches import MAX_OPERATIONS, run_batch
 from .client import ApiError, MailchimpClient
 from .desired import AudienceRules, subscriber_hash
@@ -74,10 +75,13 @@ def build_plan(engine: Engine, audience: AudienceConfig, profile_ids: list[int])
     with engine.connect() as conn:
         found = profiles(conn, profile_ids)
         acked = acked_states(conn, audience.name, profile_ids)
-        desired = {
-            pid: None if deleted else rules.desire(pid, attributes)
-            for pid, (attributes, deleted) in found.items()
-        }
+        computed = results_for(conn, profile_ids)
+        desired = {}
+        for pid, (attributes, deleted) in found.items():
+            result = computed.get(pid) or {}
+            values = {**attributes, **(result.get("traits") or {}), **(result.get("content") or {})}
+            tags = frozenset(result.get("tags") or ()) | frozenset(result.get("segments") or ())
+            desired[pid] = None if deleted else rules.desire(pid, values, tags)
         hashes = [d.hash for d in desired.values() if d is not None]
         hashes += [subscriber_hash(a.email) for a in acked.values() if a.email]
         statuses = mailchimp_statuses(conn, audience.list_id, hashes)

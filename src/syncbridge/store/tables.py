@@ -8,7 +8,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    UniqueConstraint,
+    false,
+)
 from sqlmodel import Field, SQLModel
 
 # BIGINT on PostgreSQL, but INTEGER on SQLite so that the id is the rowid alias (autoincrement).
@@ -69,7 +78,11 @@ class Profile(SQLModel, table=True):
     """One person, resolved from all records that share identifiers."""
 
     __tablename__ = "profile"
-    __table_args__ = (Index("ix_profile_dirty", "dirty"), Index("ix_profile_email", "email"))
+    __table_args__ = (
+        Index("ix_profile_dirty", "dirty"),
+        Index("ix_profile_push_dirty", "push_dirty"),
+        Index("ix_profile_email", "email"),
+    )
 
     id: int | None = _id()
     email: str | None = Field(default=None, max_length=320)
@@ -81,7 +94,9 @@ class Profile(SQLModel, table=True):
     created_at: datetime | None = _ts()
     updated_at: datetime | None = _ts()
     dirty: bool = True
-    """Set when the profile changed; later stages (rules, push) pick dirty profiles up."""
+    """Set when the profile changed; the rules stage evaluates it and hands it to the push."""
+    push_dirty: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    """Set when Mailchimp should hear about the profile; cleared by a successful push."""
     deleted: bool = False
     """Set when its last record went away or it merged into another; the push removes it."""
     merged_into: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
@@ -213,6 +228,35 @@ class AudienceSync(SQLModel, table=True):
     segment_ids: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JSON, nullable=False)
     )
+
+
+class ProfileRules(SQLModel, table=True):
+    """What the rules made of a profile at its last evaluation, and when that can next change."""
+
+    __tablename__ = "profile_rules"
+    __table_args__ = (Index("ix_profile_rules_next_expiry", "next_expiry_at"),)
+
+    profile_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    traits: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    segments: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    content: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    explain: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    evaluated_at: datetime | None = _ts()
+    next_expiry_at: datetime | None = _ts()
+
+
+class SegmentMembership(SQLModel, table=True):
+    """When a profile entered and left a segment (an open row: it is still a member)."""
+
+    __tablename__ = "segment_membership"
+    __table_args__ = (Index("ix_segment_membership_open", "segment", "exited_at"),)
+
+    id: int | None = _id()
+    segment: str = Field(max_length=100)
+    profile_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    entered_at: datetime | None = _ts()
+    exited_at: datetime | None = _ts()
 
 
 metadata = SQLModel.metadata
