@@ -1,0 +1,140 @@
+"""The rules stage on change data: only dirty and expiring profiles, membership history."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, event, select, update
+
+from syncbridge.config.mapping import Mapping
+from syncbridge.config.models import IdentityConfig
+from syncbridge.identity import resolve_pending
+from syncbridge.ingest import StreamIngest, ingest_stream
+from syncbridge.rules.config import RulesConfig
+from syncbridge.rules.stage import run_rules
+from syncbridge.store.tables import Profile, ProfileRules, SegmentMembership
+from syncbridge.transform import RecordTransformer
+
+from .streams import ListStream
+
+ORDERS = Mapping.model_validate(tomllib.loads("""
+[identifiers]
+email = "email"
+[[events]]
+type = "purchase"
+time = { field = "at", type = "datetime" }
+[events.properties]
+amount = { field = "amount", type = "number" }
+"""))  # fmt: skip
+RULES = RulesConfig.model_validate(
+    {
+        "traits": [
+            {
+                "name": "lifetime_value",
+                "aggregate": "sum",
+                "event": "purchase",
+                "property": "amount",
+            },
+            {"name": "last_order_at", "aggregate": "max", "event": "purchase", "property": "@time"},
+        ],
+        "segments": [
+            {"name": "Active", "rule": "last_order_at within 30d"},
+            {"name": "Big", "rule": "lifetime_value > 100"},
+        ],
+    }
+)
+DAY0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def order(i: int, person: int, amount: float, at: datetime) -> dict[str, Any]:
+    return {
+        "id": f"o{i}",
+        "email": f"p{person}@gmail.com",
+        "amount": str(amount),
+        "at": at.isoformat(),
+    }
+
+
+def load(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    ingest_stream(
+        engine, StreamIngest("shop", ListStream("orders", rows), RecordTransformer(ORDERS))
+    )
+    resolve_pending(engine, IdentityConfig())
+
+
+def results(engine: Engine) -> dict[str, dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = (
+            conn.execute(
+                select(Profile.__table__.c.email, ProfileRules.__table__).join(
+                    ProfileRules.__table__,
+                    ProfileRules.__table__.c.profile_id == Profile.__table__.c.id,
+                )
+            )
+            .mappings()
+            .all()
+        )
+    return {r["email"]: dict(r) for r in rows}
+
+
+def test_profile_leaves_active_on_day_31_without_new_data(engine: Engine) -> None:
+    load(engine, [order(1, 1, 150, DAY0)])
+    run_rules(engine, RULES, DAY0 + timedelta(hours=1))
+    assert set(results(engine)["p1@gmail.com"]["segments"]) == {"Active", "Big"}
+    with engine.begin() as conn:
+        conn.execute(update(Profile.__table__).values(push_dirty=False))
+    quiet = run_rules(engine, RULES, DAY0 + timedelta(days=29))
+    assert quiet.evaluated == 0  # nothing changed, nothing expired
+    day31 = run_rules(engine, RULES, DAY0 + timedelta(days=31))
+    assert (day31.evaluated, day31.expired, day31.exited) == (1, 1, 1)
+    assert results(engine)["p1@gmail.com"]["segments"] == ["Big"]
+    with engine.connect() as conn:
+        history = conn.execute(
+            select(SegmentMembership.__table__.c.segment, SegmentMembership.__table__.c.exited_at)
+        ).all()
+        push_dirty = conn.execute(select(Profile.__table__.c.push_dirty)).scalars().all()
+    assert {(s, e is not None) for s, e in history} == {("Active", True), ("Big", False)}
+    assert push_dirty == [True]  # leaving a segment is news for Mailchimp
+
+
+def test_steady_state_cycle_reads_only_dirty_and_expiring_profiles(engine: Engine) -> None:
+    rows = [order(i, i, 10 * i, DAY0 - timedelta(days=i)) for i in range(1, 61)]
+    load(engine, rows)
+    run_rules(engine, RULES, DAY0)
+    load(engine, [order(1000, 5, 500, DAY0 + timedelta(days=1))])  # one new order for p5
+    now = DAY0 + timedelta(days=1, hours=1)
+    expiring = sum(
+        1 for i in range(1, 61) if DAY0 < DAY0 - timedelta(days=i) + timedelta(days=30) <= now
+    )
+    fetched: list[int] = []
+
+    def count_rows(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM event" in statement:
+            fetched.append(1)
+
+    event.listen(engine, "after_cursor_execute", count_rows)
+    stats = run_rules(engine, RULES, now)
+    event.remove(engine, "after_cursor_execute", count_rows)
+    assert stats.evaluated == 1 + expiring  # p5, plus p29 whose 30-day window just ran out
+    assert expiring == 1
+    assert len(fetched) == 1  # one bounded event query for just those profiles
+    assert results(engine)["p5@gmail.com"]["traits"]["lifetime_value"] == 550.0
+
+
+def test_changed_rules_reevaluate_everyone_once(engine: Engine) -> None:
+    load(engine, [order(i, i, 50 * i, DAY0) for i in range(1, 5)])
+    run_rules(engine, RULES, DAY0)
+    assert sum("Big" in r["segments"] for r in results(engine).values()) == 2  # 150 and 200
+    stricter = RulesConfig.model_validate(
+        {
+            **RULES.model_dump(by_alias=True),
+            "segments": [{"name": "Big", "rule": "lifetime_value > 150"}],
+        }
+    )
+    stats = run_rules(engine, stricter, DAY0)
+    assert stats.full_reevaluation == 1 and stats.evaluated == 4
+    assert sum("Big" in r["segments"] for r in results(engine).values()) == 1  # only 200
+    again = run_rules(engine, stricter, DAY0)
+    assert again.evaluated == 0
