@@ -51,3 +51,25 @@ def test_demo_profile_can_be_inspected(in_tmp: Path) -> None:
     runner.invoke(app, ["demo"])
     status = runner.invoke(app, ["status", "--demo"])
     assert status.exit_code == 0 and "shop/orders" in status.output
+
+
+def test_demo_gives_every_example_segment_and_behaviour_tag_members(in_tmp: Path) -> None:
+    from syncbridge import views
+
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    engine = open_engine(f"sqlite:///{in_tmp / DEMO_DB}")
+    segments = views.segment_counts(engine)
+    tags = views.tag_counts(engine)
+    expected = {"High-Value Customers", "NY_Customers", "Viewed 24h, cart over 100", "VIP", "New",
+                "Inactive subscribers"}  # fmt: skip
+    assert expected <= {name for name, n in segments.items() if n > 0}
+    assert {"Added_to_Cart", "Customer_Purchase", "Cart_Abandoned"} <= set(tags)
+    assert any(t.startswith("Browsed:") for t in tags)
+    for name in expected:
+        assert name in result.output
+    preview = runner.invoke(app, ["segments", "preview", "VIP", "--demo", "--limit", "2"])
+    assert preview.exit_code == 0 and f"VIP: {segments['VIP']} member(s)" in preview.output
+    listing = runner.invoke(app, ["segments", "--demo"])
+    assert "High-Value Customers" in listing.output
+    engine.dispose()

@@ -47,6 +47,8 @@ EVENTS = [
           "where": {"category": "shoes"}}, 200.0),
         ({"aggregate": "sum", "event": "refund", "property": "amount"}, None),
         ({"aggregate": "count", "event": "refund"}, 0),
+        ({"aggregate": "count_distinct", "event": "purchase", "property": "category"}, 2),
+        ({"aggregate": "count_distinct", "event": "refund", "property": "order"}, 0),
     ],
 )  # fmt: skip
 def test_aggregations(spec: dict[str, object], expected: object) -> None:

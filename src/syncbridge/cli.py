@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,9 +41,11 @@ app = typer.Typer(
 db_app = typer.Typer(no_args_is_help=True, help="Manage the profile cache's schema.")
 profiles_app = typer.Typer(no_args_is_help=True, help="Look at resolved profiles.")
 connectors_app = typer.Typer(no_args_is_help=True, help="Installed connectors.")
+segments_app = typer.Typer(help="Segments from the rules: counts, and previews of members.")
 app.add_typer(db_app, name="db")
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(connectors_app, name="connectors")
+app.add_typer(segments_app, name="segments")
 
 out = Console()
 err = Console(stderr=True)
@@ -124,10 +127,10 @@ def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _cycle(settings: Settings) -> CycleReport:
+def _cycle(settings: Settings, now: datetime | None = None) -> CycleReport:
     engine = open_engine(settings.config.store.url, settings.config.store.echo)
     with _progress() as hook:
-        return run_cycle(settings, engine, hook)
+        return run_cycle(settings, engine, hook, now=now)
 
 
 def _print_cycle(report: CycleReport) -> None:
@@ -265,6 +268,55 @@ def profiles_show(
     out.print(render.profile_group(view))
 
 
+def _segment_names(config: Path, demo: bool) -> list[str]:
+    """Configured segment names (so that empty segments are listed too)."""
+    if demo:
+        settings = demo_module.demo_settings(Path(demo_module.DEMO_DB).resolve())
+    else:
+        settings = _settings(config)
+    return [s.name for s in settings.rules.segments] if settings.rules else []
+
+
+@segments_app.callback(invoke_without_command=True)
+def segments_list(
+    ctx: typer.Context, config: ConfigOption = Path("config.toml"), demo: DemoOption = False
+) -> None:
+    """List segments with their member counts."""
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        engine = _engine(config, demo)
+        names = _segment_names(config, demo)
+    except SyncbridgeError as exc:
+        raise _fail(exc) from None
+    counts = {name: 0 for name in names} | views.segment_counts(engine)
+    out.print(render.counts_table("Segments", counts, "segment"))
+
+
+@segments_app.command("preview")
+def segments_preview(
+    name: Annotated[str, typer.Argument(help="The segment's name.")],
+    config: ConfigOption = Path("config.toml"),
+    demo: DemoOption = False,
+    limit: Annotated[int, typer.Option(help="How many sample members.")] = 10,
+) -> None:
+    """Count and sample members of a segment, from the cache (nothing is pushed)."""
+    try:
+        engine = _engine(config, demo)
+        names = _segment_names(config, demo)
+    except SyncbridgeError as exc:
+        raise _fail(exc) from None
+    if name not in names:
+        err.print(f"no segment {name!r}; known: {', '.join(names) or 'none'}")
+        raise typer.Exit(1)
+    count = views.segment_counts(engine).get(name, 0)
+    out.print(f"[bold]{name}[/bold]: {count} member(s)")
+    for member in views.segment_sample(engine, name, limit):
+        traits = ", ".join(f"{k}={v}" for k, v in list(member["traits"].items())[:4])
+        out.print(f"  {member['email'] or '(no email)'}  {member['first_name'] or ''}  {traits}",
+                  highlight=False)  # fmt: skip
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = Path("config.toml")) -> None:
     """Apply pending schema migrations to the cache."""
@@ -294,6 +346,14 @@ def demo(
         str | None,
         typer.Option(help="Push the sample data into this audience (key: $MAILCHIMP_API_KEY)."),
     ] = None,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            "--as-of",
+            help="Evaluate time windows as of this time (default: the "
+            "sample data's export date, 2026-11-23).",
+        ),
+    ] = None,
 ) -> None:
     """Run the pipeline on the bundled sample exports (no credentials, no network), ending with
     the Mailchimp dry-run plan; with --audience, push it to a test audience of yours."""
@@ -304,7 +364,8 @@ def demo(
            or k.startswith("SYNCBRIDGE_MAILCHIMP__")}  # fmt: skip
     try:
         settings = demo_module.demo_settings(db.resolve(), env, audience)
-        report = _cycle(settings)
+        moment = as_of or demo_module.SAMPLE_DATE
+        report = _cycle(settings, moment if moment.tzinfo else moment.replace(tzinfo=UTC))
     except SyncbridgeError as exc:
         raise _fail(exc) from None
     out.print(
@@ -330,6 +391,11 @@ def demo(
         view_profile = views.find_profile(engine, example, events=5)
         if view_profile is not None:
             out.print(render.profile_group(view_profile, max_records=8))
+    segments = views.segment_counts(engine)
+    if settings.rules is not None:
+        counts = {s.name: 0 for s in settings.rules.segments} | segments
+        out.print(render.counts_table("Segments (as of the sample date)", counts, "segment"))
+        out.print(render.counts_table("Behaviour tags", views.tag_counts(engine), "tag"))
     if report.push is not None:
         _print_push(report.push)
     else:

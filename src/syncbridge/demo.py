@@ -7,6 +7,7 @@ ships inside the package, so it works after a plain `pip install .` with no cred
 from __future__ import annotations
 
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from .config.loader import Settings, parse_config
 from .settings import check_settings
 
 DEMO_DB = "syncbridge-demo.db"
+SAMPLE_DATE = datetime(2026, 11, 23, tzinfo=UTC)
+"""The sample exports were taken on this day; the demo evaluates time windows as of then."""
 
 
 def demo_config_data(db_path: Path) -> dict[str, Any]:
@@ -26,6 +29,8 @@ def demo_config_data(db_path: Path) -> dict[str, Any]:
         for stream in source.get("streams", []):
             stream["path"] = str(examples / Path(stream["path"]).relative_to("examples"))
             stream["mapping"] = str(mappings / Path(stream["mapping"]).name)
+    if data.get("rules", {}).get("file"):
+        data["rules"]["file"] = str(mappings / Path(data["rules"]["file"]).name)
     data["store"] = {"url": f"sqlite:///{db_path}"}
     mailchimp = data.get("mailchimp", {})
     mailchimp.pop("api_key", None)

@@ -143,6 +143,8 @@ def profile_group(view: ProfileView, max_records: int = 50) -> Group:
             _when(e["occurred_at"]), e["type"], json.dumps(e["properties"], ensure_ascii=False)
         )
     parts: list[Any] = [head, ids, recs, events]
+    if view.rules:
+        parts.append(rules_table(view.rules))
     for member in view.members:
         tags = ", ".join(member["tags"] or []) or "none"
         line = (f"Mailchimp audience {member['audience']}: {member['email'] or '(not added)'} "
@@ -174,3 +176,33 @@ def plan_table(plan: Plan, samples: int = 5) -> Group:
     for removal in plan.archives[:samples]:
         sample.add_row("archive", removal.email, "", "left the audience's scope")
     return Group(counts, sample)
+
+
+def rules_table(rules: dict[str, Any]) -> Table:
+    """A profile's traits, tags, segments and content, each with the rule that produced it."""
+    explain = rules.get("explain") or {}
+    table = Table(title="Computed by the rules")
+    for col in ("kind", "name", "value", "because"):
+        table.add_column(col, overflow="fold")
+    for name, value in sorted((rules.get("traits") or {}).items()):
+        table.add_row("trait", name, json.dumps(value, ensure_ascii=False), explain.get(name, ""))
+    for tag in rules.get("tags") or []:
+        table.add_row("tag", tag, "", explain.get(f"tag:{tag}", ""))
+    for segment in rules.get("segments") or []:
+        table.add_row("segment", segment, "member", explain.get(f"segment:{segment}", ""))
+    for name, value in sorted((rules.get("content") or {}).items()):
+        table.add_row("content", name, value, explain.get(f"content:{name}", ""))
+    expiry = as_utc(rules.get("next_expiry_at"))
+    table.caption = f"evaluated {_when(rules.get('evaluated_at'))}" + (
+        f"; can next change on its own at {_when(expiry)}" if expiry else ""
+    )
+    return table
+
+
+def counts_table(title: str, counts: dict[str, int], label: str) -> Table:
+    table = Table(title=title)
+    table.add_column(label)
+    table.add_column("profiles", justify="right")
+    for name, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        table.add_row(name, str(n))
+    return table

@@ -15,8 +15,10 @@ from .store.tables import (
     MemberState,
     Profile,
     ProfileMerge,
+    ProfileRules,
     RecordErrorRow,
     Run,
+    SegmentMembership,
     SourceRecord,
     StreamCursor,
 )
@@ -128,6 +130,8 @@ class ProfileView:
     merged_from: list[int]
     members: list[dict[str, Any]]
     """Per audience: what Mailchimp acknowledged (status, tags) and any refusal."""
+    rules: dict[str, Any] | None = None
+    """Traits, tags, segments and content from the last rule evaluation, with explanations."""
 
 
 def find_profile(engine: Engine, email: str, events: int = 20) -> ProfileView | None:
@@ -192,6 +196,7 @@ def find_profile(engine: Engine, email: str, events: int = 20) -> ProfileView | 
             .all()
         )
     return ProfileView(
+        rules=rule_results(engine, pid),
         members=[dict(m) for m in members],
         profile=dict(profile),
         identifiers=identifiers,
@@ -230,3 +235,57 @@ def source_spread(engine: Engine) -> dict[int, int]:
             select(per_profile.c.sources, func.count()).group_by(per_profile.c.sources)
         ).all()
     return {int(sources): int(n) for sources, n in rows}
+
+
+def segment_counts(engine: Engine) -> dict[str, int]:
+    """Current members per segment (open membership rows)."""
+    m = SegmentMembership.__table__.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(m.segment, func.count()).where(m.exited_at.is_(None)).group_by(m.segment)
+        ).all()
+    return {segment: int(n) for segment, n in rows}
+
+
+def tag_counts(engine: Engine) -> dict[str, int]:
+    """Profiles per behaviour tag (from the last rule evaluation)."""
+    counts: dict[str, int] = {}
+    with engine.connect() as conn:
+        for (tags,) in conn.execute(select(ProfileRules.__table__.c.tags)):
+            for tag in tags or []:
+                counts[tag] = counts.get(tag, 0) + 1
+    return counts
+
+
+def segment_sample(engine: Engine, segment: str, limit: int = 10) -> list[dict[str, Any]]:
+    """A few current members of a segment, with the values rules most often look at."""
+    m = SegmentMembership.__table__.c
+    r = ProfileRules.__table__.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(P.id, P.email, P.attributes, r.traits, m.entered_at)
+            .join(SegmentMembership.__table__, m.profile_id == P.id)
+            .join(ProfileRules.__table__, r.profile_id == P.id, isouter=True)
+            .where(m.segment == segment, m.exited_at.is_(None))
+            .order_by(m.entered_at.desc(), P.id)
+            .limit(limit)
+        ).all()
+    return [
+        {"id": pid, "email": email, "first_name": (attrs or {}).get("first_name"),
+         "traits": traits or {}, "entered_at": as_utc(entered)}
+        for pid, email, attrs, traits, entered in rows
+    ]  # fmt: skip
+
+
+def rule_results(engine: Engine, profile_id: int) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(ProfileRules.__table__).where(
+                    ProfileRules.__table__.c.profile_id == profile_id
+                )
+            )
+            .mappings()
+            .first()
+        )
+    return dict(row) if row else None

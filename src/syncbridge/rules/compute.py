@@ -131,6 +131,8 @@ def compute_trait(
     expiry = min(e[1] for e in chosen) + window if window and chosen else None
     if trait.aggregate == "count":
         return len(chosen), expiry
+    if trait.aggregate == "count_distinct" and not chosen:
+        return 0, expiry
     if not chosen:
         return None, expiry
     if trait.aggregate == "days_since":
@@ -142,6 +144,8 @@ def compute_trait(
     values = [v for v in values if v is not None and v != ""]
     if not values:
         return None, expiry
+    if trait.aggregate == "count_distinct":
+        return len({str(v) for v in values}), expiry
     if trait.aggregate == "last":
         latest = max(chosen, key=lambda e: e[1])
         value = latest[1] if prop == TIME else latest[2].get(prop)

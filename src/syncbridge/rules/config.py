@@ -31,7 +31,9 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-Aggregate = Literal["count", "sum", "min", "max", "avg", "last", "most_frequent", "days_since"]
+Aggregate = Literal[
+    "count", "count_distinct", "sum", "min", "max", "avg", "last", "most_frequent", "days_since"
+]
 
 
 class TraitConfig(_Frozen):
@@ -49,7 +51,8 @@ class TraitConfig(_Frozen):
 
     @model_validator(mode="after")
     def _needs_property(self) -> TraitConfig:
-        if self.aggregate in ("sum", "avg", "most_frequent", "last") and not self.field:
+        needs_field = ("sum", "avg", "most_frequent", "last", "count_distinct")
+        if self.aggregate in needs_field and not self.field:
             raise ValueError(f"a {self.aggregate} trait needs 'property'")
         if self.within is not None:
             parse_duration(self.within)
