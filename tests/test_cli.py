@@ -94,3 +94,19 @@ def test_connectors_list_shows_builtin_files() -> None:
     result = runner.invoke(app, ["connectors", "list"])
     assert result.exit_code == 0
     assert "files" in result.output
+
+
+def test_validate_reports_a_bad_rule_with_its_name_and_column(workdir: Path) -> None:
+    rules = (workdir / "mappings" / "rules.toml").read_text(encoding="utf-8")
+    rules = rules.replace(
+        'rule = \'region = "NY" or city = "New York"\'',
+        'rule = \'region = "NY" city = "New York"\'',
+    )
+    (workdir / "mappings" / "rules.toml").write_text(rules, encoding="utf-8")
+    result = runner.invoke(app, ["validate", "-c", "config.toml"])
+    assert result.exit_code == 1
+    assert "rules.toml" in result.output
+    assert (
+        "rule 'NY_Customers', column 15: expected 'and', 'or' or the end of the rule"
+        in result.output
+    )

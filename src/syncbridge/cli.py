@@ -121,7 +121,7 @@ def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
     if isinstance(exc, ConfigError):
         err.print(f"[red]Configuration has {len(exc.problems)} problem(s):[/red]")
         for problem in exc.problems:
-            err.print(f"  - {redact(str(problem))}", markup=False, highlight=False)
+            err.print(f"  - {redact(str(problem))}", markup=False, highlight=False, soft_wrap=True)
     else:
         err.print(f"[red]error:[/red] {redact(str(exc))}", highlight=False)
     return typer.Exit(code)
