@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from syncbridge.rules.compute import CompiledRules, compute_tag, compute_trait
+from syncbridge.rules.compute import CompiledRules, compute_tag, compute_trait, explain
 from syncbridge.rules.config import RulesConfig, TagConfig, TraitConfig
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -140,8 +140,12 @@ def test_profile_evaluation_with_explanations() -> None:
     assert result.tags == {"Browsed:Boots", "Browsed:Shoes"}
     assert result.segments == {"Active", "Big spenders", "Hot carts"}
     assert result.content == {"headline": "Still thinking?", "cta": "Back to your cart"}
-    assert result.explain["segment:Hot carts"].startswith("count(product_viewed")
-    assert result.explain["content:headline"].startswith("hero: segment")
+    stored = {"tags": sorted(result.tags), "explain": result.explain}
+    why = explain(RULES, stored)
+    assert why["segment:Hot carts"].startswith("count(product_viewed")
+    assert why["content:headline"].startswith("hero: segment")
+    assert why["lifetime_value"] == "sum of amount over purchase"
+    assert why["tag:Browsed:Boots"] == "product_viewed within 30d"
     assert result.next_expiry == ago(hours=30) + timedelta(hours=48)  # the cart leaves first
 
 

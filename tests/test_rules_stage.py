@@ -138,3 +138,23 @@ def test_changed_rules_reevaluate_everyone_once(engine: Engine) -> None:
     assert sum("Big" in r["segments"] for r in results(engine).values()) == 1  # only 200
     again = run_rules(engine, stricter, DAY0)
     assert again.evaluated == 0
+
+
+def test_big_pass_in_two_processes_matches_one_process(tmp_path: Any, monkeypatch: Any) -> None:
+    from syncbridge.rules import stage
+    from syncbridge.store.engine import open_engine
+
+    def build(name: str) -> Engine:
+        engine = open_engine(f"sqlite:///{tmp_path / name}")
+        load(engine, [order(i, i % 40, 30 + i, DAY0 - timedelta(days=i % 50)) for i in range(200)])
+        return engine
+
+    single, double = build("one.db"), build("two.db")
+    one = run_rules(single, RULES, DAY0)
+    monkeypatch.setattr(stage, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(stage, "BATCH", 7)
+    two = run_rules(double, RULES, DAY0)
+    assert one.as_dict() == two.as_dict()
+    assert {k: (v["traits"], v["segments"]) for k, v in results(single).items()} == {
+        k: (v["traits"], v["segments"]) for k, v in results(double).items()
+    }

@@ -31,6 +31,7 @@ from .push.plan import plan_as_dict
 from .push.state import dirty_profile_ids
 from .push.sync import PushReport, build_plan, push
 from .redaction import redact
+from .rules.compute import explain as explain_results
 from .settings import load_settings
 from .store.engine import create_store_engine, open_engine
 from .store.migrate import current_revision, upgrade
@@ -265,7 +266,23 @@ def profiles_show(
     if view is None:
         err.print(f"no profile with email {email!r}")
         raise typer.Exit(1)
-    out.print(render.profile_group(view))
+    out.print(render.profile_group(view, explain=_explanations(config, demo, view)))
+
+
+def _explanations(config: Path, demo: bool, view: views.ProfileView) -> dict[str, str]:
+    """The rule behind each of the profile's results, from the rules file in use."""
+    if view.rules is None:
+        return {}
+    try:
+        settings = (
+            demo_module.demo_settings(Path(demo_module.DEMO_DB).resolve()) if demo
+            else _settings(config)
+        )  # fmt: skip
+    except SyncbridgeError:
+        return view.rules.get("explain") or {}
+    if settings.rules is None:
+        return view.rules.get("explain") or {}
+    return explain_results(settings.rules, view.rules)
 
 
 def _segment_names(config: Path, demo: bool) -> list[str]:
@@ -390,7 +407,12 @@ def demo(
         out.print(f"\nThe profile built from the most sources: {example}")
         view_profile = views.find_profile(engine, example, events=5)
         if view_profile is not None:
-            out.print(render.profile_group(view_profile, max_records=8))
+            why = (
+                explain_results(settings.rules, view_profile.rules or {})
+                if settings.rules
+                else None
+            )
+            out.print(render.profile_group(view_profile, max_records=8, explain=why))
     segments = views.segment_counts(engine)
     if settings.rules is not None:
         counts = {s.name: 0 for s in settings.rules.segments} | segments

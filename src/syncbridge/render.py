@@ -114,7 +114,9 @@ def status_group(view: StatusView) -> Group:
     return Group(*parts)
 
 
-def profile_group(view: ProfileView, max_records: int = 50) -> Group:
+def profile_group(
+    view: ProfileView, max_records: int = 50, explain: dict[str, str] | None = None
+) -> Group:
     p = view.profile
     head = Table(title=f"Profile {p['id']}: {p['email'] or '(no email)'}", show_header=True)
     head.add_column("attribute")
@@ -144,7 +146,7 @@ def profile_group(view: ProfileView, max_records: int = 50) -> Group:
         )
     parts: list[Any] = [head, ids, recs, events]
     if view.rules:
-        parts.append(rules_table(view.rules))
+        parts.append(rules_table(view.rules, explain or view.rules.get("explain") or {}))
     for member in view.members:
         tags = ", ".join(member["tags"] or []) or "none"
         line = (f"Mailchimp audience {member['audience']}: {member['email'] or '(not added)'} "
@@ -178,9 +180,8 @@ def plan_table(plan: Plan, samples: int = 5) -> Group:
     return Group(counts, sample)
 
 
-def rules_table(rules: dict[str, Any]) -> Table:
+def rules_table(rules: dict[str, Any], explain: dict[str, str]) -> Table:
     """A profile's traits, tags, segments and content, each with the rule that produced it."""
-    explain = rules.get("explain") or {}
     table = Table(title="Computed by the rules")
     for col in ("kind", "name", "value", "because"):
         table.add_column(col, overflow="fold")

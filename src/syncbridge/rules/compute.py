@@ -28,7 +28,8 @@ class Evaluation:
     segments: set[str] = field(default_factory=set)
     content: dict[str, str] = field(default_factory=dict)
     explain: dict[str, str] = field(default_factory=dict)
-    """For every trait, tag, segment and content value: the rule that produced it."""
+    """For each content value, the rule that chose it (the rest is explained by the rules
+    file itself: see `explain`)."""
     next_expiry: datetime | None = None
 
 
@@ -58,7 +59,6 @@ class CompiledRules:
             value, expiry = compute_trait(trait, events, now)
             if value is not None:
                 result.traits[trait.name] = value
-                result.explain[trait.name] = f"trait: {trait.aggregate} of {'/'.join(trait.events)}"
             if expiry is not None:
                 expiries.append(expiry)
         for score in self.config.scores:
@@ -66,12 +66,9 @@ class CompiledRules:
             if isinstance(base, int | float):
                 bucket = bisect_right(score.thresholds, base)
                 result.traits[score.name] = 5 - bucket if score.lower_is_better else bucket + 1
-                result.explain[score.name] = f"score of {score.trait} by {score.thresholds}"
         for tag in self.config.tags:
             names, expiry = compute_tag(tag, events, now)
-            for name in names:
-                result.tags.add(name)
-                result.explain[f"tag:{name}"] = f"behaviour tag {tag.name!r}"
+            result.tags.update(names)
             if expiry is not None:
                 expiries.append(expiry)
         values = {**attributes, **result.traits}
@@ -82,7 +79,6 @@ class CompiledRules:
             if evaluate(rule, facts):
                 result.segments.add(rule.name)
                 facts.segments.add(rule.name)
-                result.explain[f"segment:{rule.name}"] = rule.text
         for group, rules in self.content:
             chosen: Mapping[str, Any] = group.default
             source = "default"
@@ -222,3 +218,27 @@ def compute_tag(
                 latest_per_value[value] = max(latest_per_value.get(value, e[1]), e[1])
         expiry = min(latest_per_value.values()) + window if latest_per_value else None
     return names, expiry
+
+
+def explain(config: RulesConfig, results: Mapping[str, Any]) -> dict[str, str]:
+    """Why a profile has each of its stored results: the rule behind every one."""
+    out: dict[str, str] = {}
+    for trait in config.traits:
+        where = f" where {trait.where}" if trait.where else ""
+        window = f" within {trait.within}" if trait.within else ""
+        of = f" of {trait.field}" if trait.field else ""
+        out[trait.name] = f"{trait.aggregate}{of} over {'/'.join(trait.events)}{where}{window}"
+    for score in config.scores:
+        out[score.name] = f"score of {score.trait} by thresholds {score.thresholds}"
+    for tag in results.get("tags") or []:
+        for rule in config.tags:
+            template = rule.name.split("{")[0]
+            if tag == rule.name or (rule.parameter and tag.startswith(template)):
+                absent = f", no {rule.absent} within {rule.delay} after" if rule.absent else ""
+                window = f" within {rule.within}" if rule.within else ""
+                out[f"tag:{tag}"] = f"{rule.event}{window}{absent}"
+                break
+    for segment in config.segments:
+        out[f"segment:{segment.name}"] = segment.rule
+    out.update(results.get("explain") or {})
+    return out

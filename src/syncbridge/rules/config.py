@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,6 +21,7 @@ TIME = "@time"
 """As a trait's `property`: the event's own time."""
 
 
+@lru_cache(maxsize=256)
 def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text.strip())
     if match is None:

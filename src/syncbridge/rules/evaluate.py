@@ -7,6 +7,7 @@ that is the profile's next expiry, which the scheduler uses instead of rescannin
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,65 +55,121 @@ class Facts:
         return min(self.expiries) if self.expiries else None
 
 
+Check = Callable[[Facts], bool]
+Value = Callable[[Facts], Any]
+
+
 def evaluate(rule: Rule, facts: Facts) -> bool:
-    return bool(_eval(rule.tree, facts))
+    """Evaluate a parsed rule (compiled into closures on first use)."""
+    check = rule.compiled
+    if check is None:
+        check = rule.compiled = compile_rule(rule.tree)
+    return bool(check(facts))
 
 
-def _eval(node: Any, facts: Facts) -> bool:
+def compile_rule(node: Any) -> Check:
+    """Turn a syntax tree into nested closures: no per-evaluation dispatch on node types."""
     match node:
         case All(parts):
-            return all([_eval(p, facts) for p in parts])  # every part: collect all expiries
+            checks = [compile_rule(p) for p in parts]
+            return lambda f: all([c(f) for c in checks])  # every part: collect all expiries
         case Any_(parts):
-            return any([_eval(p, facts) for p in parts])
+            checks = [compile_rule(p) for p in parts]
+            return lambda f: any([c(f) for c in checks])
         case Not(inner):
-            return not _eval(inner, facts)
+            check = compile_rule(inner)
+            return lambda f: not check(f)
         case HasTag(name):
-            return name.lower() in {t.lower() for t in facts.tags}
+            wanted = name.casefold()
+            return lambda f: any(t.casefold() == wanted for t in f.tags)
         case InSegment(name):
-            return name in facts.segments
+            return lambda f: name in f.segments
         case Truthy(value):
-            return bool(_value(value, facts))
+            get = compile_value(value)
+            return lambda f: bool(get(f))
         case Exists(value):
-            found = _value(value, facts)
-            return found is not None and found != ""
+            get = compile_value(value)
+            return lambda f: (v := get(f)) is not None and v != ""
         case Compare(left, op, right):
-            return _compare(_value(left, facts), op, _value(right, facts))
+            get_left, get_right = compile_value(left), compile_value(right)
+            if isinstance(right, Literal) and type(right.value) in (int, float):
+                return _number_check(get_left, op, right.value)
+            return lambda f: _compare(get_left(f), op, get_right(f))
         case Member(value, options, negate):
-            found = _value(value, facts)
-            if found is None:
-                return negate
-            hit = any(_compare(found, "=", option) for option in options)
-            return hit != negate
+            get = compile_value(value)
+
+            def member(f: Facts) -> bool:
+                found = get(f)
+                if found is None:
+                    return negate
+                return any(_compare(found, "=", option) for option in options) != negate
+
+            return member
         case Contains(value, part, negate):
-            found, wanted = _value(value, facts), _value(part, facts)
-            if found is None or wanted is None:
-                return negate
-            if isinstance(found, list | tuple | set):
-                hit = any(_compare(item, "=", wanted) for item in found)
-            else:
-                hit = str(wanted).casefold() in str(found).casefold()
-            return hit != negate
+            get, get_part = compile_value(value), compile_value(part)
+
+            def contains(f: Facts) -> bool:
+                found, wanted = get(f), get_part(f)
+                if found is None or wanted is None:
+                    return negate
+                if isinstance(found, list | tuple | set):
+                    hit = any(_compare(item, "=", wanted) for item in found)
+                else:
+                    hit = str(wanted).casefold() in str(found).casefold()
+                return hit != negate
+
+            return contains
         case Within(value, window, older):
-            moment = as_time(_value(value, facts))
-            if moment is None:
-                return False
-            facts.expire_at(moment + window)
-            inside = facts.now - window <= moment
-            return not inside if older else inside
+            get = compile_value(value)
+
+            def within(f: Facts) -> bool:
+                moment = as_time(get(f))
+                if moment is None:
+                    return False
+                f.expire_at(moment + window)
+                inside = f.now - window <= moment
+                return not inside if older else inside
+
+            return within
     raise TypeError(f"unknown rule node {node!r}")
 
 
-def _value(node: Any, facts: Facts) -> Any:
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge,
+    "<": operator.lt, "<=": operator.le,
+}  # fmt: skip
+
+
+def _number_check(get: Value, op: str, number: float) -> Check:
+    """`x > 5000` and friends: numbers compare directly, anything else the general way."""
+    compare = _OPS[op]
+
+    def check(f: Facts) -> bool:
+        value = get(f)
+        if type(value) in (int, float):
+            return compare(value, number)
+        return _compare(value, op, number)
+
+    return check
+
+
+def compile_value(node: Any) -> Value:
     match node:
         case Literal(value):
-            return value
+            return lambda f: value
         case Path(name):
-            return _lookup(facts.values, name)
+            if "." not in name:
+                return lambda f: f.values.get(name)
+            return lambda f: _lookup(f.values, name)
         case Count(event, where, window):
-            times = facts.events(event, where, window)
-            if window is not None and times:
-                facts.expire_at(min(times) + window)
-            return len(times)
+
+            def count(f: Facts) -> int:
+                times = f.events(event, where, window)
+                if window is not None and times:
+                    f.expire_at(min(times) + window)
+                return len(times)
+
+            return count
     raise TypeError(f"unknown value node {node!r}")
 
 

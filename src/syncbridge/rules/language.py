@@ -166,6 +166,8 @@ class Rule:
     tree: Any
     segments: set[str] = field(default_factory=set)
     paths: set[str] = field(default_factory=set)
+    compiled: Any = field(default=None, repr=False, compare=False)
+    """The tree compiled into closures (see evaluate.compile_rule), built on first use."""
 
 
 class _Parser:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select, update
 
 from ..counts import Counts
+from ..errors import FatalError
+from ..redaction import redact
 from ..store.bulk import as_utc, chunks, utcnow
+from ..store.engine import create_store_engine
 from ..store.rawsql import insert_many, update_many
 from ..store.tables import CacheSetting, Event, Profile, ProfileRules, SegmentMembership
 from .compute import CompiledRules, Evaluation, EventRow
@@ -32,6 +36,8 @@ MEMBERSHIP = SegmentMembership.__table__
 SETTINGS = CacheSetting.__table__
 RULES_KEY = "rules"
 BATCH = 2000
+PARALLEL_FROM = 50_000
+"""From this many profiles, a pass runs in two processes."""
 RESULT_COLUMNS = (
     "traits", "tags", "segments", "content", "explain", "evaluated_at", "next_expiry_at",
 )  # fmt: skip
@@ -81,15 +87,57 @@ def run_rules(engine: Engine, config: RulesConfig, now: datetime | None = None) 
                 ).scalars()
             )
             stats.full_reevaluation = 1
-    for part in chunks(ids, BATCH):
-        with engine.begin() as conn:
-            _evaluate_batch(conn, compiled, list(part), now, stats)
+    if len(ids) >= PARALLEL_FROM and "fork" in multiprocessing.get_all_start_methods():
+        _evaluate_in_two_processes(engine, compiled, ids, now, stats)
+    else:
+        _evaluate_ids(engine, compiled, ids, now, stats)
     if previous_hash != current_hash:
         with engine.begin() as conn:
             row = {"key": RULES_KEY, "value": current_hash, "updated_at": now}
             insert_many(conn, SETTINGS, [row], ["key"], ["value", "updated_at"])
         log.info("rules changed: evaluated all %d profiles", len(ids))
     return stats
+
+
+def _evaluate_ids(
+    engine: Engine, compiled: CompiledRules, ids: list[int], now: datetime, stats: RulesStats
+) -> None:
+    for part in chunks(ids, BATCH):
+        with engine.begin() as conn:
+            _evaluate_batch(conn, compiled, list(part), now, stats)
+
+
+def _evaluate_in_two_processes(
+    engine: Engine, compiled: CompiledRules, ids: list[int], now: datetime, stats: RulesStats
+) -> None:
+    """A big pass (a rules change, a first evaluation) on both cores: a forked child takes the
+    second half of the profiles with its own connection; results come back as counts."""
+    half = len(ids) // 2
+    context = multiprocessing.get_context("fork")
+    results: Any = context.Queue()
+    url = engine.url.render_as_string(hide_password=False)
+
+    def child() -> None:
+        own = create_store_engine(url)
+        child_stats = RulesStats()
+        try:
+            _evaluate_ids(own, compiled, ids[half:], now, child_stats)
+            results.put(child_stats.as_dict())
+        except BaseException as exc:  # reported to the parent, which raises
+            results.put(f"{type(exc).__name__}: {exc}")
+        finally:
+            own.dispose()
+
+    process = context.Process(target=child, daemon=True)
+    process.start()
+    try:
+        _evaluate_ids(engine, compiled, ids[:half], now, stats)
+        outcome = results.get()
+    finally:
+        process.join()
+    if isinstance(outcome, str):
+        raise FatalError(f"rule evaluation failed in the second process: {redact(outcome)}")
+    stats.add(RulesStats(**outcome))
 
 
 def _evaluate_batch(
