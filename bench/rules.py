@@ -90,7 +90,7 @@ def populate(url: str, profiles: int, seed: int = 3) -> None:
                 events.append({
                     "id": event_id, "record_id": pid, "ordinal": event_id, "profile_id": pid,
                     "type": "purchase" if purchase else "product_viewed",
-                    "occurred_at": now - timedelta(days=rng.randint(0, 400)),
+                    "occurred_at": now - timedelta(seconds=rng.randint(0, 400 * 86400)),
                     "properties": {"amount": rng.randint(20, 900)} if purchase
                     else {"category": rng.choice(CATEGORIES)},
                 })  # fmt: skip
@@ -133,7 +133,7 @@ def main() -> None:
             full_s = time.perf_counter() - started
             mark_changed(url, size, args.changed)
             started = time.perf_counter()
-            cycle = run_rules(engine, RULES, NOW + timedelta(minutes=5))
+            cycle = run_rules(engine, RULES, NOW + timedelta(minutes=1))  # the next cycle
             cycle_s = time.perf_counter() - started
             print(json.dumps({
                 "profiles": size, "setup_s": round(setup_s, 1),

@@ -488,3 +488,34 @@ def test_email_change_to_an_address_already_in_the_audience_archives_the_old_mem
     assert members[subscriber_hash("person1@gmail.com")]["status"] == "archived"
     assert members[subscriber_hash("p1.work@gmail.com")]["merge_fields"]["FNAME"] == "P1"
     assert state(engine, "p1.work@gmail.com")["status"] == "subscribed"
+
+
+def test_audience_limited_to_a_segment_takes_members_and_archives_leavers(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    from datetime import UTC, datetime
+
+    from syncbridge.rules.config import RulesConfig
+    from syncbridge.rules.stage import run_rules
+
+    rules = RulesConfig.model_validate({"segments": [{"name": "Big", "rule": "ltv > 150"}]})
+    job = StreamIngest(
+        "crm", ListStream("contacts", [person(1), person(2)]), RecordTransformer(MAPPING, "US")
+    )
+    ingest_stream(engine, job)
+    resolve_pending(engine, IdentityConfig())
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    run_rules(engine, rules, now)
+    config = settings_for(fake, segment="Big")
+    push(engine, config, client_for(config))
+    assert set(fake.members("L1")) == {subscriber_hash("person2@gmail.com")}  # ltv 200 > 150
+    job = StreamIngest(
+        "crm",
+        ListStream("contacts", [person(1), person(2, ltv="100")]),
+        RecordTransformer(MAPPING, "US"),
+    )
+    ingest_stream(engine, job)
+    resolve_pending(engine, IdentityConfig())
+    run_rules(engine, rules, now)
+    push(engine, config, client_for(config))
+    assert fake.members("L1")[subscriber_hash("person2@gmail.com")]["status"] == "archived"

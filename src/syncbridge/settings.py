@@ -58,6 +58,11 @@ def check_settings(config: Config, path: Path | None) -> Settings:
         _check_source(i, source, config, file, settings, problems)
     if config.rules.file:
         settings.rules = _load_rules(config.resolve(config.rules.file), problems)
+    known_segments = {s.name for s in settings.rules.segments} if settings.rules else set()
+    for k, audience in enumerate(config.mailchimp.audiences):
+        if audience.segment is not None and audience.segment not in known_segments:
+            where = f"mailchimp.audiences[{k}].segment"
+            problems.append(Problem(file, where, f"unknown segment {audience.segment!r}"))
     for j, name in enumerate(config.identity.source_priority):
         if name not in names:
             where = f"identity.source_priority[{j}]"

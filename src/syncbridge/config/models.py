@@ -92,6 +92,9 @@ class AudienceConfig(Frozen):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     list_id: str = Field(min_length=1)
+    segment: str | None = None
+    """Only members of this segment (from the rules) belong to the audience; default: everyone
+    with a valid email, the consent rules deciding who is added."""
     consent_attribute: str | None = "accepts_email_marketing"
     """A profile attribute that is true when the person consented to marketing email."""
     opt_out_attribute: str | None = "email_opt_out"

@@ -80,8 +80,10 @@ def build_plan(engine: Engine, audience: AudienceConfig, profile_ids: list[int])
         for pid, (attributes, deleted) in found.items():
             result = computed.get(pid) or {}
             values = {**attributes, **(result.get("traits") or {}), **(result.get("content") or {})}
-            tags = frozenset(result.get("tags") or ()) | frozenset(result.get("segments") or ())
-            desired[pid] = None if deleted else rules.desire(pid, values, tags)
+            segments = frozenset(result.get("segments") or ())
+            tags = frozenset(result.get("tags") or ()) | segments
+            outside = audience.segment is not None and audience.segment not in segments
+            desired[pid] = None if deleted or outside else rules.desire(pid, values, tags)
         hashes = [d.hash for d in desired.values() if d is not None]
         hashes += [subscriber_hash(a.email) for a in acked.values() if a.email]
         statuses = mailchimp_statuses(conn, audience.list_id, hashes)
