@@ -519,3 +519,19 @@ def test_audience_limited_to_a_segment_takes_members_and_archives_leavers(
     run_rules(engine, rules, now)
     push(engine, config, client_for(config))
     assert fake.members("L1")[subscriber_hash("person2@gmail.com")]["status"] == "archived"
+
+
+def test_plan_checked_against_mailchimp_lists_fields_and_tags_to_create(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    from syncbridge.push.sync import build_plan, check_provisioning
+
+    load(engine, [person(1, tags="vip")])
+    config = settings_for(fake)
+    plan = build_plan(engine, config.audiences[0], [1])
+    writes = fake.write_calls()
+    check_provisioning(client_for(config), plan)
+    assert plan.fields_to_create == ["LTV", "GREETING"]
+    assert plan.tags_to_create == ["vip"]
+    assert plan.counts()["merge fields to create"] == 2
+    assert fake.write_calls() == writes  # a plan never writes

@@ -29,7 +29,7 @@ from .pipeline import CycleReport, ProgressHook, run_cycle
 from .push.client import MailchimpClient
 from .push.plan import plan_as_dict
 from .push.state import dirty_profile_ids
-from .push.sync import PushReport, build_plan, push
+from .push.sync import PushReport, build_plan, check_provisioning, push
 from .redaction import redact
 from .rules.compute import explain as explain_results
 from .settings import load_settings
@@ -97,14 +97,14 @@ def _progress() -> Iterator[ProgressHook | None]:
 
         def log_page(label: str, n: int) -> None:
             totals[label] = totals.get(label, 0) + n
-            log.info("%s: %d records read", label, totals[label])
+            log.info("%s: %d", label, totals[label])
 
         yield log_page
         return
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
-        TextColumn("{task.completed:,} records"),
+        TextColumn("{task.completed:,}"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=err, transient=False) as progress:
@@ -429,6 +429,10 @@ def demo(
 def _print_plans(settings: Settings, engine: Any, json_out: Path | None) -> None:
     ids = dirty_profile_ids(engine)
     plans = [build_plan(engine, a, ids) for a in settings.config.mailchimp.audiences]
+    if settings.config.mailchimp.api_key is not None and plans:
+        client = MailchimpClient(settings.config.mailchimp)
+        for plan in plans:  # read-only: which merge fields and tags the push would create
+            check_provisioning(client, plan)
     if json_out is not None:
         text = json.dumps([plan_as_dict(p) for p in plans], ensure_ascii=False, indent=2)
         if str(json_out) == "-":
@@ -480,7 +484,8 @@ def push_command(config: ConfigOption = Path("config.toml")) -> None:
         settings = _settings(config)
         engine = open_engine(settings.config.store.url)
         client = MailchimpClient(settings.config.mailchimp)
-        result = push(engine, settings.config.mailchimp, client)
+        with _progress() as hook:
+            result = push(engine, settings.config.mailchimp, client, progress=hook)
     except SyncbridgeError as exc:
         raise _fail(exc) from None
     _print_push(result)

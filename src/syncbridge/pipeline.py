@@ -109,7 +109,11 @@ def run_cycle(
                 transformer = RecordTransformer(
                     settings.mappings[key], config.identity.default_phone_region
                 )
-                hook = (lambda n, label=str(key): progress(label, n)) if progress else None
+                hook = (
+                    (lambda n, label=f"{key} records read": progress(label, n))
+                    if progress
+                    else None
+                )
                 job = StreamIngest(
                     source.name, stream, transformer, report.run_id, hook, config.ingest.parallel
                 )
@@ -125,7 +129,7 @@ def run_cycle(
         if config.mailchimp.audiences and (client or config.mailchimp.api_key):
             log.info("pushing to Mailchimp")
             client = client or MailchimpClient(config.mailchimp)
-            report.push = push(engine, config.mailchimp, client)
+            report.push = push(engine, config.mailchimp, client, progress=progress)
     except (SyncbridgeError, Exception) as exc:
         report.status = "failed"
         report.seconds = time.perf_counter() - started

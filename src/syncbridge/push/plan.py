@@ -67,6 +67,9 @@ class Plan:
     untags: list[Removal] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     unchanged: int = 0
+    fields_to_create: list[str] | None = None
+    tags_to_create: list[str] | None = None
+    """Known only when the plan was checked against Mailchimp (None: not checked)."""
     done: list[int] = field(default_factory=list)
     """Profiles that need no call (already in the desired state, or deliberately skipped)."""
 
@@ -80,7 +83,11 @@ class Plan:
             "archives": len(self.archives),
             "unchanged": self.unchanged,
             **{f"skipped: {reason}": n for reason, n in sorted(self.skipped.items())},
-        }
+            **({"merge fields to create": len(self.fields_to_create)}
+               if self.fields_to_create is not None else {}),
+            **({"tags to create": len(self.tags_to_create)}
+               if self.tags_to_create is not None else {}),
+        }  # fmt: skip
 
     @property
     def empty(self) -> bool:
@@ -186,4 +193,6 @@ def plan_as_dict(plan: Plan) -> dict[str, Any]:
         "tag_additions": {t: [e for _, e in m] for t, m in sorted(plan.tag_adds.items()) if m},
         "tag_removals": {t: [e for _, e in m] for t, m in sorted(plan.tag_removes.items()) if m},
         "archives": [r.email for r in plan.archives],
+        "merge_fields_to_create": plan.fields_to_create,
+        "tags_to_create": plan.tags_to_create,
     }

@@ -25,7 +25,13 @@ from .batches import MAX_OPERATIONS, run_batch
 from .client import ApiError, MailchimpClient
 from .desired import AudienceRules, subscriber_hash
 from .plan import EmailChange, Plan, Upsert, plan_member
-from .provision import ensure_tags, provision_merge_fields, provision_segments
+from .provision import (
+    ensure_tags,
+    existing_merge_fields,
+    provision_merge_fields,
+    provision_segments,
+    static_segments,
+)
 from .state import (
     acked_states,
     clear_dirty,
@@ -62,10 +68,14 @@ class AudienceReport:
     created_fields: list[str] = field(default_factory=list)
     created_tags: list[str] = field(default_factory=list)
     segments_changed: list[str] = field(default_factory=list)
+    progress: Callable[[str, int], None] | None = field(default=None, repr=False)
+    """Told (label, count) as operations are confirmed, for a progress display."""
 
     def bump(self, key: str, n: int = 1) -> None:
         with _report_lock:
             self.applied[key] = self.applied.get(key, 0) + n
+            if self.progress is not None and n:
+                self.progress(f"{self.audience}: {key}", n)
 
 
 def build_plan(engine: Engine, audience: AudienceConfig, profile_ids: list[int]) -> Plan:
@@ -90,6 +100,15 @@ def build_plan(engine: Engine, audience: AudienceConfig, profile_ids: list[int])
     for pid in profile_ids:
         plan_member(plan, pid, desired.get(pid), acked.get(pid), statuses)
     return plan
+
+
+def check_provisioning(client: MailchimpClient, plan: Plan) -> None:
+    """Fill in which merge fields and tags the push would create (read-only calls)."""
+    audience = plan.audience
+    existing = existing_merge_fields(client, audience.list_id)
+    plan.fields_to_create = [f.tag for f in audience.merge_fields if f.tag not in existing]
+    wanted = {t for t, members in plan.tag_adds.items() if members}
+    plan.tags_to_create = sorted(wanted - set(static_segments(client, audience.list_id)))
 
 
 def read_back(client: MailchimpClient, engine: Engine, audience: AudienceConfig) -> int:
@@ -381,13 +400,14 @@ def push(
     config: MailchimpConfig,
     client: MailchimpClient,
     profile_ids: list[int] | None = None,
+    progress: Callable[[str, int], None] | None = None,
 ) -> PushReport:
     """Provision, read back, plan and apply every audience; then clear the profiles' dirty mark."""
     ids = dirty_profile_ids(engine) if profile_ids is None else profile_ids
     result = PushReport()
     failed: set[int] = set()
     for audience in config.audiences:
-        report = AudienceReport(audience.name)
+        report = AudienceReport(audience.name, progress=progress)
         report.created_fields = provision_merge_fields(client, audience)
         report.segments_changed = provision_segments(client, audience)
         report.read_back = read_back(client, engine, audience)
