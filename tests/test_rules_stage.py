@@ -123,7 +123,9 @@ def test_steady_state_cycle_reads_only_dirty_and_expiring_profiles(engine: Engin
     assert results(engine)["p5@gmail.com"]["traits"]["lifetime_value"] == 550.0
 
 
-def test_changed_rules_reevaluate_everyone_once(engine: Engine) -> None:
+def test_changed_segment_is_redone_from_stored_results_without_reading_events(
+    engine: Engine,
+) -> None:
     load(engine, [order(i, i, 50 * i, DAY0) for i in range(1, 5)])
     run_rules(engine, RULES, DAY0)
     assert sum("Big" in r["segments"] for r in results(engine).values()) == 2  # 150 and 200
@@ -133,11 +135,27 @@ def test_changed_rules_reevaluate_everyone_once(engine: Engine) -> None:
             "segments": [{"name": "Big", "rule": "lifetime_value > 150"}],
         }
     )
+    event_reads: list[str] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda c, cur, statement, *a: event_reads.append(statement) if "FROM event" in statement else None)  # fmt: skip
     stats = run_rules(engine, stricter, DAY0)
-    assert stats.full_reevaluation == 1 and stats.evaluated == 4
-    assert sum("Big" in r["segments"] for r in results(engine).values()) == 1  # only 200
-    again = run_rules(engine, stricter, DAY0)
-    assert again.evaluated == 0
+    assert (stats.full_reevaluation, stats.evaluated) == (0, 4)
+    assert event_reads == []
+    memberships = [r["segments"] for r in results(engine).values()]
+    assert sum("Big" in m for m in memberships) == 1  # only 200
+    assert not any("Active" in m for m in memberships)  # a removed segment is left by everyone
+    assert run_rules(engine, stricter, DAY0).evaluated == 0
+
+
+def test_changed_trait_reevaluates_everyone_in_full(engine: Engine) -> None:
+    load(engine, [order(i, i, 50 * i, DAY0) for i in range(1, 5)])
+    run_rules(engine, RULES, DAY0)
+    data = RULES.model_dump(by_alias=True)
+    data["traits"][0]["where"] = {"amount": "200"}
+    stats = run_rules(engine, RulesConfig.model_validate(data), DAY0)
+    assert (stats.full_reevaluation, stats.evaluated) == (1, 4)
+    values = sorted(r["traits"]["lifetime_value"] for r in results(engine).values())
+    assert values == [0, 0, 0, 200.0]
 
 
 def test_big_pass_in_two_processes_matches_one_process(tmp_path: Any, monkeypatch: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..cleaning import format_datetime
 from .config import TIME, RulesConfig, TagConfig, TraitConfig, parse_duration
-from .evaluate import Facts, as_time, evaluate, matching_events
+from .evaluate import EventLookup, Facts, as_time, evaluate, matching_events
 from .language import Rule, evaluation_order, parse
 
 EventRow = tuple[str, datetime, Mapping[str, Any]]
@@ -40,6 +40,7 @@ class CompiledRules:
         self.config = config
         segments = config.compiled_segments()
         self.segments: list[Rule] = [segments[name] for name in evaluation_order(segments)]
+        self.names = set(segments)
         self.descriptions = {s.name: s.rule for s in config.segments}
         self.content = [
             (
@@ -71,11 +72,36 @@ class CompiledRules:
             result.tags.update(names)
             if expiry is not None:
                 expiries.append(expiry)
+        self.decide(result, attributes, matching_events(events, now), now)
+        if result.next_expiry is not None:
+            expiries.append(result.next_expiry)
+        result.next_expiry = min(expiries) if expiries else None
+        return result
+
+    def decide(
+        self,
+        result: Evaluation,
+        attributes: Mapping[str, Any],
+        events: EventLookup,
+        now: datetime,
+        only: set[str] | None = None,
+        kept: set[str] | None = None,
+    ) -> None:
+        """Segments and content from the traits and tags already in `result`.
+
+        With `only`, just those segments are evaluated and `kept` (the stored memberships of
+        the others) stands for the rest: a re-evaluation of changed rules from stored results.
+        Sets `result.next_expiry` from the time windows these rules looked at.
+        """
         values = {**attributes, **result.traits}
         attribute_tags = {str(t).strip() for t in _as_list(attributes.get("shop_tags"))}
-        facts = Facts(now=now, values=values, tags=result.tags | attribute_tags,
-                      events=matching_events(events, now))  # fmt: skip
+        facts = Facts(now=now, values=values, tags=result.tags | attribute_tags, events=events)
+        if kept:
+            facts.segments.update(kept)
+            result.segments.update(kept)
         for rule in self.segments:
+            if only is not None and rule.name not in only:
+                continue
             if evaluate(rule, facts):
                 result.segments.add(rule.name)
                 facts.segments.add(rule.name)
@@ -90,9 +116,7 @@ class CompiledRules:
                 if chosen.get(name) is not None:
                     result.content[name] = str(chosen[name])
                     result.explain[f"content:{name}"] = f"{group.name}: {source}"
-        expiries.extend(facts.expiries)
-        result.next_expiry = min(expiries) if expiries else None
-        return result
+        result.next_expiry = min(facts.expiries) if facts.expiries else None
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -127,8 +151,8 @@ def compute_trait(
     expiry = min(e[1] for e in chosen) + window if window and chosen else None
     if trait.aggregate == "count":
         return len(chosen), expiry
-    if trait.aggregate == "count_distinct" and not chosen:
-        return 0, expiry
+    if trait.aggregate in ("count_distinct", "sum") and not chosen:
+        return 0, expiry  # nothing bought: a lifetime value of 0, not an unknown one
     if not chosen:
         return None, expiry
     if trait.aggregate == "days_since":

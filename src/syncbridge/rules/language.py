@@ -166,6 +166,8 @@ class Rule:
     tree: Any
     segments: set[str] = field(default_factory=set)
     paths: set[str] = field(default_factory=set)
+    uses_events: bool = False
+    """True when the rule counts events (so it cannot be re-evaluated from stored results)."""
     compiled: Any = field(default=None, repr=False, compare=False)
     """The tree compiled into closures (see evaluate.compile_rule), built on first use."""
 
@@ -176,6 +178,7 @@ class _Parser:
         self.tokens = tokenize(rule, text)
         self.index = 0
         self.segments: set[str] = set()
+        self.uses_events = False
         self.paths: set[str] = set()
 
     # token helpers
@@ -212,7 +215,7 @@ class _Parser:
         tree = self.or_()
         if self.peek.kind != "end":
             self.fail("expected 'and', 'or' or the end of the rule")
-        return Rule(self.rule, self.text, tree, self.segments, self.paths)
+        return Rule(self.rule, self.text, tree, self.segments, self.paths, self.uses_events)
 
     def or_(self) -> Any:
         parts = [self.and_()]
@@ -291,6 +294,7 @@ class _Parser:
 
     def count(self) -> Count:
         self.take()
+        self.uses_events = True
         self.expect("punct", "(", "'(' after count")
         event = self.expect("name", None, "an event type").text
         where: list[tuple[str, str, Any]] = []

@@ -53,11 +53,6 @@ class RulesStats(Counts):
     full_reevaluation: int = 0
 
 
-def rules_hash(config: RulesConfig) -> str:
-    text = json.dumps(config.model_dump(mode="json", by_alias=True), sort_keys=True)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
 def profiles_to_evaluate(conn: Connection, now: datetime) -> list[int]:
     """Dirty profiles plus those whose next expiry has come (both through indexes)."""
     dirty = conn.execute(
@@ -69,42 +64,97 @@ def profiles_to_evaluate(conn: Connection, now: datetime) -> list[int]:
     return sorted(set(dirty) | set(expiring))
 
 
+def item_hashes(config: RulesConfig) -> dict[str, str]:
+    """A hash per trait, score, tag, segment and content group: what changed, not just whether."""
+
+    def digest(model: Any) -> str:
+        text = json.dumps(model.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+    items: dict[str, str] = {}
+    for kind, entries in (("trait", config.traits), ("score", config.scores),
+                          ("tag", config.tags), ("segment", config.segments),
+                          ("content", config.content)):  # fmt: skip
+        for entry in entries:
+            items[f"{kind}:{entry.name}"] = digest(entry)
+    return items
+
+
+def segments_to_redo(compiled: CompiledRules, changed: set[str]) -> set[str] | None:
+    """When only segments and content changed, the segments to re-evaluate (the changed ones
+    and those that refer to them) from stored traits and tags; None when a full pass is needed
+    (a trait, score or tag changed, or an affected segment counts events)."""
+    if any(not key.startswith(("segment:", "content:")) for key in changed):
+        return None
+    names = {key.split(":", 1)[1] for key in changed if key.startswith("segment:")}
+    rules = {rule.name: rule for rule in compiled.segments}
+    grew = True
+    while grew:
+        dependents = {n for n, r in rules.items() if r.segments & names and n not in names}
+        names |= dependents
+        grew = bool(dependents)
+    if any(rules[n].uses_events for n in names if n in rules):
+        return None
+    return names
+
+
 def run_rules(engine: Engine, config: RulesConfig, now: datetime | None = None) -> RulesStats:
     now = now or utcnow()
     compiled = CompiledRules(config)
     stats = RulesStats()
+    current = item_hashes(config)
+    only: set[str] | None = None
     with engine.connect() as conn:
         ids = profiles_to_evaluate(conn, now)
-        stored = conn.execute(select(SETTINGS.c.value).where(SETTINGS.c.key == RULES_KEY))
-        previous_hash = stored.scalar_one_or_none()
-        current_hash = rules_hash(config)
-        if previous_hash != current_hash:
-            ids = list(
-                conn.execute(
-                    select(PROFILES.c.id)
-                    .where(PROFILES.c.deleted.is_(False))
-                    .order_by(PROFILES.c.id)
-                ).scalars()
-            )
-            stats.full_reevaluation = 1
+        stored = conn.execute(
+            select(SETTINGS.c.value).where(SETTINGS.c.key == RULES_KEY)
+        ).scalar_one_or_none()
+        if stored != current:
+            previous = stored if isinstance(stored, dict) else {}
+            changed = {
+                k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k)
+            }
+            only = segments_to_redo(compiled, changed) if previous else None
+            everyone = conn.execute(
+                select(PROFILES.c.id).where(PROFILES.c.deleted.is_(False)).order_by(PROFILES.c.id)
+            ).scalars()
+            if only is None:
+                ids = list(everyone)
+                stats.full_reevaluation = 1
+            else:  # changed segments from stored results for all, dirty/expiring ones in full
+                _evaluate_ids(engine, compiled, ids, now, stats)
+                redo = sorted(set(everyone) - set(ids))
+                ids = []
+                _evaluate_ids(engine, compiled, redo, now, stats, only)
+                log.info(
+                    "segments %s changed: re-evaluated them for %d profiles",
+                    sorted(only),
+                    len(redo),
+                )
     if len(ids) >= PARALLEL_FROM and "fork" in multiprocessing.get_all_start_methods():
         _evaluate_in_two_processes(engine, compiled, ids, now, stats)
     else:
         _evaluate_ids(engine, compiled, ids, now, stats)
-    if previous_hash != current_hash:
+    if stored != current:
         with engine.begin() as conn:
-            row = {"key": RULES_KEY, "value": current_hash, "updated_at": now}
+            row = {"key": RULES_KEY, "value": current, "updated_at": now}
             insert_many(conn, SETTINGS, [row], ["key"], ["value", "updated_at"])
-        log.info("rules changed: evaluated all %d profiles", len(ids))
+        if only is None:
+            log.info("rules changed: evaluated all %d profiles", len(ids))
     return stats
 
 
 def _evaluate_ids(
-    engine: Engine, compiled: CompiledRules, ids: list[int], now: datetime, stats: RulesStats
+    engine: Engine,
+    compiled: CompiledRules,
+    ids: list[int],
+    now: datetime,
+    stats: RulesStats,
+    only: set[str] | None = None,
 ) -> None:
     for part in chunks(ids, BATCH):
         with engine.begin() as conn:
-            _evaluate_batch(conn, compiled, list(part), now, stats)
+            _evaluate_batch(conn, compiled, list(part), now, stats, only)
 
 
 def _evaluate_in_two_processes(
@@ -141,8 +191,15 @@ def _evaluate_in_two_processes(
 
 
 def _evaluate_batch(
-    conn: Connection, compiled: CompiledRules, ids: list[int], now: datetime, stats: RulesStats
+    conn: Connection,
+    compiled: CompiledRules,
+    ids: list[int],
+    now: datetime,
+    stats: RulesStats,
+    only: set[str] | None = None,
 ) -> None:
+    """Evaluate and store; with `only`, just those segments (and content), from stored traits
+    and tags, without reading events."""
     attributes = dict(
         conn.execute(
             select(PROFILES.c.id, PROFILES.c.attributes).where(PROFILES.c.id.in_(ids))
@@ -150,10 +207,11 @@ def _evaluate_batch(
     )
     events: dict[int, list[EventRow]] = {pid: [] for pid in ids}
     e = EVENTS.c
-    for pid, kind, when, props in conn.execute(
-        select(e.profile_id, e.type, e.occurred_at, e.properties).where(e.profile_id.in_(ids))
-    ):
-        events[pid].append((kind, as_utc(when), props or {}))  # type: ignore[arg-type]
+    if only is None:
+        for pid, kind, when, props in conn.execute(
+            select(e.profile_id, e.type, e.occurred_at, e.properties).where(e.profile_id.in_(ids))
+        ):
+            events[pid].append((kind, as_utc(when), props or {}))  # type: ignore[arg-type]
     previous = {
         row["profile_id"]: row
         for row in conn.execute(select(RESULTS).where(RESULTS.c.profile_id.in_(ids))).mappings()
@@ -167,8 +225,11 @@ def _evaluate_batch(
     for pid in ids:
         if pid not in attributes:  # deleted in the meantime
             continue
-        result = compiled.evaluate(attributes[pid] or {}, events[pid], now)
         before = previous.get(pid)
+        if only is None or before is None:
+            result = compiled.evaluate(attributes[pid] or {}, events[pid], now)
+        else:
+            result = _redo_segments(compiled, attributes[pid] or {}, before, only, now)
         old_segments = set(before["segments"]) if before else set()
         if (
             before is not None
@@ -218,6 +279,19 @@ def hand_over(engine: Engine) -> int:
         return conn.execute(
             update(PROFILES).where(PROFILES.c.dirty.is_(True)).values(dirty=False, push_dirty=True)
         ).rowcount
+
+
+def _redo_segments(
+    compiled: CompiledRules, attributes: Any, before: Any, only: set[str], now: datetime
+) -> Evaluation:
+    """A profile's stored results with the `only` segments (and content) decided again."""
+    result = Evaluation(traits=dict(before["traits"]), tags=set(before["tags"]))
+    kept = {s for s in before["segments"] if s not in only and s in compiled.names}
+    compiled.decide(result, attributes, lambda *_: [], now, only=only, kept=kept)
+    stored_expiry = as_utc(before["next_expiry_at"])
+    candidates = [t for t in (stored_expiry, result.next_expiry) if t is not None and t > now]
+    result.next_expiry = min(candidates) if candidates else None
+    return result
 
 
 def _changed(before: Any, result: Evaluation) -> bool:
