@@ -35,7 +35,7 @@ RESULTS = ProfileRules.__table__
 MEMBERSHIP = SegmentMembership.__table__
 SETTINGS = CacheSetting.__table__
 RULES_KEY = "rules"
-BATCH = 2000
+BATCH = 5000
 PARALLEL_FROM = 50_000
 """From this many profiles, a pass runs in two processes."""
 RESULT_COLUMNS = (
