@@ -344,7 +344,11 @@ def test_demo_pushes_the_sample_data_to_an_audience_and_then_writes_nothing(
     members = fake.members("L1")
     assert len(members) > 50
     assert all(m["status"] in ("subscribed", "unsubscribed") for m in members.values())
-    assert any(m["tags"] for m in members.values())
+    all_tags = set().union(*(m["tags"] for m in members.values()))
+    assert {"VIP", "NY_Customers", "Customer_Purchase"} <= all_tags  # rule segments and tags
+    assert any(t.startswith("Browsed:") for t in all_tags)
+    headlines = {m["merge_fields"].get("HEADLINE") for m in members.values()}
+    assert "Early access, just for you" in headlines  # content rules as merge fields
     writes = fake.write_calls()
     second = runner.invoke(app, ["demo", "--audience", "L1"])
     assert second.exit_code == 0, second.output
