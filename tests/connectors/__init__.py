@@ -1,0 +1,1 @@
+"""Connector tests: the shared contract and one module per connector."""
