@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import queue
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 
 from .connectors import Stream
 from .counts import Counts
-from .errors import FatalError
+from .errors import FatalError, SyncbridgeError
 from .prepare import PreparedPage, PreparedRecord, prepare_page, transform
 from .redaction import redact
 from .store.bulk import chunks, utcnow
@@ -151,9 +152,13 @@ def _produce(job: StreamIngest, cursor: Any, pages: Any) -> None:
         for page in job.stream.read(cursor):
             pages.put(prepare_page(page, job.stream.primary_key, job.transformer).to_wire())
         pages.put(None)
-    except BaseException as exc:  # sent to the parent, which raises it
-        message = redact(f"{type(exc).__name__}: {exc}")
-        pages.put(FatalError(f"{job.source}/{job.stream.name}: {message}"))
+    except BaseException as exc:  # sent to the parent, which raises it (same kind if it can)
+        where = f"{job.source}/{job.stream.name}"
+        report: BaseException = FatalError(redact(f"{where}: {type(exc).__name__}: {exc}"))
+        if isinstance(exc, SyncbridgeError):
+            with suppress(TypeError):  # error classes with a richer constructor stay wrapped
+                report = type(exc)(redact(f"{where}: {exc}"))
+        pages.put(report)
 
 
 def _save_cursor(conn: Connection, source: str, stream: str, value: Any) -> None:

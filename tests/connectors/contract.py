@@ -110,7 +110,8 @@ class ConnectorContract:
     def test_restart_after_a_crash_mid_stream_loses_and_duplicates_nothing(
         self, harness: Harness, store: Engine
     ) -> None:
-        harness.put(people(1, 35))
+        total = 3 * harness.page_size + 5
+        harness.put(people(1, total))
         writes = 0
 
         def crash_on_third_page(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -125,7 +126,7 @@ class ConnectorContract:
             self.run(harness, store)
         event.remove(store, "before_cursor_execute", crash_on_third_page)
         self.run(harness, store)
-        assert self.live_records(store) == 35 and self.live_profiles(store) == 35
+        assert self.live_records(store) == total and self.live_profiles(store) == total
         with store.connect() as conn:
             keys = conn.execute(select(R.external_id)).scalars().all()
         assert len(keys) == len(set(keys))

@@ -1,0 +1,321 @@
+"""Salesforce connector (simple-salesforce): incremental on SystemModstamp, deletes via queryAll.
+
+Each stream is one object (Contact, Lead, Account, Opportunity, OpportunityContactRole,
+CampaignMember, or a custom `Thing__c`). Its fields are the ones its mapping file reads, plus
+the bookkeeping fields. Reads are ordered by SystemModstamp then Id; the cursor is the newest
+SystemModstamp of a committed page and the next read starts a little before it (`overlap_s`), so
+records that share a timestamp across a page boundary, or that commit late, are never missed
+(their repeats cost a hash comparison). `queryAll` returns soft-deleted and merged records, so
+deletes reach the cache; converted leads carry their ConvertedContactId, which the default
+mapping uses to join the lead to its contact. A first read estimated above `bulk_threshold`
+rows goes through a Bulk API 2.0 query job, streamed page by page.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+from pydantic import Field, SecretStr, model_validator
+from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import (
+    SalesforceAuthenticationFailed,
+    SalesforceError,
+    SalesforceExpiredSession,
+    SalesforceGeneralError,
+    SalesforceMalformedRequest,
+    SalesforceRefusedRequest,
+)
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from syncbridge.cleaning import format_datetime, parse_datetime
+from syncbridge.config.loader import load_mapping
+from syncbridge.connectors import DELETED, Connector, Page, SourceOptions, Stream, StreamOptions
+from syncbridge.errors import AuthError, FatalError, RetriableError
+from syncbridge.redaction import redact, register_secret
+
+log = logging.getLogger(__name__)
+BOOKKEEPING = ("Id", "SystemModstamp", "IsDeleted")
+EXTRA_BY_OBJECT = {"Contact": ("MasterRecordId",), "Lead": ("MasterRecordId", "IsConverted",
+                   "ConvertedContactId"), "Account": ("MasterRecordId",)}  # fmt: skip
+
+
+class SalesforceOptions(SourceOptions):
+    """Credentials (one of the flows) and how the source is read."""
+
+    username: str | None = None
+    password: SecretStr | None = None
+    security_token: SecretStr | None = None
+    domain: str = "login"
+    consumer_key: str | None = None
+    consumer_secret: SecretStr | None = None
+    privatekey_file: str | None = None
+    instance_url: str | None = None
+    session_id: SecretStr | None = None
+    version: str = "59.0"
+    overlap_s: int = Field(default=300, ge=0)
+    bulk_threshold: int = Field(default=50_000, ge=1)
+    max_api_share: float = Field(default=0.8, gt=0, le=1)
+    """Stop a run before this share of the org's daily API requests is used."""
+    retries: int = Field(default=4, ge=0, le=10)
+    batch_size: int = Field(default=2000, ge=200, le=2000)
+    """Records per query page (Sforce-Query-Options batchSize; Salesforce may return fewer)."""
+
+    @model_validator(mode="after")
+    def _one_flow(self) -> SalesforceOptions:
+        flows = [
+            self.session_id is not None and self.instance_url is not None,
+            self.username is not None and self.password is not None,
+            self.username is not None
+            and self.consumer_key is not None
+            and bool(self.privatekey_file),
+            self.consumer_key is not None and self.consumer_secret is not None,
+        ]
+        if not any(flows):
+            raise ValueError(
+                "give credentials: username + password (+ security_token), a JWT connected app "
+                "(username, consumer_key, privatekey_file), client credentials (consumer_key, "
+                "consumer_secret, domain = your My Domain) or instance_url + session_id"
+            )
+        return self
+
+
+class SalesforceStreamOptions(StreamOptions):
+    object: str | None = None
+    """The sObject (default: the stream's name, e.g. Contact)."""
+    fields: list[str] = Field(default_factory=list)
+    """Extra fields to read besides those the mapping uses."""
+    where: str | None = None
+    """An extra SOQL condition, e.g. `IsPersonAccount = false`."""
+
+
+class SalesforceStream(Stream):
+    def __init__(self, connector: SalesforceConnector, options: SalesforceStreamOptions) -> None:
+        self.connector = connector
+        self.options = options
+        self.name = options.name
+        self.object = options.object or options.name
+        self.primary_key = ("Id",)
+        self.cursor_field = "SystemModstamp"
+
+    def fields(self) -> list[str]:
+        mapping = load_mapping(self.connector.base_dir / self.options.mapping)
+        wanted = [column for _, column in mapping.field_references()]
+        extra = EXTRA_BY_OBJECT.get(self.object, ())
+        ordered = [*BOOKKEEPING, *extra, *self.options.fields, *wanted]
+        return list(dict.fromkeys(ordered))
+
+    def soql(self, since: datetime | None) -> str:
+        conditions = []
+        if since is not None:
+            conditions.append(f"SystemModstamp >= {since.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+        if self.options.where:
+            conditions.append(f"({self.options.where})")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        columns = ", ".join(self.fields())
+        return f"SELECT {columns} FROM {self.object}{where} ORDER BY SystemModstamp, Id"
+
+    def read(self, cursor: Any | None) -> Iterator[Page]:
+        since = None
+        if cursor:
+            since = parse_datetime(cursor) - timedelta(seconds=self.connector.options.overlap_s)
+        soql = self.soql(since)
+        if (
+            cursor is None
+            and self.connector.estimate(self.object) > self.connector.options.bulk_threshold
+        ):
+            yield from self._bulk(soql)
+            return
+        yield from self._rest(soql, cursor)
+
+    def _rest(self, soql: str, cursor: Any) -> Iterator[Page]:
+        sf = self.connector.client()
+        headers = {"Sforce-Query-Options": f"batchSize={self.connector.options.batch_size}"}
+        result = self.connector.call(
+            lambda: sf.query(soql, include_deleted=True, headers=headers), soql
+        )
+        newest = cursor
+        while True:
+            records = [self._record(r) for r in result.get("records", [])]
+            for r in records:
+                stamp = r.get("SystemModstamp")
+                if stamp and (newest is None or stamp > newest):
+                    newest = stamp
+            done = bool(result.get("done", True))
+            yield Page(records, newest, complete=False)
+            if done:
+                return
+            next_url = result["nextRecordsUrl"]
+            result = self.connector.call(
+                lambda url=next_url: sf.query_more(
+                    url, identifier_is_url=True, include_deleted=True
+                ),
+                soql,
+            )
+
+    def _bulk(self, soql: str) -> Iterator[Page]:
+        sf = self.connector.client()
+        handler = getattr(sf.bulk2, self.object)
+        log.info("%s: first read through a Bulk API 2.0 query job", self.object)
+        chunks = self.connector.call(lambda: handler.query_all(soql, max_records=50_000), soql)
+        newest = None
+        for text in chunks:
+            records = []
+            for row in csv.DictReader(io.StringIO(text)):
+                record = {k: (v if v != "" else None) for k, v in row.items()}
+                record["IsDeleted"] = str(record.get("IsDeleted", "")).lower() == "true"
+                records.append(self._record(record))
+            for r in records:
+                stamp = r.get("SystemModstamp")
+                if stamp and (newest is None or stamp > newest):
+                    newest = stamp
+            yield Page(records, newest)
+
+    def _record(self, raw: dict[str, Any]) -> dict[str, Any]:
+        record = {k: v for k, v in raw.items() if k != "attributes"}
+        for key, value in list(record.items()):  # relationship objects: drop their attributes
+            if isinstance(value, dict):
+                record[key] = {k: v for k, v in value.items() if k != "attributes"}
+        stamp = record.get("SystemModstamp")
+        if stamp:
+            record["SystemModstamp"] = format_datetime(parse_datetime(stamp))
+        if record.get("IsDeleted") is True:
+            record[DELETED] = True
+        return record
+
+
+class SalesforceConnector(Connector):
+    """Reads Salesforce objects incrementally through simple-salesforce."""
+
+    source_options = SalesforceOptions
+    stream_options = SalesforceStreamOptions
+    session_factory: Callable[[], requests.Session] = requests.Session
+    """How HTTP sessions are made (tests route them to a local fake)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.options: SalesforceOptions
+        for secret in (self.options.password, self.options.security_token,
+                       self.options.consumer_secret, self.options.session_id):  # fmt: skip
+            if secret is not None:
+                register_secret(secret.get_secret_value())
+        self._client: Salesforce | None = None
+
+    def streams(self) -> list[Stream]:
+        return [SalesforceStream(self, s) for s in self.stream_configs]  # type: ignore[arg-type]
+
+    def client(self) -> Salesforce:
+        if self._client is None:
+            self._client = self._login()
+        return self._client
+
+    def _login(self) -> Salesforce:
+        o = self.options
+        secret = lambda s: s.get_secret_value() if s is not None else None  # noqa: E731
+        kwargs: dict[str, Any] = {"version": o.version, "session": type(self).session_factory()}
+        if o.session_id is not None and o.instance_url:
+            kwargs.update(instance_url=o.instance_url, session_id=secret(o.session_id))
+        elif o.username and o.consumer_key and o.privatekey_file:
+            path = self.base_dir / o.privatekey_file
+            kwargs.update(username=o.username, consumer_key=o.consumer_key,
+                          privatekey_file=str(path), domain=o.domain)  # fmt: skip
+        elif o.username and o.password is not None:
+            token = secret(o.security_token) or ""
+            kwargs.update(username=o.username, password=secret(o.password),
+                          security_token=token, domain=o.domain)  # fmt: skip
+        else:
+            kwargs.update(consumer_key=o.consumer_key, consumer_secret=secret(o.consumer_secret),
+                          domain=o.domain)  # fmt: skip
+        try:
+            return Salesforce(**kwargs)
+        except SalesforceAuthenticationFailed as exc:
+            raise AuthError(redact(f"Salesforce refused the login: {exc.message}")) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise FatalError(f"cannot reach Salesforce: {type(exc).__name__}") from None
+
+    def check(self) -> None:
+        self.call(lambda: self.client().limits(), "limits")
+
+    def estimate(self, obj: str) -> int:
+        """Rows a first read would return (a COUNT() query; cheap on Salesforce's side)."""
+        soql = f"SELECT COUNT() FROM {obj}"
+        result = self.call(lambda: self.client().query(soql, include_deleted=True), soql)
+        return int(result.get("totalSize", 0))
+
+    def call(self, work: Callable[[], Any], soql: str) -> Any:
+        """One API call: retried when Salesforce is busy, stopped near the daily limit."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetriableError),
+            stop=stop_after_attempt(self.options.retries + 1),
+            wait=wait_random_exponential(multiplier=1, max=60),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                result = self._once(work, soql)
+        self._check_usage()
+        return result
+
+    def _once(self, work: Callable[[], Any], soql: str) -> Any:
+        try:
+            return work()
+        except SalesforceExpiredSession:
+            raise AuthError(
+                "Salesforce session expired or invalid; a session_id cannot be renewed: use a "
+                "login flow (username + password, JWT or client credentials)"
+            ) from None
+        except SalesforceRefusedRequest as exc:
+            code = _error_code(exc)
+            if code == "REQUEST_LIMIT_EXCEEDED":
+                raise RetriableError("Salesforce: REQUEST_LIMIT_EXCEEDED") from None
+            raise AuthError(
+                redact(f"Salesforce refused the request ({code}): {_message(exc)}")
+            ) from None
+        except SalesforceMalformedRequest as exc:
+            raise FatalError(
+                f"Salesforce rejected the query ({_error_code(exc)}: {_message(exc)}): {soql}"
+            ) from None
+        except SalesforceGeneralError as exc:
+            if exc.status >= 500:
+                raise RetriableError(f"Salesforce {exc.status}") from None
+            raise FatalError(redact(f"Salesforce error {exc.status}: {_message(exc)}")) from None
+        except SalesforceError as exc:
+            raise FatalError(redact(f"Salesforce error: {_message(exc)}")) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise RetriableError(f"Salesforce unreachable: {type(exc).__name__}") from None
+
+    def _check_usage(self) -> None:
+        if self._client is None:
+            return
+        usage = self._client.api_usage.get("api-usage")
+        if usage is None:
+            return
+        used, total = getattr(usage, "used", None), getattr(usage, "total", None)
+        if used is not None and total and used / total >= self.options.max_api_share:
+            raise FatalError(
+                f"stopping: {used} of the org's {total} daily API requests are used, at or above "
+                f"max_api_share = {self.options.max_api_share:.0%}; the next run continues from "
+                "the saved cursor"
+            )
+
+
+def _error_code(exc: SalesforceError) -> str:
+    content = getattr(exc, "content", None)
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        return str(content[0].get("errorCode", ""))
+    return ""
+
+
+def _message(exc: SalesforceError) -> str:
+    content = getattr(exc, "content", None)
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        return str(content[0].get("message", ""))
+    return str(getattr(exc, "message", exc))
+
+
+__all__ = ["SalesforceConnector"]

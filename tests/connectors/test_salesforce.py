@@ -1,0 +1,253 @@
+"""The Salesforce connector, through simple-salesforce, against the stateful Salesforce fake."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+from syncbridge_connectors.salesforce import SalesforceConnector
+
+from syncbridge.config.loader import Settings
+from syncbridge.errors import AuthError, FatalError
+from syncbridge.pipeline import run_cycle
+from syncbridge.store.tables import Profile, RecordErrorRow, SourceRecord
+
+from ..builders import settings_from
+from ..fakes.salesforce import FakeSalesforce
+from .contract import ConnectorContract, Harness
+
+MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
+R = SourceRecord.__table__.c
+P = Profile.__table__.c
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSalesforce]:
+    with FakeSalesforce() as server:
+        server.set_clock(datetime(2026, 11, 20, 9, 0, tzinfo=UTC))
+        monkeypatch.setattr(
+            SalesforceConnector, "session_factory", staticmethod(server.http_session)
+        )
+        yield server
+
+
+def sf_settings(fake: FakeSalesforce, tmp: Path, store_url: str, **source: Any) -> Settings:
+    streams = source.pop(
+        "streams", [{"name": "Contact", "mapping": str(MAPPINGS / "salesforce.toml")}]
+    )
+    data = {
+        "store": {"url": store_url},
+        "sources": [{"name": "salesforce", "connector": "salesforce",
+                     "instance_url": fake.instance_url, "session_id": fake.session_id,
+                     "overlap_s": 60, **source, "streams": streams}],
+    }  # fmt: skip
+    return settings_from(data, tmp)
+
+
+class SalesforceHarness(Harness):
+    page_size = 200  # Salesforce's smallest query page
+
+    def __init__(self, fake: FakeSalesforce, tmp: Path) -> None:
+        self.fake, self.tmp = fake, tmp
+        self.ids: dict[str, str] = {}
+        self.secret = fake.session_id
+
+    def put(self, people: list[dict[str, Any]]) -> None:
+        self.fake.advance(5)
+        for p in people:
+            fields = {"Email": p["email"], "FirstName": p["first_name"], "LastName": "Test"}
+            if p["id"] in self.ids:
+                self.fake.update("Contact", self.ids[p["id"]], **fields)
+            else:
+                self.ids[p["id"]] = self.fake.insert("Contact", **fields)
+
+    def delete(self, ids: list[str]) -> None:
+        self.fake.advance(5)
+        for i in ids:
+            self.fake.delete("Contact", self.ids[i])
+
+    def break_record(self, person_id: str) -> str:
+        self.fake.advance(5)
+        self.fake.update("Contact", self.ids[person_id], MailingCountry="Atlantis")
+        return self.ids[person_id]
+
+    def break_credentials(self) -> None:
+        self.fake.expire_session()
+
+    def settings(self, store_url: str) -> Settings:
+        return sf_settings(self.fake, self.tmp, store_url, batch_size=self.page_size)
+
+
+class TestSalesforceContract(ConnectorContract):
+    @pytest.fixture
+    def harness(self, fake: FakeSalesforce, tmp_path: Path) -> SalesforceHarness:
+        return SalesforceHarness(fake, tmp_path)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Engine]:
+    from syncbridge.store.engine import open_engine
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'sf.db'}")
+    yield engine
+    engine.dispose()
+
+
+def live(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).where(P.deleted.is_(False))).scalar_one()
+
+
+def test_records_sharing_one_timestamp_across_a_page_boundary_are_all_read(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    fake.insert_many(
+        "Contact", [{"Email": f"c{i}@gmail.com", "LastName": f"L{i}"} for i in range(2300)]
+    )
+    settings = sf_settings(fake, tmp_path, str(store.url))
+    report = run_cycle(settings, store)
+    assert report.totals.inserted == 2300  # two pages of one SystemModstamp, nothing lost
+    fake.advance(30)
+    fake.insert("Contact", Email="late@gmail.com", LastName="Late")
+    again = run_cycle(settings, store)
+    assert again.totals.inserted == 1 and again.totals.updated == 0
+    assert live(store) == 2301
+
+
+def test_record_updated_while_paging_is_picked_up_next_time(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [fake.insert("Contact", Email=f"c{i}@gmail.com", LastName=f"L{i}") for i in range(2500)]
+    settings = sf_settings(fake, tmp_path, str(store.url))
+    from syncbridge import ingest
+
+    original = ingest._write_page
+    pages = 0
+
+    def write_then_update(*args: Any) -> None:
+        nonlocal pages
+        original(*args)
+        pages += 1
+        if pages == 1:  # someone edits a record of the second page meanwhile
+            fake.advance(10)
+            fake.update("Contact", ids[-1], FirstName="Edited")
+
+    monkeypatch.setattr(ingest, "_write_page", write_then_update)
+    run_cycle(settings, store)
+    monkeypatch.setattr(ingest, "_write_page", original)
+    run_cycle(settings, store)
+    with store.connect() as conn:
+        name = conn.execute(select(P.attributes).where(P.email == "c2499@gmail.com")).scalar_one()
+    assert name["first_name"] == "Edited"
+
+
+def test_merged_contact_leaves_one_profile(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    winner = fake.insert("Contact", Email="ann@gmail.com", LastName="Lee")
+    loser = fake.insert("Contact", Email="ann.lee@yahoo.com", LastName="Lee")
+    settings = sf_settings(fake, tmp_path, str(store.url))
+    run_cycle(settings, store)
+    assert live(store) == 2
+    fake.advance(60)
+    fake.merge("Contact", winner, loser)
+    run_cycle(settings, store)
+    assert live(store) == 1
+    with store.connect() as conn:
+        deleted = conn.execute(select(R.payload).where(R.external_id == loser)).scalar_one()
+    assert deleted["MasterRecordId"] == winner
+
+
+def test_converted_lead_joins_its_contact(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    lead = fake.insert("Lead", Email="zoe.lead@gmail.com", LastName="Mueller", Company="Acme")
+    contact = fake.insert("Contact", Email="zoe@gmail.com", LastName="Müller")
+    streams = [{"name": "Contact", "mapping": str(MAPPINGS / "salesforce.toml")},
+               {"name": "Lead", "mapping": str(MAPPINGS / "salesforce_lead.toml")}]  # fmt: skip
+    settings = sf_settings(fake, tmp_path, str(store.url), streams=streams)
+    run_cycle(settings, store)
+    assert live(store) == 2
+    fake.advance(60)
+    fake.convert_lead(lead, contact)
+    run_cycle(settings, store)
+    assert live(store) == 1
+
+
+def test_opt_out_and_bounce_reach_the_profile(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    fake.insert("Contact", Email="bob@gmail.com", LastName="Stone", HasOptedOutOfEmail=True,
+                EmailBouncedReason="550 mailbox unavailable")  # fmt: skip
+    run_cycle(sf_settings(fake, tmp_path, str(store.url)), store)
+    with store.connect() as conn:
+        attributes = conn.execute(select(P.attributes)).scalar_one()
+    assert attributes["email_opt_out"] is True
+    assert attributes["email_bounced_reason"] == "550 mailbox unavailable"
+
+
+def test_expired_session_stops_with_a_clear_message_and_no_secret(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    settings = sf_settings(fake, tmp_path, str(store.url))
+    secret = fake.session_id
+    fake.expire_session()
+    with pytest.raises(AuthError) as info:
+        run_cycle(settings, store)
+    assert "session" in str(info.value).lower() and secret not in str(info.value)
+
+
+def test_request_limit_exceeded_is_retried(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    fake.insert("Contact", Email="c@gmail.com", LastName="C")
+    body = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    fake.fail_next(1, 403, body=body, path_contains="/query")
+    settings = sf_settings(fake, tmp_path, str(store.url), retries=3)
+    assert run_cycle(settings, store).totals.inserted == 1
+
+
+def test_run_stops_before_passing_the_daily_api_share(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    fake.insert("Contact", Email="c@gmail.com", LastName="C")
+    fake.daily_limit = 10
+    fake.api_calls = 9
+    with pytest.raises(FatalError, match="daily API requests are used"):
+        run_cycle(sf_settings(fake, tmp_path, str(store.url)), store)
+
+
+def test_invalid_field_fails_with_the_soql_and_salesforce_message(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    mapping = tmp_path / "bad.toml"
+    mapping.write_text(
+        '[identifiers]\nemail = "Email"\n[attributes]\nscore = "Score__c"\n', encoding="utf-8"
+    )
+    settings = sf_settings(fake, tmp_path, str(store.url),
+                           streams=[{"name": "Contact", "mapping": str(mapping)}])  # fmt: skip
+    with pytest.raises(FatalError) as info:
+        run_cycle(settings, store)
+    assert "INVALID_FIELD" in str(info.value) and "SELECT Id, SystemModstamp" in str(info.value)
+
+
+def test_large_first_read_goes_through_bulk_api_2(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import simple_salesforce.bulk2 as bulk2
+
+    monkeypatch.setattr(bulk2, "sleep", lambda *_: None)
+    fake.insert_many(
+        "Contact", [{"Email": f"b{i}@gmail.com", "LastName": f"B{i}"} for i in range(120)]
+    )
+    settings = sf_settings(fake, tmp_path, str(store.url), bulk_threshold=100)
+    report = run_cycle(settings, store)
+    assert report.totals.inserted == 120
+    assert any("/jobs/query" in r.path for r in fake.requests)
+    with store.connect() as conn:
+        errors = conn.execute(select(func.count()).select_from(RecordErrorRow)).scalar_one()
+    assert errors == 0
