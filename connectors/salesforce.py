@@ -238,6 +238,13 @@ class SalesforceConnector(Connector):
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise FatalError(f"cannot reach Salesforce: {type(exc).__name__}") from None
 
+    def describe(self, obj: str) -> list[dict[str, Any]]:
+        """The object's fields (name, type, label, custom, nillable) from the describe call."""
+        client = self.client()
+        result = self.call(lambda: getattr(client, obj).describe(), f"describe {obj}")
+        keys = ("name", "type", "label", "custom", "nillable", "updateable")
+        return [{k: f.get(k) for k in keys} for f in result.get("fields", [])]
+
     def check(self) -> None:
         self.call(lambda: self.client().limits(), "limits")
 

@@ -22,7 +22,7 @@ from . import demo as demo_module
 from . import render, views
 from .bundled import data_dir, example_config
 from .config.loader import Settings
-from .connectors import available_connectors
+from .connectors import available_connectors, build_connector
 from .errors import ConfigError, FatalError, SyncbridgeError
 from .logs import setup_logging
 from .pipeline import CycleReport, ProgressHook, run_cycle
@@ -353,6 +353,31 @@ def connectors_list() -> None:
     for name, cls in sorted(available_connectors().items()):
         doc = (cls.__doc__ or "").strip().splitlines()
         out.print(f"{name:12} {cls.__module__}.{cls.__name__}  {doc[0] if doc else ''}")
+
+
+@connectors_app.command("describe")
+def connectors_describe(
+    source: Annotated[str, typer.Argument(help="A source name from the config, or a connector.")],
+    obj: Annotated[str, typer.Argument(help="The object or stream to describe, e.g. Contact.")],
+    config: ConfigOption = Path("config.toml"),
+) -> None:
+    """List an object's fields as the source describes them (to help write mappings)."""
+    try:
+        settings = _settings(config)
+        sources = settings.config.sources
+        match = next((s for s in sources if s.name == source), None) or next(
+            (s for s in sources if s.connector == source), None
+        )
+        if match is None:
+            raise FatalError(f"no source or connector {source!r} in {config}")
+        connector = build_connector(match, settings.config.base_dir)
+        describe = getattr(connector, "describe", None)
+        if describe is None:
+            raise FatalError(f"the {match.connector} connector cannot describe objects")
+        fields = describe(obj)
+    except SyncbridgeError as exc:
+        raise _fail(exc) from None
+    out.print(render.fields_table(f"{match.name}: {obj}", fields))
 
 
 @app.command()

@@ -207,3 +207,13 @@ def counts_table(title: str, counts: dict[str, int], label: str) -> Table:
     for name, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
         table.add_row(name, str(n))
     return table
+
+
+def fields_table(title: str, fields: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{title} ({len(fields)} fields)")
+    for col in ("name", "type", "label", "custom", "nillable"):
+        table.add_column(col)
+    for f in fields:
+        flags = ["yes" if f.get(key) else "" for key in ("custom", "nillable")]
+        table.add_row(str(f.get("name")), str(f.get("type")), str(f.get("label") or ""), *flags)
+    return table

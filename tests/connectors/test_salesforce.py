@@ -251,3 +251,77 @@ def test_large_first_read_goes_through_bulk_api_2(
     with store.connect() as conn:
         errors = conn.execute(select(func.count()).select_from(RecordErrorRow)).scalar_one()
     assert errors == 0
+
+
+def test_login_flow_renews_an_expired_session_transparently(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    c = fake.credentials
+    fake.insert("Contact", Email="a@gmail.com", LastName="A")
+    data = {
+        "store": {"url": str(store.url)},
+        "sources": [{"name": "salesforce", "connector": "salesforce", "username": c.username,
+                     "password": c.password, "security_token": c.security_token,
+                     "domain": fake.login_domain,
+                     "streams": [{"name": "Contact", "mapping": str(MAPPINGS / "salesforce.toml")}]}],
+    }  # fmt: skip
+    settings = settings_from(data, tmp_path)
+    run_cycle(settings, store)
+    fake.expire_session()
+    fake.advance(30)
+    fake.insert("Contact", Email="b@gmail.com", LastName="B")
+    assert run_cycle(settings, store).totals.inserted == 1
+
+
+def test_won_opportunities_become_events_of_their_contacts(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    contact = fake.insert("Contact", Email="buyer@gmail.com", LastName="Buyer")
+    won = fake.insert("Opportunity", Name="Fleet order", StageName="Closed Won", Amount=12000,
+                      CloseDate="2026-11-10")  # fmt: skip
+    lost = fake.insert("Opportunity", Name="Pilot", StageName="Closed Lost", Amount=500,
+                       CloseDate="2026-11-11")  # fmt: skip
+    fake.insert(
+        "OpportunityContactRole", OpportunityId=won, ContactId=contact, Role="Decision Maker"
+    )
+    fake.insert("OpportunityContactRole", OpportunityId=lost, ContactId=contact, Role="User")
+    streams = [{"name": "Contact", "mapping": str(MAPPINGS / "salesforce.toml")},
+               {"name": "OpportunityContactRole", "fields": ["Opportunity.IsWon"],
+                "mapping": str(MAPPINGS / "salesforce_opportunity_roles.toml")}]  # fmt: skip
+    run_cycle(sf_settings(fake, tmp_path, str(store.url), streams=streams), store)
+    from syncbridge.store.tables import Event
+
+    with store.connect() as conn:
+        events = conn.execute(select(Event.__table__.c.type, Event.__table__.c.properties)).all()
+    assert [(t, p["amount"], p["role"]) for t, p in events] == [
+        ("opportunity_won", 12000, "Decision Maker")
+    ]
+    assert live(store) == 1  # the roles joined the contact's profile
+
+
+def test_connectors_describe_lists_the_objects_fields(
+    fake: FakeSalesforce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from syncbridge.cli import app
+
+    (tmp_path / "config.toml").write_text(
+        f"""
+[[sources]]
+name = "crm"
+connector = "salesforce"
+instance_url = "{fake.instance_url}"
+session_id = "${{SF_SESSION}}"
+[[sources.streams]]
+name = "Contact"
+mapping = "{MAPPINGS / "salesforce.toml"}"
+""",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("SF_SESSION", fake.session_id)
+    result = CliRunner().invoke(app, ["connectors", "describe", "salesforce", "Contact",
+                                      "-c", str(tmp_path / "config.toml")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "HasOptedOutOfEmail" in result.output and "EmailBouncedReason" in result.output
+    assert fake.session_id not in result.output

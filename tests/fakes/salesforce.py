@@ -466,6 +466,10 @@ class Org:
         if spec.name in PERSON_OBJECTS:
             parts = (record.get("FirstName"), record.get("LastName"))
             record["Name"] = " ".join(p for p in parts if p) or None
+        if spec.name == "Opportunity":  # derived from the stage, as the standard stages define
+            stage = str(record.get("StageName") or "")
+            record["IsClosed"] = stage.startswith("Closed")
+            record["IsWon"] = stage == "Closed Won"
         for name in ("LastModifiedDate", "SystemModstamp"):
             if stamp and name not in given:
                 record[name] = self.now()
