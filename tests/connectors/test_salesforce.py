@@ -325,3 +325,28 @@ mapping = "{MAPPINGS / "salesforce.toml"}"
     assert result.exit_code == 0, result.output
     assert "HasOptedOutOfEmail" in result.output and "EmailBouncedReason" in result.output
     assert fake.session_id not in result.output
+
+
+def test_client_credentials_flow_and_a_custom_object(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(SalesforceConnector, "session_factory",
+                        staticmethod(lambda: fake.http_session("acme.my")))  # fmt: skip
+    fake.add_object("Membership__c", {"Email__c": "email", "Tier__c": "string"})
+    fake.insert("Membership__c", Email__c="member@gmail.com", Tier__c="Gold")
+    mapping = tmp_path / "membership.toml"
+    mapping.write_text(
+        '[identifiers]\nemail = "Email__c"\n[attributes]\ntier = "Tier__c"\n', encoding="utf-8"
+    )
+    c = fake.credentials
+    data = {
+        "store": {"url": str(store.url)},
+        "sources": [{"name": "salesforce", "connector": "salesforce", "consumer_key": c.consumer_key,
+                     "consumer_secret": c.consumer_secret, "domain": "acme.my",
+                     "streams": [{"name": "memberships", "object": "Membership__c",
+                                  "mapping": str(mapping)}]}],
+    }  # fmt: skip
+    report = run_cycle(settings_from(data, tmp_path), store)
+    assert report.totals.inserted == 1
+    with store.connect() as conn:
+        assert conn.execute(select(P.attributes)).scalar_one()["tier"] == "Gold"
