@@ -7,8 +7,8 @@ SystemModstamp of a committed page and the next read starts a little before it (
 records that share a timestamp across a page boundary, or that commit late, are never missed
 (their repeats cost a hash comparison). `queryAll` returns soft-deleted and merged records, so
 deletes reach the cache; converted leads carry their ConvertedContactId, which the default
-mapping uses to join the lead to its contact. A first read estimated above `bulk_threshold`
-rows goes through a Bulk API 2.0 query job, streamed page by page.
+mapping uses to join the lead to its contact. A read estimated (COUNT()) above
+`bulk_threshold` rows goes through a Bulk API 2.0 query job, streamed page by page.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ class SalesforceOptions(SourceOptions):
     version: str = "59.0"
     overlap_s: int = Field(default=300, ge=0)
     bulk_threshold: int = Field(default=50_000, ge=1)
+    bulk_page_size: int = Field(default=50_000, ge=1)
+    """Records per Bulk API result page (memory stays bounded by one page)."""
     max_api_share: float = Field(default=0.8, gt=0, le=1)
     """Stop a run before this share of the org's daily API requests is used."""
     retries: int = Field(default=4, ge=0, le=10)
@@ -125,11 +127,8 @@ class SalesforceStream(Stream):
         if cursor:
             since = parse_datetime(cursor) - timedelta(seconds=self.connector.options.overlap_s)
         soql = self.soql(since)
-        if (
-            cursor is None
-            and self.connector.estimate(self.object) > self.connector.options.bulk_threshold
-        ):
-            yield from self._bulk(soql)
+        if self.connector.estimate(self.object, since) > self.connector.options.bulk_threshold:
+            yield from self._bulk(soql, cursor)
             return
         yield from self._rest(soql, cursor)
 
@@ -158,12 +157,16 @@ class SalesforceStream(Stream):
                 soql,
             )
 
-    def _bulk(self, soql: str) -> Iterator[Page]:
+    def _bulk(self, soql: str, cursor: Any) -> Iterator[Page]:
+        """A Bulk API 2.0 query job, streamed. Its results are not ordered by SystemModstamp,
+        so the cursor is saved only once the whole job is in: a crash repeats the job."""
         sf = self.connector.client()
         handler = getattr(sf.bulk2, self.object)
-        log.info("%s: first read through a Bulk API 2.0 query job", self.object)
-        chunks = self.connector.call(lambda: handler.query_all(soql, max_records=50_000), soql)
-        newest = None
+        log.info("%s: large read through a Bulk API 2.0 query job", self.object)
+        chunks = self.connector.call(
+            lambda: handler.query_all(soql, max_records=self.connector.options.bulk_page_size), soql
+        )
+        newest = cursor
         for text in chunks:
             records = []
             for row in csv.DictReader(io.StringIO(text)):
@@ -174,7 +177,8 @@ class SalesforceStream(Stream):
                 stamp = r.get("SystemModstamp")
                 if stamp and (newest is None or stamp > newest):
                     newest = stamp
-            yield Page(records, newest)
+            yield Page(records, None)
+        yield Page([], newest)
 
     def _record(self, raw: dict[str, Any]) -> dict[str, Any]:
         record = {k: v for k, v in raw.items() if k != "attributes"}
@@ -248,9 +252,10 @@ class SalesforceConnector(Connector):
     def check(self) -> None:
         self.call(lambda: self.client().limits(), "limits")
 
-    def estimate(self, obj: str) -> int:
-        """Rows a first read would return (a COUNT() query; cheap on Salesforce's side)."""
-        soql = f"SELECT COUNT() FROM {obj}"
+    def estimate(self, obj: str, since: datetime | None = None) -> int:
+        """Rows a read would return (a COUNT() query; cheap on Salesforce's side)."""
+        where = f" WHERE SystemModstamp >= {since.strftime('%Y-%m-%dT%H:%M:%SZ')}" if since else ""
+        soql = f"SELECT COUNT() FROM {obj}{where}"
         result = self.call(lambda: self.client().query(soql, include_deleted=True), soql)
         return int(result.get("totalSize", 0))
 

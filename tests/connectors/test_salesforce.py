@@ -350,3 +350,35 @@ def test_client_credentials_flow_and_a_custom_object(
     assert report.totals.inserted == 1
     with store.connect() as conn:
         assert conn.execute(select(P.attributes)).scalar_one()["tier"] == "Gold"
+
+
+def test_crash_during_a_bulk_read_repeats_the_job_and_loses_nothing(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import simple_salesforce.bulk2 as bulk2
+    from sqlalchemy import event
+
+    from syncbridge.store.tables import StreamCursor
+
+    monkeypatch.setattr(bulk2, "sleep", lambda *_: None)
+    for i in range(150):  # newest first, so an early page holds the highest timestamps
+        fake.set_clock(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).replace(minute=59 - i % 60))
+        fake.insert("Contact", Email=f"b{i}@gmail.com", LastName=f"B{i}")
+    settings = sf_settings(fake, tmp_path, str(store.url), bulk_threshold=100, bulk_page_size=50)
+    calls = 0
+
+    def crash(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        nonlocal calls
+        if statement.replace('"', "").upper().startswith("INSERT INTO SOURCE_RECORD"):
+            calls += 1
+            if calls == 2:
+                raise RuntimeError("power cut")
+
+    event.listen(store, "before_cursor_execute", crash)
+    with pytest.raises(RuntimeError, match="power cut"):
+        run_cycle(settings, store)
+    event.remove(store, "before_cursor_execute", crash)
+    with store.connect() as conn:
+        assert conn.execute(select(StreamCursor.__table__)).all() == []  # nothing half-saved
+    run_cycle(settings, store)
+    assert live(store) == 150
