@@ -382,3 +382,34 @@ def test_crash_during_a_bulk_read_repeats_the_job_and_loses_nothing(
         assert conn.execute(select(StreamCursor.__table__)).all() == []  # nothing half-saved
     run_cycle(settings, store)
     assert live(store) == 150
+
+
+def test_jwt_bearer_flow_with_a_signed_assertion(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "server.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    fake.credentials.jwt_public_key = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    fake.insert("Contact", Email="jwt@gmail.com", LastName="J")
+    c = fake.credentials
+    data = {
+        "store": {"url": str(store.url)},
+        "sources": [{"name": "salesforce", "connector": "salesforce", "username": c.username,
+                     "consumer_key": c.consumer_key, "privatekey_file": "server.key",
+                     "domain": fake.login_domain,
+                     "streams": [{"name": "Contact", "mapping": str(MAPPINGS / "salesforce.toml")}]}],
+    }  # fmt: skip
+    assert run_cycle(settings_from(data, tmp_path), store).totals.inserted == 1
