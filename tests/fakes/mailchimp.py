@@ -17,8 +17,6 @@ import io
 import itertools
 import json
 import re
-import socket
-import struct
 import tarfile
 import threading
 import time
@@ -26,9 +24,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from .http import LoopbackServer
 
 JSON = dict[str, Any]
 API_KEY = "0123456789abcdef0123456789abcdef-us21"
@@ -1022,40 +1021,6 @@ class Fault:
         return reply
 
 
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 64
-
-    def __init__(self, fake: FakeMailchimp) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.fake = fake
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def _serve(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        reply = self.server.fake._handle(self.command, self.path, raw, self.headers)
-        if reply.reset:  # SO_LINGER 0 makes close() send RST
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-            self.close_connection = True
-            return
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        if reply.content_type:
-            self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        self.wfile.write(reply.body)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 # ------------------------------------------------------------------------ test-facing API
 
 
@@ -1072,13 +1037,13 @@ class FakeMailchimp:
         self._faults: list[Fault] = []
         self._lock = threading.Lock()  # guards requests, faults and the in-flight count
         self._in_flight = 0
-        self._server: _Server | None = None
+        self._server: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
 
     # --- lifecycle
 
     def start(self) -> Self:
-        server = self._server = _Server(self)
+        server = self._server = LoopbackServer(self)
         self._api.results_base = f"http://127.0.0.1:{server.server_address[1]}{RESULTS_PREFIX}"
         # stop() waits for the next poll, so poll often.
         poll = {"poll_interval": 0.01}

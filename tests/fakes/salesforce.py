@@ -81,15 +81,12 @@ import io
 import itertools
 import json
 import re
-import socket
-import struct
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NoReturn, Self
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
@@ -97,6 +94,8 @@ import jwt
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 from simple_salesforce import Salesforce
+
+from .http import LoopbackServer
 
 JSON = dict[str, Any]
 DEFAULT_CLOCK = datetime(2024, 1, 1, tzinfo=UTC)
@@ -1528,40 +1527,6 @@ class DataApi:
 # ------------------------------------------------------------------------ server and transport
 
 
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 64
-
-    def __init__(self, fake: FakeSalesforce) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.fake = fake
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def _serve(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        reply = self.server.fake._handle(self.command, self.path, raw, self.headers)
-        if reply.reset:  # SO_LINGER 0 makes close() send RST
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-            self.close_connection = True
-            return
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        if reply.content_type:
-            self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        self.wfile.write(reply.body)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 class LoopbackAdapter(HTTPAdapter):
     """Sends ``https://<mounted host>/...`` as plain HTTP to the fake (no TLS, no DNS)."""
 
@@ -1622,13 +1587,13 @@ class FakeSalesforce:
         self._api = DataApi(self._org, self)
         self._faults: list[Fault] = []
         self._lock = threading.RLock()
-        self._server: _Server | None = None
+        self._server: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
 
     # --- lifecycle and connection
 
     def start(self) -> Self:
-        server = self._server = _Server(self)
+        server = self._server = LoopbackServer(self)
         self._login.instance_url = self.instance_url
         poll = {"poll_interval": 0.01}  # stop() waits for the next poll
         self._thread = threading.Thread(target=server.serve_forever, kwargs=poll, daemon=True)
