@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 
 class Reply(Protocol):
@@ -58,3 +59,44 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+class LoopbackFake:
+    """Lifecycle of a fake served by a LoopbackServer: start/stop, `with`, and its port.
+
+    Subclasses implement `_handle` and may override `_on_start(port)` to learn the port.
+    """
+
+    _server: LoopbackServer | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Self:
+        server = self._server = LoopbackServer(self)  # type: ignore[arg-type]
+        self._on_start(server.server_address[1])
+        poll = {"poll_interval": 0.01}  # stop() waits for the next poll, so poll often
+        self._thread = threading.Thread(target=server.serve_forever, kwargs=poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _on_start(self, port: int) -> None:
+        """Called with the bound port before requests are served."""
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return int(self._server.server_address[1])

@@ -24,10 +24,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .http import LoopbackServer
+from .http import LoopbackFake
 
 JSON = dict[str, Any]
 API_KEY = "0123456789abcdef0123456789abcdef-us21"
@@ -1024,7 +1024,7 @@ class Fault:
 # ------------------------------------------------------------------------ test-facing API
 
 
-class FakeMailchimp:
+class FakeMailchimp(LoopbackFake):
     """The fake server, with helpers to set up, inspect and sabotage it from tests."""
 
     def __init__(
@@ -1037,39 +1037,15 @@ class FakeMailchimp:
         self._faults: list[Fault] = []
         self._lock = threading.Lock()  # guards requests, faults and the in-flight count
         self._in_flight = 0
-        self._server: LoopbackServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle
 
-    def start(self) -> Self:
-        server = self._server = LoopbackServer(self)
-        self._api.results_base = f"http://127.0.0.1:{server.server_address[1]}{RESULTS_PREFIX}"
-        # stop() waits for the next poll, so poll often.
-        poll = {"poll_interval": 0.01}
-        self._thread = threading.Thread(target=server.serve_forever, kwargs=poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _on_start(self, port: int) -> None:
+        self._api.results_base = f"http://127.0.0.1:{port}{RESULTS_PREFIX}"
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeMailchimp is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}{API_PREFIX}"
+        return f"http://127.0.0.1:{self.port}{API_PREFIX}"
 
     # --- set-up
 

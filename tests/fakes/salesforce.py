@@ -87,7 +87,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.message import Message
-from typing import Any, NoReturn, Self
+from typing import Any, NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import jwt
@@ -95,7 +95,7 @@ import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 from simple_salesforce import Salesforce
 
-from .http import LoopbackServer
+from .http import LoopbackFake
 
 JSON = dict[str, Any]
 DEFAULT_CLOCK = datetime(2024, 1, 1, tzinfo=UTC)
@@ -1561,7 +1561,7 @@ class NoNetworkAdapter(BaseAdapter):
 # ------------------------------------------------------------------------ test-facing API
 
 
-class FakeSalesforce:
+class FakeSalesforce(LoopbackFake):
     """The fake org and server, with helpers to set up, inspect and sabotage it from tests."""
 
     def __init__(
@@ -1587,38 +1587,15 @@ class FakeSalesforce:
         self._api = DataApi(self._org, self)
         self._faults: list[Fault] = []
         self._lock = threading.RLock()
-        self._server: LoopbackServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle and connection
 
-    def start(self) -> Self:
-        server = self._server = LoopbackServer(self)
+    def _on_start(self, port: int) -> None:
         self._login.instance_url = self.instance_url
-        poll = {"poll_interval": 0.01}  # stop() waits for the next poll
-        self._thread = threading.Thread(target=server.serve_forever, kwargs=poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def address(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeSalesforce is not started")
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return f"127.0.0.1:{self.port}"
 
     @property
     def instance_url(self) -> str:
