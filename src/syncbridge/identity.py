@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 
 from .config.models import IdentityConfig
 from .counts import Counts
-from .store.bulk import as_utc, chunks, upsert, utcnow
+from .store.bulk import as_utc, chunks, utcnow
 from .store.rawsql import allocate_ids, insert_many, update_many
 from .store.tables import CacheSetting, Event, Identity, Profile, ProfileMerge, SourceRecord
 from .transform import EMAIL, PHONE
@@ -176,7 +176,7 @@ class Resolver:
                 ).rowcount
                 log.info("identity rules changed: re-resolving all %d records", changed)
             row = {"key": RULES_KEY, "value": fingerprint, "updated_at": utcnow()}
-            upsert(conn, SETTINGS, [row], ["key"], ["value", "updated_at"])
+            insert_many(conn, SETTINGS, [row], ["key"], ["value", "updated_at"])
 
     def _resolve_batch(self, conn: Connection, pending_ids: list[int]) -> None:
         records = {r.id: r for r in self._load(conn, RECORDS.c.id, pending_ids)}

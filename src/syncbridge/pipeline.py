@@ -17,7 +17,6 @@ from sqlalchemy import Engine, insert, update
 
 from .config.loader import Settings, StreamKey
 from .connectors import build_connector
-from .errors import SyncbridgeError
 from .identity import ResolveStats, resolve_pending
 from .ingest import StreamIngest, StreamStats, ingest_stream
 from .push.client import MailchimpClient
@@ -130,7 +129,7 @@ def run_cycle(
             log.info("pushing to Mailchimp")
             client = client or MailchimpClient(config.mailchimp)
             report.push = push(engine, config.mailchimp, client, progress=progress)
-    except (SyncbridgeError, Exception) as exc:
+    except Exception as exc:
         report.status = "failed"
         report.seconds = time.perf_counter() - started
         finish_run(engine, report, message=str(exc)[:2000])
