@@ -54,7 +54,10 @@ READ_PAGE = 1000
 READ_OVERLAP = timedelta(seconds=2)
 
 
-_report_lock = threading.Lock()
+_count_lock = threading.Lock()
+"""Guards report counters bumped from the push's worker threads."""
+_tag_lock = threading.Lock()
+"""Serialises the read-modify-write of members' acknowledged tag sets."""
 
 
 @dataclass
@@ -72,7 +75,7 @@ class AudienceReport:
     """Told (label, count) as operations are confirmed, for a progress display."""
 
     def bump(self, key: str, n: int = 1) -> None:
-        with _report_lock:
+        with _count_lock:
             self.applied[key] = self.applied.get(key, 0) + n
             if self.progress is not None and n:
                 self.progress(f"{self.audience}: {key}", n)
@@ -375,8 +378,7 @@ def _ack_tags(
 ) -> None:
     """A member's tag set moves only for the emails Mailchimp confirmed (or already had)."""
     pids = [p for p, _ in adds + removes]
-    # read-modify-write of tag sets: one tag's acknowledgement at a time
-    with _report_lock, engine.begin() as conn:
+    with _tag_lock, engine.begin() as conn:
         current = acked_states(conn, audience_name, pids)
         rows = []
         for pid, email in adds:
