@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 
 from .config.models import IdentityConfig
 from .counts import Counts
+from .gc_tuning import bulk_gc
 from .store.bulk import as_utc, chunks, utcnow
 from .store.rawsql import allocate_ids, insert_many, update_many
 from .store.tables import CacheSetting, Event, Identity, Profile, ProfileMerge, SourceRecord
@@ -408,4 +409,5 @@ def resolve_pending(
     engine: Engine, config: IdentityConfig, run_id: int | None = None, batch_size: int = BATCH_SIZE
 ) -> ResolveStats:
     """Place every pending record into a profile; mark changed profiles dirty."""
-    return Resolver(config, run_id).run(engine, batch_size)
+    with bulk_gc():
+        return Resolver(config, run_id).run(engine, batch_size)

@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 from .connectors import Stream
 from .counts import Counts
 from .errors import FatalError, SyncbridgeError
+from .gc_tuning import bulk_gc
 from .prepare import PreparedPage, PreparedRecord, prepare_page, transform
 from .redaction import redact
 from .store.bulk import chunks, utcnow
@@ -79,6 +80,11 @@ def load_cursor(engine: Engine, source: str, stream: str) -> Any:
 
 def ingest_stream(engine: Engine, job: StreamIngest) -> StreamStats:
     """Read a stream from its saved cursor to the end; returns what changed."""
+    with bulk_gc():
+        return _ingest_stream(engine, job)
+
+
+def _ingest_stream(engine: Engine, job: StreamIngest) -> StreamStats:
     stream = job.stream
     cursor = load_cursor(engine, job.source, stream.name)
     seen: set[str] | None = set() if stream.snapshot else None
