@@ -28,7 +28,7 @@ from typing import Any
 from syncbridge.config.loader import StreamKey, parse_config
 from syncbridge.connectors import build_connector
 from syncbridge.identity import resolve_pending
-from syncbridge.ingest import StreamIngest, ingest_stream
+from syncbridge.ingest import StreamIngest, ingest_streams
 from syncbridge.settings import check_settings
 from syncbridge.store.engine import open_engine
 from syncbridge.transform import RecordTransformer
@@ -219,15 +219,16 @@ shop_order_count = { field = "Total Orders", type = "integer" }
 
 
 def ingest_all(settings: Any, engine: Any) -> int:
-    read = 0
     config = settings.config
+    jobs = []
     for source in config.sources:
         for stream in build_connector(source, config.base_dir).streams():
             mapping = settings.mappings[StreamKey(source.name, stream.name)]
             transformer = RecordTransformer(mapping, "US")
-            job = StreamIngest(source.name, stream, transformer, parallel=config.ingest.parallel)
-            read += ingest_stream(engine, job).read
-    return read
+            jobs.append(
+                StreamIngest(source.name, stream, transformer, parallel=config.ingest.parallel)
+            )
+    return sum(s.read for s in ingest_streams(engine, jobs, config.ingest.workers))
 
 
 def calibration_s() -> float:
@@ -249,6 +250,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=50_000)
     parser.add_argument("--db", type=Path, default=None)
     parser.add_argument("--serial", action="store_true", help="no producer process")
+    parser.add_argument("--workers", type=int, default=2, help="producer processes at once")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
@@ -259,13 +261,14 @@ def main() -> None:
         (directory / "crm.toml").write_text(CRM_MAPPING, encoding="utf-8")
         (directory / "shop.toml").write_text(SHOP_MAPPING, encoding="utf-8")
         data = config_for(directory, db)
-        data["ingest"] = {"parallel": not args.serial}
+        data["ingest"] = {"parallel": not args.serial, "workers": args.workers}
         config = parse_config(data, "bench", directory, {})
         settings = check_settings(config, None)
         engine = open_engine(config.store.url)
         records = sum(counts.values())
         result: dict[str, Any] = {"people": args.people, "records": records, **counts}
         result["parallel"] = config.ingest.parallel
+        result["workers"] = config.ingest.workers
 
         started = time.perf_counter()
         ingest_all(settings, engine)

@@ -5,9 +5,11 @@ records, upsert them, replace their events and errors, and save the page's curso
 record costs one hash comparison and no write; a crash repeats the page, never skips it.
 
 With `parallel`, a stream's first read (no saved cursor: the initial load) runs in a producer
-process that reads, hashes and transforms pages while this process writes the previous ones.
-It transforms every record, since it cannot see the stored hashes; later reads, mostly of
-unchanged records, stay local and transform only what changed.
+process that reads, hashes and transforms pages while this process writes the previous ones;
+several streams' producers run at once (`workers`), so parsing and cleaning use every core
+while this process, SQLite's one writer, stores whichever page is ready. A producer transforms
+every record, since it cannot see the stored hashes; later reads, mostly of unchanged records,
+stay local and transform only what changed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import queue
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +28,10 @@ from .connectors import Stream
 from .counts import Counts
 from .errors import FatalError, SyncbridgeError
 from .gc_tuning import bulk_gc
-from .prepare import PreparedPage, PreparedRecord, prepare_page, transform
+from .prepare import PreparedPage, prepare_page, transform
 from .redaction import redact
 from .store.bulk import chunks, utcnow
-from .store.rawsql import Json, allocate_ids, insert_many
+from .store.rawsql import allocate_ids, datetime_binder, insert_many, insert_tuples, select_in
 from .store.tables import Event, RecordErrorRow, SourceRecord, StreamCursor
 from .transform import RecordTransformer
 
@@ -40,10 +42,13 @@ EVENTS = Event.__table__
 ERRORS = RecordErrorRow.__table__
 CURSORS = StreamCursor.__table__
 
-_RECORD_UPDATE = (
-    "payload", "content_hash", "attributes", "identifiers", "source_ts", "deleted", "pending",
-    "updated_at", "run_id",
+_RECORD_COLUMNS = (
+    "id", "source", "stream", "external_id", "payload", "content_hash", "attributes",
+    "identifiers", "source_ts", "deleted", "pending", "updated_at", "run_id",
 )  # fmt: skip
+_RECORD_KEY = ("source", "stream", "external_id")
+_RECORD_UPDATE = _RECORD_COLUMNS[4:]
+_EVENT_COLUMNS = ("record_id", "ordinal", "profile_id", "type", "occurred_at", "properties")
 _QUEUE_PAGES = 4
 
 
@@ -80,91 +85,128 @@ def load_cursor(engine: Engine, source: str, stream: str) -> Any:
 
 def ingest_stream(engine: Engine, job: StreamIngest) -> StreamStats:
     """Read a stream from its saved cursor to the end; returns what changed."""
+    return ingest_streams(engine, [job], workers=1)[0]
+
+
+def ingest_streams(engine: Engine, jobs: list[StreamIngest], workers: int = 2) -> list[StreamStats]:
+    """Read several streams, each from its saved cursor to the end.
+
+    First reads of `parallel` jobs run in up to `workers` producer processes at once while this
+    process writes whichever page is ready (SQLite has one writer; pages of different streams
+    are independent transactions). The other jobs are read here, one after the other.
+    """
     with bulk_gc():
-        return _ingest_stream(engine, job)
+        writers = [_StreamWriter(engine, job) for job in jobs]
+        forking = "fork" in multiprocessing.get_all_start_methods()
+        produced = [w for w in writers if forking and w.job.parallel and w.first_read]
+        if produced:
+            _write_produced(produced, max(1, workers))
+        for writer in writers:
+            if writer not in produced:
+                writer.announce()
+                for page in writer.job.stream.read(writer.cursor):
+                    writer.write(prepare_page(page, writer.job.stream.primary_key))
+                writer.finish()
+    return [job.stats for job in jobs]
 
 
-def _ingest_stream(engine: Engine, job: StreamIngest) -> StreamStats:
-    stream = job.stream
-    cursor = load_cursor(engine, job.source, stream.name)
-    seen: set[str] | None = set() if stream.snapshot else None
-    complete = False
-    # A first read is mostly new records: transforming them all in a producer process pays.
-    # Later reads are mostly unchanged records, which the local path never transforms.
-    first_read = cursor is None
-    use_producer = job.parallel and first_read
-    pages = _produced_pages(job, cursor) if use_producer else _local_pages(job, cursor)
-    for page in pages:
-        with engine.begin() as conn:
-            _write_page(conn, job, page, seen)
-            if page.cursor is not None and page.cursor != cursor:
-                _save_cursor(conn, job.source, stream.name, page.cursor)
-                cursor = page.cursor
-        complete = page.complete
-        if job.on_page:
-            job.on_page(page.read)
-    if seen is not None and complete:
-        if not seen:
+class _StreamWriter:
+    """The writing side of one stream: a transaction per page with its cursor, then the
+    deletes a complete snapshot implies. A crash repeats a page, never skips one."""
+
+    def __init__(self, engine: Engine, job: StreamIngest) -> None:
+        self.engine = engine
+        self.job = job
+        self.where = f"{job.source}/{job.stream.name}"
+        self.cursor = load_cursor(engine, job.source, job.stream.name)
+        # A first read is mostly new records: transforming them all in a producer process
+        # pays. Later reads are mostly unchanged records, which the local path never transforms.
+        self.first_read = self.cursor is None
+        self.seen: set[str] | None = set() if job.stream.snapshot else None
+        self.complete = False
+
+    def announce(self) -> None:
+        log.info("reading %s%s", self.where, " (first read)" if self.first_read else "")
+
+    def write(self, page: PreparedPage) -> None:
+        with self.engine.begin() as conn:
+            _write_page(conn, self.job, page, self.seen)
+            if page.cursor is not None and page.cursor != self.cursor:
+                _save_cursor(conn, self.job.source, self.job.stream.name, page.cursor)
+                self.cursor = page.cursor
+        self.complete = page.complete
+        if self.job.on_page:
+            self.job.on_page(page.read)
+
+    def finish(self) -> None:
+        if self.seen is None or not self.complete:
+            return
+        if not self.seen:
             log.warning(
-                "%s/%s: a full read returned no records; not treating that as deleting them all",
-                job.source,
-                stream.name,
+                "%s: a full read returned no records; not treating that as deleting them all",
+                self.where,
             )
-            return job.stats
-        with engine.begin() as conn:
-            job.stats.deleted += _delete_unseen(conn, job, seen)
-    return job.stats
+            return
+        with self.engine.begin() as conn:
+            self.job.stats.deleted += _delete_unseen(conn, self.job, self.seen)
 
 
-def _local_pages(job: StreamIngest, cursor: Any) -> Iterator[PreparedPage]:
-    for page in job.stream.read(cursor):
-        yield prepare_page(page, job.stream.primary_key)
-
-
-def _produced_pages(job: StreamIngest, cursor: Any) -> Iterator[PreparedPage]:
-    """Pages prepared by a forked producer process; falls back to local work without fork."""
-    if "fork" not in multiprocessing.get_all_start_methods():
-        yield from _local_pages(job, cursor)
-        return
+def _write_produced(writers: list[_StreamWriter], workers: int) -> None:
+    """Run a producer process per stream, at most `workers` at once, and write their pages
+    as they arrive on one shared queue (tagged with the stream's index)."""
     context = multiprocessing.get_context("fork")
-    pages: Any = context.Queue(maxsize=_QUEUE_PAGES)
-    producer = context.Process(target=_produce, args=(job, cursor, pages), daemon=True)
-    producer.start()
+    pages: Any = context.Queue(maxsize=_QUEUE_PAGES * workers)
+    waiting = list(enumerate(writers))
+    running: dict[int, Any] = {}
+    suspects: set[int] = set()
     try:
-        while True:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                index, writer = waiting.pop(0)
+                writer.announce()
+                args = (index, writer.job, writer.cursor, pages)
+                running[index] = context.Process(target=_produce, args=args, daemon=True)
+                running[index].start()
             try:
-                item = pages.get(timeout=1.0)
+                index, item = pages.get(timeout=1.0)
             except queue.Empty:
-                if not producer.is_alive() and pages.empty():
+                # Dead and silent for a whole wait: whatever it sent before dying has arrived.
+                dead = {i for i, process in running.items() if not process.is_alive()}
+                if lost := sorted(dead & suspects):
                     raise FatalError(
-                        f"{job.source}/{job.stream.name}: the reader process died "
-                        f"(exit code {producer.exitcode})"
+                        f"{writers[lost[0]].where}: the reader process died "
+                        f"(exit code {running[lost[0]].exitcode})"
                     ) from None
+                suspects = dead
                 continue
             if item is None:
-                break
-            if isinstance(item, BaseException):
+                running.pop(index).join(timeout=5)
+                writers[index].finish()
+            elif isinstance(item, BaseException):
                 raise item
-            yield PreparedPage.from_wire(item)
+            else:
+                writers[index].write(PreparedPage.from_wire(item))
     finally:
-        if producer.is_alive():
-            producer.terminate()
-        producer.join(timeout=5)
+        for process in running.values():
+            if process.is_alive():
+                process.terminate()
+            process.join(timeout=5)
 
 
-def _produce(job: StreamIngest, cursor: Any, pages: Any) -> None:
+def _produce(index: int, job: StreamIngest, cursor: Any, pages: Any) -> None:
     """Producer process: read, hash and transform pages; None ends, an exception reports."""
     try:
         for page in job.stream.read(cursor):
-            pages.put(prepare_page(page, job.stream.primary_key, job.transformer).to_wire())
-        pages.put(None)
+            prepared = prepare_page(page, job.stream.primary_key, job.transformer)
+            pages.put((index, prepared.to_wire()))
+        pages.put((index, None))
     except BaseException as exc:  # sent to the parent, which raises it (same kind if it can)
         where = f"{job.source}/{job.stream.name}"
         report: BaseException = FatalError(redact(f"{where}: {type(exc).__name__}: {exc}"))
         if isinstance(exc, SyncbridgeError):
             with suppress(TypeError):  # error classes with a richer constructor stay wrapped
                 report = type(exc)(redact(f"{where}: {exc}"))
-        pages.put(report)
+        pages.put((index, report))
 
 
 def _save_cursor(conn: Connection, source: str, stream: str, value: Any) -> None:
@@ -187,14 +229,22 @@ def _write_page(
     ]
     stats.unchanged += len(page.records) - len(changed)
     new_ids = iter(allocate_ids(conn, RECORDS, sum(1 for r in changed if r.key not in stored)))
-    rows: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
+    when = datetime_binder(conn)
+    written_at = when(now)
+    source, stream, run_id = job.source, job.stream.name, job.run_id
+    rows: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
     for record in changed:
         before = stored.get(record.key)
         record_id = before[0] if before else next(new_ids)
         transform(record, job.transformer)
         error_rows.extend(_error_row(job, record.key, *e, now) for e in record.errors)
-        rows.append(_record_row(job, record, record_id, now))
+        row = (
+            record_id, source, stream, record.key, record.payload, record.digest,
+            record.attributes, record.identifiers, when(record.source_ts), record.deleted,
+            True, written_at, run_id,
+        )  # fmt: skip
+        rows.append(row)
         if record.deleted:
             stats.deleted += 1
             continue
@@ -203,59 +253,29 @@ def _write_page(
         else:
             stats.updated += 1
         events.extend(
-            {
-                "record_id": record_id,
-                "ordinal": ordinal,
-                "profile_id": None,
-                "type": event_type,
-                "occurred_at": occurred_at,
-                "properties": Json(properties),
-            }
+            (record_id, ordinal, None, event_type, when(occurred_at), properties)
             for ordinal, event_type, occurred_at, properties in record.events
         )
     if not rows and not error_rows:
         return
-    insert_many(conn, RECORDS, rows, ["source", "stream", "external_id"], _RECORD_UPDATE)
+    insert_tuples(conn, RECORDS, _RECORD_COLUMNS, rows, _RECORD_KEY, _RECORD_UPDATE)
     replaced = [stored[r.key][0] for r in changed if r.key in stored]
     for part in chunks(replaced):
         conn.execute(delete(EVENTS).where(EVENTS.c.record_id.in_(part)))
     stats.events += len(events)
-    insert_many(conn, EVENTS, events)
+    insert_tuples(conn, EVENTS, _EVENT_COLUMNS, events)
     _replace_errors(conn, job, [r.key for r in changed if r.key in stored], error_rows)
-
-
-def _record_row(
-    job: StreamIngest, record: PreparedRecord, record_id: int, now: Any
-) -> dict[str, Any]:
-    return {
-        "id": record_id,
-        "source": job.source,
-        "stream": job.stream.name,
-        "external_id": record.key,
-        "payload": Json(record.payload),
-        "content_hash": record.digest,
-        "attributes": Json(record.attributes),
-        "identifiers": Json(record.identifiers),
-        "source_ts": record.source_ts,
-        "deleted": record.deleted,
-        "pending": True,
-        "updated_at": now,
-        "run_id": job.run_id,
-    }
 
 
 def _stored_hashes(
     conn: Connection, job: StreamIngest, keys: list[str]
 ) -> dict[str, tuple[int, str]]:
-    found: dict[str, tuple[int, str]] = {}
-    r = RECORDS.c
-    for part in chunks(keys):
-        query = select(r.external_id, r.id, r.content_hash).where(
-            r.source == job.source, r.stream == job.stream.name, r.external_id.in_(part)
-        )
-        for external_id, record_id, digest in conn.execute(query):
-            found[external_id] = (record_id, digest)
-    return found
+    sql = (
+        "SELECT external_id, id, content_hash FROM source_record "
+        "WHERE source = ? AND stream = ? AND external_id IN ({in})"
+    )
+    rows = select_in(conn, sql, (job.source, job.stream.name), keys)
+    return {external_id: (record_id, digest) for external_id, record_id, digest in rows}
 
 
 def _replace_errors(
@@ -314,4 +334,4 @@ def _delete_unseen(conn: Connection, job: StreamIngest, seen: set[str]) -> int:
     return len(gone)
 
 
-__all__ = ["StreamIngest", "StreamStats", "ingest_stream", "load_cursor"]
+__all__ = ["StreamIngest", "StreamStats", "ingest_stream", "ingest_streams", "load_cursor"]

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, insert, update
 from .config.loader import Settings, StreamKey
 from .connectors import build_connector
 from .identity import ResolveStats, resolve_pending
-from .ingest import StreamIngest, StreamStats, ingest_stream
+from .ingest import StreamIngest, StreamStats, ingest_streams
 from .push.client import MailchimpClient
 from .push.sync import PushReport, push
 from .rules.stage import RulesStats, hand_over, run_rules
@@ -99,6 +99,7 @@ def run_cycle(
     report = CycleReport(run_id=start_run(engine))
     started = time.perf_counter()
     try:
+        jobs: dict[str, StreamIngest] = {}
         for source in config.sources:
             if not source.enabled:
                 continue
@@ -113,11 +114,11 @@ def run_cycle(
                     if progress
                     else None
                 )
-                job = StreamIngest(
+                jobs[str(key)] = StreamIngest(
                     source.name, stream, transformer, report.run_id, hook, config.ingest.parallel
                 )
-                log.info("reading %s", key)
-                report.streams[str(key)] = ingest_stream(engine, job)
+        report.streams.update((key, job.stats) for key, job in jobs.items())  # filled in place
+        ingest_streams(engine, list(jobs.values()), config.ingest.workers)
         log.info("resolving identities")
         report.resolve = resolve_pending(engine, config.identity, report.run_id)
         if settings.rules is not None:

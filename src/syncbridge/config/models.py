@@ -33,7 +33,9 @@ class LoggingConfig(Frozen):
 
 class IngestConfig(Frozen):
     parallel: bool = True
-    """Read and transform in a second process while this one writes (uses two cores)."""
+    """First reads: read and transform in producer processes while this one writes."""
+    workers: int = Field(default=2, ge=1, le=32)
+    """Producer processes at once (one stream each); about the number of cores is right."""
 
 
 class IdentityConfig(Frozen):

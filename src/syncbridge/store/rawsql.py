@@ -11,7 +11,7 @@ not serialised again.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from operator import itemgetter
@@ -123,6 +123,21 @@ def insert_many(
     if not rows:
         return
     columns = list(rows[0])
+    insert_tuples(conn, table, columns, _tuples(conn, table, rows, columns), conflict, update)
+
+
+def insert_tuples(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: list[tuple[Any, ...]],
+    conflict: Sequence[str] = (),
+    update: Sequence[str] = (),
+) -> None:
+    """`insert_many` for rows already in column order with driver-ready values (JSON as text,
+    datetimes through `datetime_binder`): the ingest path builds them so, once per row."""
+    if not rows:
+        return
     sql = (
         f"INSERT INTO {_q(table.name)} ({', '.join(map(_q, columns))}) "
         f"VALUES ({', '.join(_placeholders(conn, table, columns))})"
@@ -134,7 +149,34 @@ def insert_many(
             sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
         else:
             sql += f" ON CONFLICT ({target}) DO NOTHING"
-    _execute(conn, sql, _tuples(conn, table, rows, columns))
+    _execute(conn, sql, rows)
+
+
+def datetime_binder(conn: Connection) -> Converter:
+    """What a datetime (or ISO 8601 text) column value becomes for this connection's driver."""
+    return _sqlite_datetime if conn.dialect.name == "sqlite" else _same
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def select_in(
+    conn: Connection, sql: str, params: Sequence[Any], values: Sequence[Any], size: int = 500
+) -> Iterator[tuple[Any, ...]]:
+    """Rows of `sql`, whose `{in}` stands for a list of values, run in chunks of `size`.
+
+    Bound straight by the driver: SQLAlchemy's expanding IN costs a microsecond per value,
+    which a per-page look-up of thousands of keys notices. `sql` uses `?` for `params`.
+    """
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        sql = sql.replace("?", "%s")
+    mark = "%s" if postgres else "?"
+    for start in range(0, len(values), size):
+        part = values[start : start + size]
+        text = sql.replace("{in}", ", ".join([mark] * len(part)))
+        yield from conn.exec_driver_sql(text, (*params, *part))
 
 
 def update_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], key: str) -> None:
