@@ -1,7 +1,10 @@
-"""The producer process: same cache as a serial read, and its failures reach the caller."""
+"""Producer processes: same cache as a serial read, several streams at once, and their
+failures reach the caller."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +14,9 @@ from sqlalchemy import Engine, select
 
 from syncbridge.connectors import Page, Stream
 from syncbridge.errors import FatalError
-from syncbridge.ingest import StreamIngest, ingest_stream
+from syncbridge.ingest import StreamIngest, ingest_stream, ingest_streams
 from syncbridge.store.engine import open_engine
-from syncbridge.store.tables import Event, RecordErrorRow, SourceRecord
+from syncbridge.store.tables import Event, RecordErrorRow, SourceRecord, StreamCursor
 from syncbridge.transform import RecordTransformer
 
 from .streams import PERSON_MAPPING, ListStream
@@ -68,3 +71,74 @@ def test_producer_failure_stops_the_read_with_its_reason(tmp_path: Path) -> None
     engine = open_engine(url)
     with engine.connect() as conn:  # the page before the failure was committed, nothing else
         assert len(conn.execute(select(SourceRecord.__table__.c.id)).all()) == 250
+
+
+class SnapshotStream(ListStream):
+    """A full export: a complete read deletes what it no longer lists."""
+
+    snapshot = True
+
+    def read(self, cursor: Any | None) -> Iterator[Page]:
+        pages = list(super().read(cursor))
+        for number, page in enumerate(pages, start=1):
+            yield Page(page.records, {"page": number}, complete=number == len(pages))
+
+
+def three_streams(records: list[dict[str, Any]]) -> list[Stream]:
+    return [
+        ListStream("contacts", records[:500], 120),
+        SnapshotStream("customers", records[400:1000], 90),
+        ListStream("leads", records[900:], 200),
+    ]
+
+
+def load_all(url: str, streams: list[Stream], parallel: bool, workers: int) -> Engine:
+    engine = open_engine(url)
+    transformer = RecordTransformer(PERSON_MAPPING, "US")
+    jobs = [StreamIngest("crm", s, transformer, parallel=parallel) for s in streams]
+    stats = ingest_streams(engine, jobs, workers)
+    assert [s.read for s in stats] == [500, 600, 300]
+    return engine
+
+
+def test_concurrent_streams_write_what_one_at_a_time_writes(tmp_path: Path) -> None:
+    serial = load_all(f"sqlite:///{tmp_path / 's.db'}", three_streams(PEOPLE), False, 1)
+    concurrent = load_all(f"sqlite:///{tmp_path / 'c.db'}", three_streams(PEOPLE), True, 2)
+    assert snapshot(concurrent) == snapshot(serial)
+    with concurrent.connect() as conn:  # each stream's cursor is its own last page
+        cursors = dict(conn.execute(select(StreamCursor.stream, StreamCursor.value)).all())
+    assert cursors == {"customers": {"page": 7}}
+
+
+def test_a_concurrent_snapshot_still_deletes_what_its_export_dropped(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'snap.db'}"
+    load_all(url, three_streams(PEOPLE), True, 2)
+    engine = open_engine(url)
+    with engine.begin() as conn:  # a later full export without its last 50 people
+        conn.execute(StreamCursor.__table__.delete())
+    fewer = [*three_streams(PEOPLE)]
+    fewer[1] = SnapshotStream("customers", PEOPLE[400:950], 90)
+    jobs = [StreamIngest("crm", s, RecordTransformer(PERSON_MAPPING, "US"), parallel=True)
+            for s in fewer]  # fmt: skip
+    stats = ingest_streams(engine, jobs, 2)
+    assert stats[1].deleted == 50
+    r = SourceRecord.__table__.c
+    with engine.connect() as conn:
+        gone = conn.execute(select(r.external_id).where(r.deleted.is_(True))).scalars().all()
+    assert sorted(gone) == sorted(p["id"] for p in PEOPLE[950:1000])
+
+
+class DyingStream(ListStream):
+    def read(self, cursor: Any | None) -> Iterator[Page]:
+        yield from list(super().read(cursor))[:1]
+        os._exit(3)  # killed: no exception, no end marker
+
+
+def test_a_producer_that_dies_is_named_and_the_others_stop(tmp_path: Path) -> None:
+    streams = [ListStream("contacts", PEOPLE[:600], 100), DyingStream("leads", PEOPLE[600:], 100)]
+    engine = open_engine(f"sqlite:///{tmp_path / 'dead.db'}")
+    jobs = [StreamIngest("crm", s, RecordTransformer(PERSON_MAPPING, "US"), parallel=True)
+            for s in streams]  # fmt: skip
+    with pytest.raises(FatalError, match=r"crm/leads: the reader process died \(exit code 3\)"):
+        ingest_streams(engine, jobs, 2)
+    assert not multiprocessing.active_children()  # no producer left behind
