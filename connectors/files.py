@@ -174,7 +174,7 @@ class FileStream(Stream):
         header = [h.strip() for h in next(reader, [])]
         width = len(header)
         for row in reader:
-            if not any(row) or not any(cell.strip() for cell in row):
+            if not "".join(row).strip():  # blank, or only whitespace
                 if self.options.stop_at_blank_row:
                     return
                 continue

@@ -88,6 +88,18 @@ def test_numbers_from_locale_free_strings(raw: object, expected: float) -> None:
     assert cleaning.clean_number(raw) == expected
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("12", 12), ("+5", 5), ("12.0", 12.0), ("5.", 5.0), (".5", 0.5), ("2E2", 200.0),
+     ("123456789012345678901234567890", 123456789012345678901234567890), ("0.1", 0.1)],
+)  # fmt: skip
+def test_whole_numbers_stay_integers_and_the_rest_are_exact_floats(
+    raw: str, expected: float
+) -> None:
+    cleaned = cleaning.clean_number(raw)
+    assert cleaned == expected and type(cleaned) is type(expected)
+
+
 @pytest.mark.parametrize("raw", ["1.234,50", "1,234.50", "$12", "twelve", "12 EUR"])
 def test_locale_or_decorated_numbers_are_refused(raw: str) -> None:
     with pytest.raises(ValueError, match="locale-free number"):

@@ -238,7 +238,8 @@ def _write_page(
         before = stored.get(record.key)
         record_id = before[0] if before else next(new_ids)
         transform(record, job.transformer)
-        error_rows.extend(_error_row(job, record.key, *e, now) for e in record.errors)
+        if record.errors:
+            error_rows.extend(_error_row(job, record.key, *e, now) for e in record.errors)
         row = (
             record_id, source, stream, record.key, record.payload, record.digest,
             record.attributes, record.identifiers, when(record.source_ts), record.deleted,
@@ -252,10 +253,11 @@ def _write_page(
             stats.inserted += 1
         else:
             stats.updated += 1
-        events.extend(
-            (record_id, ordinal, None, event_type, when(occurred_at), properties)
-            for ordinal, event_type, occurred_at, properties in record.events
-        )
+        if record.events:
+            events.extend(
+                (record_id, ordinal, None, event_type, when(occurred_at), properties)
+                for ordinal, event_type, occurred_at, properties in record.events
+            )
     if not rows and not error_rows:
         return
     insert_tuples(conn, RECORDS, _RECORD_COLUMNS, rows, _RECORD_KEY, _RECORD_UPDATE)
