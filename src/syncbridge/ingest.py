@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue
 from collections.abc import Callable
 from contextlib import suppress
@@ -50,6 +51,9 @@ _RECORD_KEY = ("source", "stream", "external_id")
 _RECORD_UPDATE = _RECORD_COLUMNS[4:]
 _EVENT_COLUMNS = ("record_id", "ordinal", "profile_id", "type", "occurred_at", "properties")
 _QUEUE_PAGES = 4
+_PRODUCER_NICENESS = 5
+"""Producers yield the CPU to this process: with more producers than spare cores, fair shares
+would hold back the single writer that every page has to pass through."""
 
 
 @dataclass
@@ -195,6 +199,8 @@ def _write_produced(writers: list[_StreamWriter], workers: int) -> None:
 
 def _produce(index: int, job: StreamIngest, cursor: Any, pages: Any) -> None:
     """Producer process: read, hash and transform pages; None ends, an exception reports."""
+    with suppress(OSError):
+        os.nice(_PRODUCER_NICENESS)
     try:
         for page in job.stream.read(cursor):
             prepared = prepare_page(page, job.stream.primary_key, job.transformer)

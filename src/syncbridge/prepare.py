@@ -10,6 +10,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from .connectors import DELETED, Page
 from .store.rawsql import dumps
 from .transform import RecordTransformer
@@ -69,13 +71,16 @@ class PreparedPage:
         return cls([PreparedRecord.from_tuple(r) for r in records], errors, cursor, complete, read)
 
 
-def canonical_json(record: dict[str, Any]) -> str:
-    """The record as JSON with sorted keys: hashed for change detection, and stored as is."""
-    return dumps(record, sort_keys=True)
+def canonical_json(record: dict[str, Any]) -> bytes:
+    """The record as UTF-8 JSON with sorted keys: hashed for change detection, stored as is."""
+    try:
+        return orjson.dumps(record, default=str, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers beyond 64 bits: the standard library copes
+        return dumps(record, sort_keys=True).encode()
 
 
-def digest(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+def digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def content_hash(record: dict[str, Any]) -> str:
@@ -108,11 +113,11 @@ def prepare_page(
         if key is None:
             errors.append((None, ", ".join(primary_key), "record has no primary key value"))
             continue
-        text = canonical_json(raw)
-        hashed = digest(text)
+        data = canonical_json(raw)
+        hashed = digest(data)
         if deleted_marker:  # a delete of unchanged content is still a change
-            hashed = digest("deleted:" + hashed)
-        prepared[key] = PreparedRecord(key, hashed, text, raw, deleted_marker)
+            hashed = digest(b"deleted:" + hashed.encode())
+        prepared[key] = PreparedRecord(key, hashed, data.decode(), raw, deleted_marker)
     records = list(prepared.values())
     if transformer is not None:
         for record in records:
@@ -128,7 +133,7 @@ def transform(record: PreparedRecord, transformer: RecordTransformer) -> None:
     assert record.raw is not None
     out = transformer.apply(record.raw)
     record.attributes = dumps(out.attributes)
-    record.identifiers = dumps([list(i) for i in out.identifiers])
+    record.identifiers = dumps(out.identifiers)  # (kind, value) pairs as JSON arrays
     record.source_ts = out.source_ts
     record.deleted = record.deleted_marker or out.deleted
     record.events = [(e.index, e.type, e.occurred_at, dumps(e.properties)) for e in out.events]
