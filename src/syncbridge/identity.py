@@ -11,6 +11,7 @@ split the part holding most of the old profile's records keeps its id.
 from __future__ import annotations
 
 import logging
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,8 +22,16 @@ from sqlalchemy import Connection, Engine, delete, select, update
 from .config.models import IdentityConfig
 from .counts import Counts
 from .gc_tuning import bulk_gc
-from .store.bulk import as_utc, chunks, utcnow
-from .store.rawsql import allocate_ids, insert_many, update_many
+from .store.bulk import chunks, utcnow
+from .store.rawsql import (
+    allocate_ids,
+    execute_in,
+    insert_many,
+    read_datetime,
+    read_json,
+    select_in,
+    update_many,
+)
 from .store.tables import CacheSetting, Event, Identity, Profile, ProfileMerge, SourceRecord
 from .transform import EMAIL, PHONE
 
@@ -34,7 +43,7 @@ IDENTITIES = Identity.__table__
 EVENTS = Event.__table__
 MERGES = ProfileMerge.__table__
 SETTINGS = CacheSetting.__table__
-BATCH_SIZE = 20_000
+BATCH_SIZE = 50_000
 RULES_KEY = "identity_rules"
 RULE_FIELDS = {"source_priority", "attribute_priority", "match_on_phone"}
 
@@ -147,7 +156,16 @@ class Resolver:
 
     def run(self, engine: Engine, batch_size: int = BATCH_SIZE) -> ResolveStats:
         self._reresolve_if_rules_changed(engine)
-        while True:
+        with engine.connect() as conn:
+            order = self._pending_by_email(conn)
+        for start in range(0, len(order), batch_size):
+            with engine.begin() as conn:
+                planned = order[start : start + batch_size].tolist()
+                sql = "SELECT id FROM source_record WHERE pending AND id IN ({in})"
+                ids = sorted(row[0] for row in select_in(conn, sql, (), planned))
+                if ids:  # an earlier batch's closure may have taken some of them already
+                    self._resolve_batch(conn, ids)
+        while True:  # whatever turned pending since (another writer): in id order
             with engine.begin() as conn:
                 ids = (
                     conn.execute(
@@ -162,6 +180,18 @@ class Resolver:
                 if not ids:
                     return self.stats
                 self._resolve_batch(conn, list(ids))
+
+    @staticmethod
+    def _pending_by_email(conn: Connection) -> array[int]:
+        """Pending record ids in email order: a person's records from every source then mostly
+        share a batch, so a batch rarely reloads and rewrites a profile an earlier batch made
+        (by id, a first load resolved most people once per source). Only speed depends on this
+        order: each batch still closes over every profile its records touch."""
+        email = RECORDS.c.attributes["email"].as_string()
+        query = (
+            select(RECORDS.c.id).where(RECORDS.c.pending.is_(True)).order_by(email, RECORDS.c.id)
+        )
+        return array("q", conn.execute(query).scalars())
 
     def _reresolve_if_rules_changed(self, engine: Engine) -> None:
         """Join and survivorship rules shape every profile: when they change, redo them all."""
@@ -180,7 +210,7 @@ class Resolver:
             insert_many(conn, SETTINGS, [row], ["key"], ["value", "updated_at"])
 
     def _resolve_batch(self, conn: Connection, pending_ids: list[int]) -> None:
-        records = {r.id: r for r in self._load(conn, RECORDS.c.id, pending_ids)}
+        records = {r.id: r for r in self._load(conn, "id", pending_ids)}
         profiles = self._close_over_profiles(conn, records)
         components = self._components([r for r in records.values() if not r.deleted])
         self._assign_ids(components)
@@ -205,7 +235,7 @@ class Resolver:
             seen.update(new)
             frontier = []
             if new:
-                for rec in self._load(conn, RECORDS.c.profile_id, new):
+                for rec in self._load(conn, "profile_id", new):
                     if rec.id not in records:
                         records[rec.id] = rec
                         if rec.pending:
@@ -218,44 +248,26 @@ class Resolver:
         for kind, value in keys:
             by_kind.setdefault(kind, []).append(value)
         found: set[int] = set()
-        c = IDENTITIES.c
+        sql = "SELECT profile_id FROM identity WHERE kind = ? AND value IN ({in})"
         for kind, values in sorted(by_kind.items()):
-            for part in chunks(sorted(values)):
-                query = select(c.profile_id).where(c.kind == kind, c.value.in_(part))
-                found.update(conn.execute(query).scalars())
+            found.update(row[0] for row in select_in(conn, sql, (kind,), sorted(values)))
         return found
 
-    def _load(self, conn: Connection, column: Any, values: list[int]) -> list[_Record]:
-        r = RECORDS.c
-        out: list[_Record] = []
-        for part in chunks(values):
-            query = select(
-                r.id,
-                r.source,
-                r.stream,
-                r.external_id,
-                r.identifiers,
-                r.attributes,
-                r.source_ts,
-                r.deleted,
-                r.pending,
-                r.profile_id,
-            ).where(column.in_(part))
-            for row in conn.execute(query):
-                out.append(
-                    _Record(
-                        id=row.id,
-                        source=row.source,
-                        stream=row.stream,
-                        external_id=row.external_id,
-                        identifiers=[(k, v) for k, v in row.identifiers],
-                        attributes=row.attributes,
-                        source_ts=as_utc(row.source_ts),
-                        deleted=row.deleted,
-                        pending=row.pending,
-                        profile_id=row.profile_id,
-                    )
-                )
+    def _load(self, conn: Connection, column: str, values: list[int]) -> list[_Record]:
+        """Records whose `column` (id or profile_id) is one of `values`, read through the
+        driver: SQLAlchemy's row processing was a third of resolution time."""
+        sql = (
+            "SELECT id, source, stream, external_id, identifiers, attributes, source_ts, "
+            f"deleted, pending, profile_id FROM source_record WHERE {column} IN ({{in}})"
+        )
+        out = []
+        for row in select_in(conn, sql, (), values):
+            identifiers = [(kind, value) for kind, value in read_json(row[4])]
+            attributes, source_ts = read_json(row[5]), read_datetime(row[6])
+            out.append(
+                _Record(*row[:4], identifiers, attributes, source_ts, bool(row[7]), bool(row[8]),
+                        row[9])
+            )  # fmt: skip
         return out
 
     def _components(self, live: list[_Record]) -> list[_Component]:
@@ -379,12 +391,13 @@ class Resolver:
         moved = [r for r in records.values() if r.pending or r.new_profile_id != r.profile_id]
         rows = [{"id": r.id, "profile_id": r.new_profile_id, "pending": False} for r in moved]
         update_many(conn, RECORDS, rows, "id")
-        events = [
-            {"record_id": r.id, "profile_id": r.new_profile_id}
-            for r in moved
-            if r.new_profile_id is not None
-        ]
-        update_many(conn, EVENTS, events, "record_id")
+        # Set-based: most records have no events, and a probe per record was a third of this.
+        placed = sorted(r.id for r in moved if r.new_profile_id is not None)
+        sql = (
+            "UPDATE event SET profile_id = (SELECT r.profile_id FROM source_record r "
+            "WHERE r.id = event.record_id) WHERE record_id IN ({in})"
+        )
+        execute_in(conn, sql, (), placed)
 
     def _write_identities(
         self, conn: Connection, components: list[_Component], profiles: set[int]

@@ -62,6 +62,25 @@ def _sqlite_datetime(value: datetime | str | None) -> str | None:
     return value.isoformat(" ", "microseconds")
 
 
+def read_json(value: Any) -> Any:
+    """A JSON column's value as the driver returns it: text on SQLite, parsed on PostgreSQL."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+@lru_cache(maxsize=65536)
+def _parse_sqlite_datetime(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def read_datetime(value: Any) -> datetime | None:
+    """A datetime column's value as the driver returns it (SQLite: naive UTC text), aware UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _parse_sqlite_datetime(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _converters(conn: Connection, table: Table, columns: Sequence[str]) -> list[Converter | None]:
     sqlite = conn.dialect.name == "sqlite"
     out: list[Converter | None] = []
@@ -169,6 +188,20 @@ def select_in(
     Bound straight by the driver: SQLAlchemy's expanding IN costs a microsecond per value,
     which a per-page look-up of thousands of keys notices. `sql` uses `?` for `params`.
     """
+    for result in _run_in(conn, sql, params, values, size):
+        yield from result.all()  # one fetchall per chunk
+
+
+def execute_in(
+    conn: Connection, sql: str, params: Sequence[Any], values: Sequence[Any], size: int = 500
+) -> int:
+    """`select_in` for statements that change rows (UPDATE/DELETE … IN); returns the count."""
+    return sum(result.rowcount for result in _run_in(conn, sql, params, values, size))
+
+
+def _run_in(
+    conn: Connection, sql: str, params: Sequence[Any], values: Sequence[Any], size: int
+) -> Iterator[Any]:
     postgres = conn.dialect.name == "postgresql"
     if postgres:
         sql = sql.replace("?", "%s")
@@ -176,7 +209,7 @@ def select_in(
     for start in range(0, len(values), size):
         part = values[start : start + size]
         text = sql.replace("{in}", ", ".join([mark] * len(part)))
-        yield from conn.exec_driver_sql(text, (*params, *part))
+        yield conn.exec_driver_sql(text, (*params, *part))
 
 
 def update_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], key: str) -> None:
