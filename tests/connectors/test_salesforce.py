@@ -299,6 +299,35 @@ def test_won_opportunities_become_events_of_their_contacts(
     assert live(store) == 1  # the roles joined the contact's profile
 
 
+def test_campaign_members_become_events_of_their_contacts_and_leads(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    contact = fake.insert("Contact", Email="ana@gmail.com", LastName="Silva")
+    lead = fake.insert("Lead", Email="li.wei@outlook.com", LastName="Li", Company="Acme")
+    webinar = fake.insert("Campaign", Name="Spring webinar", Type="Webinar")
+    fake.insert("CampaignMember", CampaignId=webinar, ContactId=contact, Status="Responded",
+                HasResponded=True)  # fmt: skip
+    fake.insert("CampaignMember", CampaignId=webinar, LeadId=lead, Status="Sent")
+    streams = [{"name": "Contact", "mapping": str(MAPPINGS / "salesforce.toml")},
+               {"name": "Lead", "mapping": str(MAPPINGS / "salesforce_lead.toml")},
+               {"name": "CampaignMember",
+                "mapping": str(MAPPINGS / "salesforce_campaign_members.toml")}]  # fmt: skip
+    run_cycle(sf_settings(fake, tmp_path, str(store.url), streams=streams), store)
+    from syncbridge.store.tables import Event
+
+    e = Event.__table__.c
+    with store.connect() as conn:
+        rows = conn.execute(select(P.email, e.type, e.properties).join(
+            Profile.__table__, Profile.__table__.c.id == e.profile_id)).all()  # fmt: skip
+    assert sorted(
+        (email, t, p["campaign"], p["status"], p.get("responded")) for email, t, p in rows
+    ) == [
+        ("ana@gmail.com", "campaign_member", "Spring webinar", "Responded", True),
+        ("li.wei@outlook.com", "campaign_member", "Spring webinar", "Sent", False),
+    ]
+    assert live(store) == 2  # the memberships joined their people; no profile of their own
+
+
 def test_connectors_describe_lists_the_objects_fields(
     fake: FakeSalesforce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
