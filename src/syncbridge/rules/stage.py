@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from ..counts import Counts
 from ..errors import FatalError
+from ..gc_tuning import bulk_gc
 from ..redaction import redact
 from ..store.bulk import as_utc, chunks, utcnow
 from ..store.engine import create_store_engine
@@ -99,6 +100,13 @@ def segments_to_redo(compiled: CompiledRules, changed: set[str]) -> set[str] | N
 
 
 def run_rules(engine: Engine, config: RulesConfig, now: datetime | None = None) -> RulesStats:
+    """Evaluate dirty and expiring profiles (everyone, or the changed segments, after a rules
+    change); changed results mark profiles for the push."""
+    with bulk_gc():
+        return _run_rules(engine, config, now)
+
+
+def _run_rules(engine: Engine, config: RulesConfig, now: datetime | None) -> RulesStats:
     now = now or utcnow()
     compiled = CompiledRules(config)
     stats = RulesStats()
