@@ -17,16 +17,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from .config.models import IdentityConfig
 from .counts import Counts
 from .gc_tuning import bulk_gc
-from .store.bulk import chunks, utcnow
+from .store.bulk import utcnow
 from .store.rawsql import (
     allocate_ids,
     execute_in,
     insert_many,
+    insert_tuples,
     read_datetime,
     read_json,
     select_in,
@@ -348,7 +349,7 @@ class Resolver:
         )
         self._retire(conn, components, profiles - kept, now)
         self._write_records(conn, records)
-        self._write_identities(conn, components, profiles | kept)
+        self._write_identities(conn, components, profiles)
 
     def _retire(
         self, conn: Connection, components: list[_Component], gone: set[int], now: datetime
@@ -400,10 +401,11 @@ class Resolver:
         execute_in(conn, sql, (), placed)
 
     def _write_identities(
-        self, conn: Connection, components: list[_Component], profiles: set[int]
+        self, conn: Connection, components: list[_Component], existing: set[int]
     ) -> None:
-        for part in chunks(sorted(profiles)):
-            conn.execute(delete(IDENTITIES).where(IDENTITIES.c.profile_id.in_(part)))
+        """Replace the join keys of the profiles that existed (new ones hold none yet)."""
+        sql = "DELETE FROM identity WHERE profile_id IN ({in})"
+        execute_in(conn, sql, (), sorted(existing))
         rows: dict[tuple[str, str], int] = {}
         for comp in components:
             assert comp.profile_id is not None
@@ -411,11 +413,8 @@ class Resolver:
                 for ident in rec.identifiers:
                     if self.joins(ident[0]):
                         rows[ident] = comp.profile_id
-        insert_many(
-            conn,
-            IDENTITIES,
-            [{"kind": k, "value": v, "profile_id": pid} for (k, v), pid in rows.items()],
-        )
+        identities = [(kind, value, pid) for (kind, value), pid in rows.items()]
+        insert_tuples(conn, IDENTITIES, ("kind", "value", "profile_id"), identities)
 
 
 def resolve_pending(
