@@ -33,6 +33,7 @@ from .store.rawsql import (
     select_in,
     update_many,
 )
+from .store.statistics import TableStatistics
 from .store.tables import CacheSetting, Event, Identity, Profile, ProfileMerge, SourceRecord
 from .transform import EMAIL, PHONE
 
@@ -151,6 +152,7 @@ class Resolver:
         self.run_id = run_id
         self.survivorship = Survivorship(config)
         self.stats = ResolveStats()
+        self.identities_written = 0
 
     def joins(self, kind: str) -> bool:
         return kind != PHONE or self.config.match_on_phone
@@ -159,13 +161,19 @@ class Resolver:
         self._reresolve_if_rules_changed(engine)
         with engine.connect() as conn:
             order = self._pending_by_email(conn)
+        statistics = TableStatistics(engine)
+        if len(order) >= statistics.first:  # a bulk load: plan with its numbers, not guesses
+            statistics.refresh(RECORDS.name, IDENTITIES.name, PROFILES.name)
         for start in range(0, len(order), batch_size):
+            created, identities = self.stats.profiles_created, self.identities_written
             with engine.begin() as conn:
                 planned = order[start : start + batch_size].tolist()
                 sql = "SELECT id FROM source_record WHERE pending AND id IN ({in})"
                 ids = sorted(row[0] for row in select_in(conn, sql, (), planned))
                 if ids:  # an earlier batch's closure may have taken some of them already
                     self._resolve_batch(conn, ids)
+            statistics.wrote(PROFILES.name, self.stats.profiles_created - created)
+            statistics.wrote(IDENTITIES.name, self.identities_written - identities)
         while True:  # whatever turned pending since (another writer): in id order
             with engine.begin() as conn:
                 ids = (
@@ -415,6 +423,7 @@ class Resolver:
                         rows[ident] = comp.profile_id
         identities = [(kind, value, pid) for (kind, value), pid in rows.items()]
         insert_tuples(conn, IDENTITIES, ("kind", "value", "profile_id"), identities)
+        self.identities_written += len(identities)
 
 
 def resolve_pending(

@@ -33,6 +33,7 @@ from .prepare import PreparedPage, prepare_page, transform
 from .redaction import redact
 from .store.bulk import chunks, utcnow
 from .store.rawsql import allocate_ids, datetime_binder, insert_many, insert_tuples, select_in
+from .store.statistics import TableStatistics
 from .store.tables import Event, RecordErrorRow, SourceRecord, StreamCursor
 from .transform import RecordTransformer
 
@@ -100,7 +101,8 @@ def ingest_streams(engine: Engine, jobs: list[StreamIngest], workers: int = 2) -
     are independent transactions). The other jobs are read here, one after the other.
     """
     with bulk_gc():
-        writers = [_StreamWriter(engine, job) for job in jobs]
+        statistics = TableStatistics(engine)
+        writers = [_StreamWriter(engine, job, statistics) for job in jobs]
         forking = "fork" in multiprocessing.get_all_start_methods()
         produced = [w for w in writers if forking and w.job.parallel and w.first_read]
         if produced:
@@ -118,9 +120,10 @@ class _StreamWriter:
     """The writing side of one stream: a transaction per page with its cursor, then the
     deletes a complete snapshot implies. A crash repeats a page, never skips one."""
 
-    def __init__(self, engine: Engine, job: StreamIngest) -> None:
+    def __init__(self, engine: Engine, job: StreamIngest, statistics: TableStatistics) -> None:
         self.engine = engine
         self.job = job
+        self.statistics = statistics
         self.where = f"{job.source}/{job.stream.name}"
         self.cursor = load_cursor(engine, job.source, job.stream.name)
         # A first read is mostly new records: transforming them all in a producer process
@@ -133,11 +136,15 @@ class _StreamWriter:
         log.info("reading %s%s", self.where, " (first read)" if self.first_read else "")
 
     def write(self, page: PreparedPage) -> None:
+        stats = self.job.stats
+        inserted, events = stats.inserted, stats.events
         with self.engine.begin() as conn:
             _write_page(conn, self.job, page, self.seen)
             if page.cursor is not None and page.cursor != self.cursor:
                 _save_cursor(conn, self.job.source, self.job.stream.name, page.cursor)
                 self.cursor = page.cursor
+        self.statistics.wrote(RECORDS.name, stats.inserted - inserted)
+        self.statistics.wrote(EVENTS.name, stats.events - events)
         self.complete = page.complete
         if self.job.on_page:
             self.job.on_page(page.read)
