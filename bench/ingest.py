@@ -2,6 +2,7 @@
 
     python bench/ingest.py --people 50000            # ~100k source records
     python bench/ingest.py --people 500000 --db /tmp/bench.db
+    python bench/ingest.py --people 500000 --url postgresql+psycopg://postgres@127.0.0.1/bench
 
 Measures (each in its own timing): ingest of all records into SQLite, identity resolution, an
 unchanged re-run (files untouched: skipped by fingerprint), and a re-run over rewritten but
@@ -248,7 +249,10 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=50_000)
-    parser.add_argument("--db", type=Path, default=None)
+    parser.add_argument("--db", type=Path, default=None, help="SQLite file (default: a temp file)")
+    parser.add_argument(
+        "--url", default=None, help="a database URL instead, e.g. an empty PostgreSQL database"
+    )
     parser.add_argument("--serial", action="store_true", help="no producer process")
     parser.add_argument("--workers", type=int, default=2, help="producer processes at once")
     args = parser.parse_args()
@@ -261,10 +265,15 @@ def main() -> None:
         (directory / "crm.toml").write_text(CRM_MAPPING, encoding="utf-8")
         (directory / "shop.toml").write_text(SHOP_MAPPING, encoding="utf-8")
         data = config_for(directory, db)
+        if args.url:
+            data["store"] = {"url": args.url}
         data["ingest"] = {"parallel": not args.serial, "workers": args.workers}
         config = parse_config(data, "bench", directory, {})
         settings = check_settings(config, None)
         engine = open_engine(config.store.url)
+        with engine.connect() as conn:
+            if conn.exec_driver_sql("SELECT count(*) FROM source_record").scalar_one():
+                sys.exit(f"{args.url}: the benchmark needs an empty database")
         records = sum(counts.values())
         result: dict[str, Any] = {"people": args.people, "records": records, **counts}
         result["parallel"] = config.ingest.parallel
@@ -300,7 +309,7 @@ def main() -> None:
             rerun_records_per_s=round(reread / rerun_s),
             peak_rss_mib=round(peak_rss_mib()),
             producer_peak_rss_mib=round(peak_rss_mib(resource.RUSAGE_CHILDREN)),
-            db_mib=round(db.stat().st_size / 2**20),
+            db_mib=round(db.stat().st_size / 2**20) if not args.url else None,
             calibration_loop_s=calibration_s(),
             machine=f"{platform.machine()}, {os.cpu_count()} cores, "
             f"Python {sys.version.split()[0]}",

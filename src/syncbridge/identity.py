@@ -174,6 +174,8 @@ class Resolver:
                     self._resolve_batch(conn, ids)
             statistics.wrote(PROFILES.name, self.stats.profiles_created - created)
             statistics.wrote(IDENTITIES.name, self.identities_written - identities)
+        if len(order) >= statistics.first:  # what is pending changed for most rows
+            statistics.refresh(RECORDS.name)
         while True:  # whatever turned pending since (another writer): in id order
             with engine.begin() as conn:
                 ids = (
