@@ -11,6 +11,7 @@ not serialised again.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -157,18 +158,24 @@ def insert_tuples(
     datetimes through `datetime_binder`): the ingest path builds them so, once per row."""
     if not rows:
         return
-    sql = (
-        f"INSERT INTO {_q(table.name)} ({', '.join(map(_q, columns))}) "
-        f"VALUES ({', '.join(_placeholders(conn, table, columns))})"
-    )
+    clause = ""
     if conflict:
         target = ", ".join(map(_q, conflict))
         if update:
             sets = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in update)
-            sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
+            clause = f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
         else:
-            sql += f" ON CONFLICT ({target}) DO NOTHING"
-    _execute(conn, sql, rows)
+            clause = f" ON CONFLICT ({target}) DO NOTHING"
+    names = ", ".join(map(_q, columns))
+    if _use_copy(conn, rows):
+        if update:  # one statement may not update a row twice: the last copy wins, as in a loop
+            rows = _last_per_key(rows, columns, conflict)
+        stage = _stage(conn, table, columns, rows)
+        conn.exec_driver_sql(f"INSERT INTO {_q(table.name)} ({names}) SELECT {names} FROM {stage}"
+                             f"{clause}; TRUNCATE {stage}")  # fmt: skip
+        return
+    marks = ", ".join(_placeholders(conn, table, columns))
+    _execute(conn, f"INSERT INTO {_q(table.name)} ({names}) VALUES ({marks}){clause}", rows)
 
 
 def datetime_binder(conn: Connection) -> Converter:
@@ -218,10 +225,56 @@ def update_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
         return
     sets = [c for c in rows[0] if c != key]
     columns = [*sets, key]
+    values = _tuples(conn, table, rows, columns)
+    if _use_copy(conn, values):
+        stage = _stage(conn, table, columns, _last_per_key(values, columns, [key]))
+        assignments = ", ".join(f"{_q(c)} = s.{_q(c)}" for c in sets)
+        conn.exec_driver_sql(
+            f"UPDATE {_q(table.name)} AS t SET {assignments} FROM {stage} AS s "
+            f"WHERE t.{_q(key)} = s.{_q(key)}; TRUNCATE {stage}"
+        )
+        return
     marks = _placeholders(conn, table, columns)
     assignments = ", ".join(f"{_q(c)} = {m}" for c, m in zip(sets, marks, strict=False))
     sql = f"UPDATE {_q(table.name)} SET {assignments} WHERE {_q(key)} = {marks[-1]}"
-    _execute(conn, sql, _tuples(conn, table, rows, columns))
+    _execute(conn, sql, values)
+
+
+COPY_FROM_ROWS = 200
+"""PostgreSQL: from this many rows, writes go through COPY into a staging table and one
+set-based statement. An executemany runs each row as a statement of its own (~40 µs apiece
+even pipelined); COPY streams rows in a few µs."""
+
+
+def _use_copy(conn: Connection, rows: Sequence[Any]) -> bool:
+    return conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS
+
+
+def _last_per_key(
+    rows: list[tuple[Any, ...]], columns: Sequence[str], key: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    pick = itemgetter(*[list(columns).index(c) for c in key])
+    return list({pick(row): row for row in rows}.values())
+
+
+def _stage(conn: Connection, table: Table, columns: Sequence[str], rows: list[Any]) -> str:
+    """COPY rows into this session's staging table for (table, columns); returns its name.
+
+    The staging table has the columns' types and no constraints; it empties at commit and
+    after each use, and lives as long as the pooled connection.
+    """
+    names = ", ".join(map(_q, columns))
+    stage = f"_sb_stage_{table.name}_{zlib.crc32(names.encode()):08x}"
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+        f"SELECT {names} FROM {_q(table.name)} WITH NO DATA"
+    )
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    return stage
 
 
 def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:
