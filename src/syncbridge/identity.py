@@ -167,11 +167,7 @@ class Resolver:
         for start in range(0, len(order), batch_size):
             created, identities = self.stats.profiles_created, self.identities_written
             with engine.begin() as conn:
-                planned = order[start : start + batch_size].tolist()
-                sql = "SELECT id FROM source_record WHERE pending AND id IN ({in})"
-                ids = sorted(row[0] for row in select_in(conn, sql, (), planned))
-                if ids:  # an earlier batch's closure may have taken some of them already
-                    self._resolve_batch(conn, ids)
+                self._resolve_batch(conn, sorted(order[start : start + batch_size]))
             statistics.wrote(PROFILES.name, self.stats.profiles_created - created)
             statistics.wrote(IDENTITIES.name, self.identities_written - identities)
         if len(order) >= statistics.first:  # what is pending changed for most rows
@@ -221,7 +217,10 @@ class Resolver:
             insert_many(conn, SETTINGS, [row], ["key"], ["value", "updated_at"])
 
     def _resolve_batch(self, conn: Connection, pending_ids: list[int]) -> None:
-        records = {r.id: r for r in self._load(conn, "id", pending_ids)}
+        # An earlier batch's closure may have placed some of them already.
+        records = {r.id: r for r in self._load(conn, "id", pending_ids) if r.pending}
+        if not records:
+            return
         profiles = self._close_over_profiles(conn, records)
         components = self._components([r for r in records.values() if not r.deleted])
         self._assign_ids(components)
