@@ -5,7 +5,9 @@ than SQLite spends writing them; on the ingest path that halved throughput. Here
 converted once per row by a precomputed converter and the statement goes to the driver's
 `executemany` through `exec_driver_sql` (so SQLAlchemy's events and transaction still apply).
 JSON values may come pre-encoded (`Json`): a payload serialised once for its content hash is
-not serialised again.
+not serialised again. On PostgreSQL, batches of `COPY_FROM_ROWS` or more go through COPY into a
+staging table and one set-based statement instead (the server runs each row of an executemany
+as a statement of its own). Reads of many keys (`select_in`) bind their IN lists the same way.
 """
 
 from __future__ import annotations
