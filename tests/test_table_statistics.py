@@ -38,10 +38,10 @@ PEOPLE = [
 ]
 
 
-@pytest.mark.postgres
+@pytest.mark.parametrize("store_url", [pytest.param("postgres", marks=pytest.mark.postgres)],
+                         indirect=True)  # fmt: skip
 def test_after_a_first_load_key_lookups_seek_the_whole_key(engine: Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("a PostgreSQL planner question")
+    """A question for PostgreSQL's planner only."""
     job = StreamIngest("crm", ListStream("people", PEOPLE, 2_000),
                        RecordTransformer(PERSON_MAPPING, "US"), parallel=False)  # fmt: skip
     ingest_streams(engine, [job])
