@@ -83,10 +83,6 @@ def digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def content_hash(record: dict[str, Any]) -> str:
-    return digest(canonical_json(record))
-
-
 def record_key(record: dict[str, Any], primary_key: tuple[str, ...]) -> str | None:
     parts = []
     for name in primary_key:

@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, Connection, DateTime, Table
 
+from .bulk import as_utc
+
 Converter = Callable[[Any], Any]
 
 
@@ -77,11 +79,9 @@ def _parse_sqlite_datetime(text: str) -> datetime:
 
 def read_datetime(value: Any) -> datetime | None:
     """A datetime column's value as the driver returns it (SQLite: naive UTC text), aware UTC."""
-    if value is None:
-        return None
     if isinstance(value, str):
         return _parse_sqlite_datetime(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value)
 
 
 def _converters(conn: Connection, table: Table, columns: Sequence[str]) -> list[Converter | None]:
