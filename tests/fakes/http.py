@@ -10,7 +10,7 @@ import socket
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 
 
 class Reply(Protocol):
@@ -19,6 +19,27 @@ class Reply(Protocol):
     content_type: str | None
     headers: dict[str, str]
     reset: bool
+
+
+class Scripted(Protocol):
+    """A scripted failure: how many more requests it hits, and which paths (None: any)."""
+
+    remaining: int
+    path_contains: str | None
+
+
+FaultT = TypeVar("FaultT", bound=Scripted)
+
+
+def take_fault(faults: list[FaultT], path: str) -> FaultT | None:
+    """The first scripted fault for this path, counted down and dropped once used up."""
+    for fault in faults:
+        if fault.path_contains is None or fault.path_contains in path:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                faults.remove(fault)
+            return fault
+    return None
 
 
 class Handles(Protocol):

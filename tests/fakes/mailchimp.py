@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .http import LoopbackFake
+from .http import LoopbackFake, take_fault
 
 JSON = dict[str, Any]
 API_KEY = "0123456789abcdef0123456789abcdef-us21"
@@ -1161,16 +1161,6 @@ class FakeMailchimp(LoopbackFake):
                 raise KeyError(f"{email} is not in {list_id}")
             action(aud, member)
 
-    def _take_fault(self, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.path_contains is None or fault.path_contains in path:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
-
     def _handle(self, method: str, target: str, raw: bytes, headers: Any) -> Response:
         parts = urlsplit(target)
         path = unquote(parts.path)
@@ -1189,7 +1179,9 @@ class FakeMailchimp(LoopbackFake):
                 return Response.problem(ApiError(429, detail=limit))
             if self.latency:
                 time.sleep(self.latency)
-            if (fault := self._take_fault(path)) is not None:
+            with self._lock:
+                fault = take_fault(self._faults, path)
+            if fault is not None:
                 return fault.response()
             if path.startswith(RESULTS_PREFIX + "/") and method == "GET":  # S3 in real life
                 archive = self._api.batch_archives.get(path.rsplit("/", 1)[-1].split(".")[0])

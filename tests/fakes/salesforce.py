@@ -95,7 +95,7 @@ import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 from simple_salesforce import Salesforce
 
-from .http import LoopbackFake
+from .http import LoopbackFake, take_fault
 
 JSON = dict[str, Any]
 DEFAULT_CLOCK = datetime(2024, 1, 1, tzinfo=UTC)
@@ -1772,15 +1772,6 @@ class FakeSalesforce(LoopbackFake):
 
     # --- internals
 
-    def _take_fault(self, path: str) -> Fault | None:
-        for fault in self._faults:
-            if fault.path_contains is None or fault.path_contains in path:
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    self._faults.remove(fault)
-                return fault
-        return None
-
     def _handle(self, method: str, target: str, raw: bytes, headers: Message) -> Response:
         parts = urlsplit(target)
         path = unquote(parts.path).rstrip("/") or "/"
@@ -1788,7 +1779,7 @@ class FakeSalesforce(LoopbackFake):
         with self._lock:
             body = raw.decode(errors="replace")
             self.requests.append(RecordedRequest(method, path, query, dict(headers.items()), body))
-            if (fault := self._take_fault(path)) is not None:
+            if (fault := take_fault(self._faults, path)) is not None:
                 return fault.response()
             req = Request(method, path, query, headers, raw)
             try:
