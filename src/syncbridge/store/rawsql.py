@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, Connection, DateTime, Table
 
-from .bulk import as_utc
+from .bulk import as_utc, chunks
 
 Converter = Callable[[Any], Any]
 
@@ -215,8 +215,7 @@ def _run_in(
     if postgres:
         sql = sql.replace("?", "%s")
     mark = "%s" if postgres else "?"
-    for start in range(0, len(values), size):
-        part = values[start : start + size]
+    for part in chunks(values, size):
         text = sql.replace("{in}", ", ".join([mark] * len(part)))
         yield conn.exec_driver_sql(text, (*params, *part))
 
