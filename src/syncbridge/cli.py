@@ -27,8 +27,9 @@ from .errors import ConfigError, FatalError, SyncbridgeError
 from .logs import setup_logging
 from .pipeline import CycleReport, ProgressHook, run_cycle
 from .push.client import MailchimpClient
+from .push.guard import mass_removal
 from .push.plan import plan_as_dict
-from .push.state import dirty_profile_ids
+from .push.state import dirty_profile_ids, live_member_count
 from .push.sync import PushReport, build_plan, check_provisioning, push
 from .redaction import redact
 from .rules.compute import explain as explain_results
@@ -128,10 +129,12 @@ def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _cycle(settings: Settings, now: datetime | None = None) -> CycleReport:
+def _cycle(
+    settings: Settings, now: datetime | None = None, allow_mass_removal: bool = False
+) -> CycleReport:
     engine = open_engine(settings.config.store.url, settings.config.store.echo)
     with _progress() as hook:
-        return run_cycle(settings, engine, hook, now=now)
+        return run_cycle(settings, engine, hook, now=now, allow_mass_removal=allow_mass_removal)
 
 
 def _print_cycle(report: CycleReport) -> None:
@@ -178,17 +181,27 @@ def validate(config: ConfigOption = Path("config.toml")) -> None:
     )
 
 
+AllowMassRemoval = Annotated[
+    bool,
+    typer.Option(
+        "--allow-mass-removal",
+        help="Apply a push even if it archives or untags more than max_removal_share.",
+    ),
+]
+
+
 @app.command()
 def run(
     config: ConfigOption = Path("config.toml"),
     once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
     every: Annotated[int, typer.Option(help="Seconds between cycles as a daemon.", min=5)] = 300,
+    allow_mass_removal: AllowMassRemoval = False,
 ) -> None:
     """Run the pipeline: one cycle with --once, else as a daemon every --every seconds."""
     try:
         settings = _settings(config)
         if once:
-            _print_cycle(_cycle(settings))
+            _print_cycle(_cycle(settings, allow_mass_removal=allow_mass_removal))
             return
         _daemon(settings, every)
     except SyncbridgeError as exc:
@@ -470,6 +483,10 @@ def _print_plans(settings: Settings, engine: Any, json_out: Path | None) -> None
         out.print("No [[mailchimp.audiences]] configured: nothing to plan.")
     for plan in plans:
         out.print(render.plan_table(plan))
+        with engine.connect() as conn:
+            members = live_member_count(conn, plan.audience.list_id)
+        if (why := mass_removal(plan, members)) is not None:
+            out.print(f"[yellow]warning:[/yellow] {why}", highlight=False)
 
 
 def _print_push(result: PushReport) -> None:
@@ -503,14 +520,19 @@ def plan(
 
 
 @app.command("push")
-def push_command(config: ConfigOption = Path("config.toml")) -> None:
+def push_command(
+    config: ConfigOption = Path("config.toml"), allow_mass_removal: AllowMassRemoval = False
+) -> None:
     """Apply the plan: provision, read back Mailchimp's changes, send batches, acknowledge."""
     try:
         settings = _settings(config)
         engine = open_engine(settings.config.store.url)
         client = MailchimpClient(settings.config.mailchimp)
         with _progress() as hook:
-            result = push(engine, settings.config.mailchimp, client, progress=hook)
+            result = push(
+                engine, settings.config.mailchimp, client, progress=hook,
+                allow_mass_removal=allow_mass_removal,
+            )  # fmt: skip
     except SyncbridgeError as exc:
         raise _fail(exc) from None
     _print_push(result)

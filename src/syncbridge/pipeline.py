@@ -91,6 +91,7 @@ def run_cycle(
     progress: ProgressHook | None = None,
     client: MailchimpClient | None = None,
     now: datetime | None = None,
+    allow_mass_removal: bool = False,
 ) -> CycleReport:
     """Pull → resolve → push. A failure marks the run failed and re-raises; committed pages
     and acknowledged members stay. The push runs when audiences are configured and a client is
@@ -129,7 +130,10 @@ def run_cycle(
         if config.mailchimp.audiences and (client or config.mailchimp.api_key):
             log.info("pushing to Mailchimp")
             client = client or MailchimpClient(config.mailchimp)
-            report.push = push(engine, config.mailchimp, client, progress=progress)
+            report.push = push(
+                engine, config.mailchimp, client, progress=progress,
+                allow_mass_removal=allow_mass_removal,
+            )  # fmt: skip
     except Exception as exc:
         report.status = "failed"
         report.seconds = time.perf_counter() - started

@@ -16,6 +16,7 @@ import hashlib
 import io
 import itertools
 import json
+import random
 import re
 import tarfile
 import threading
@@ -59,6 +60,10 @@ DEFAULT_MERGE_FIELDS: tuple[tuple[str, str, str, JSON], ...] = (
     ("PHONE", "Phone Number", "phone", {"phone_format": "none"}),
     ("BIRTHDAY", "Birthday", "birthday", {"date_format": "MM/DD"}),
 )
+NOT_IN_AUDIENCE = "Email address is not in this audience"
+NOT_IN_SEGMENT = "Email address is not a member of the segment"
+ALREADY = "Email address is already a member of the segment"
+"""What a repeated addition answers is unverified; the fake takes the harsher reading."""
 UNSUBSCRIBE_REASONS = {
     "user": "N/A (Unsubscribed by the contact)",
     "admin": "N/A (Unsubscribed by an admin)",
@@ -299,6 +304,10 @@ class Audience:
         self.members: dict[str, Member] = {}
         self.segments: dict[int, Segment] = {}
         self.forgotten: set[str] = set()
+        self.confirmations: dict[str, int] = {}
+        """Double opt-in emails sent, by address: each write of `pending` sends one, also to a
+        member who is already pending (Mailchimp documents pending as "sends the opt-in
+        email"; integrations see it re-sent)."""
         self._segment_ids = itertools.count(10_001)
         for tag, label, kind, options in DEFAULT_MERGE_FIELDS:
             self.add_merge_field(MergeField(0, tag, label, kind, options=dict(options)))
@@ -398,6 +407,8 @@ class Audience:
             self.members[member.id] = member
         if status is not None:
             member.set_status(status, by)
+            if status == "pending":
+                self.confirmations[member.email] = self.confirmations.get(member.email, 0) + 1
         member.merge_fields.update(values or {})
         tags = set(replace_tags) if replace_tags is not None else member.tags | set(add_tags)
         member.tags = tags - set(remove_tags)
@@ -909,8 +920,8 @@ class MailchimpApi:
             raise invalid("name", "This value should not be blank.")
         if emails is not None and options is not None:
             raise invalid("options", "Use static_segment or options, not both.")
-        if any(s.name == name for s in aud.segments.values()):
-            raise invalid("name", f"A segment or tag named {name!r} already exists.")
+        if any(s.name.casefold() == name.casefold() for s in aud.segments.values()):
+            raise invalid("name", f'A segment or tag named "{name}" already exists.')
         if options is not None:
             if not isinstance(options, dict) or options.get("match") not in ("any", "all"):
                 raise invalid("options.match", "match must be 'any' or 'all'")
@@ -955,26 +966,29 @@ class MailchimpApi:
             if not isinstance(emails, list) or len(emails) > BATCH_LIMIT:
                 raise invalid(name, f"Give a list of at most {BATCH_LIMIT} addresses")
         done: dict[bool, list[JSON]] = {True: [], False: []}
-        missing: list[str] = []
+        refused: dict[str, list[str]] = {}
         for emails, adding in ((adds, True), (removes, False)):
             for email in emails:
                 member = aud.find(email) if isinstance(email, str) else None
                 if member is None or member.archived:
-                    missing.append(str(email))
+                    refused.setdefault(NOT_IN_AUDIENCE, []).append(str(email))
+                    continue
+                if (seg.name in member.tags) == adding:  # already as asked: refused, it holds
+                    refused.setdefault(ALREADY if adding else NOT_IN_SEGMENT, []).append(email)
                     continue
                 tag = [seg.name]
                 aud.change(
                     member, add_tags=tag if adding else [], remove_tags=[] if adding else tag
                 )
                 done[adding].append(aud.member_view(member))
-        errors = [{"email_addresses": missing, "error": "Not in this audience"}] if missing else []
+        errors = [{"email_addresses": emails, "error": text} for text, emails in refused.items()]
         return 200, {
             "members_added": done[True],
             "members_removed": done[False],
             "errors": errors,
             "total_added": len(done[True]),
             "total_removed": len(done[False]),
-            "error_count": len(missing),
+            "error_count": sum(len(e) for e in refused.values()),
         }
 
     def segment_members(self, req: Request, aud: Audience, segment_id: str) -> Reply:
@@ -1007,6 +1021,8 @@ class Fault:
     status: int | None
     retry_after: float | None = None
     body: JSON | str | None = None
+    after_applying: bool = False
+    """The call is applied first, then its answer is lost (a reset): a lost answer."""
 
     def response(self) -> Response:
         if self.status is None:
@@ -1019,6 +1035,34 @@ class Fault:
         if self.retry_after is not None:
             reply.headers["Retry-After"] = f"{self.retry_after:g}"
         return reply
+
+
+@dataclass
+class Mishap:
+    response: Response
+    before: bool
+    """True: the request fails before it is applied; False: after (its answer is lost)."""
+    hold_s: float = 0.0
+
+
+@dataclass
+class Chaos:
+    """Random failures for fault-storm tests, drawn from a seeded generator."""
+
+    rate: float
+    rng: random.Random
+    hold_s: float
+
+    def draw(self) -> Mishap | None:
+        if self.rng.random() >= self.rate:
+            return None
+        kind = self.rng.choice(("429", "500", "503", "reset", "hold"))
+        if kind == "reset":
+            return Mishap(Response(0, reset=True), before=False)
+        if kind == "hold":
+            return Mishap(Response(0), before=False, hold_s=self.hold_s)
+        status = int(kind)
+        return Mishap(Response.problem(ApiError(status, detail="Chaos.")), before=True)
 
 
 # ------------------------------------------------------------------------ test-facing API
@@ -1037,6 +1081,10 @@ class FakeMailchimp(LoopbackFake):
         self._faults: list[Fault] = []
         self._lock = threading.Lock()  # guards requests, faults and the in-flight count
         self._in_flight = 0
+        self.on_applied: Callable[[str, str], None] | None = None
+        """Called with (method, path) after a write call was applied, before its answer is
+        sent: a test can kill the client there, as a crash between apply and acknowledge."""
+        self._chaos: Chaos | None = None
 
     # --- lifecycle
 
@@ -1103,10 +1151,22 @@ class FakeMailchimp(LoopbackFake):
         with self._lock:
             self._faults.append(Fault(n, path_contains, status, retry_after, body))
 
+    def chaos(self, rate: float, seed: int, hold_s: float) -> None:
+        """From now on, a share `rate` of requests fail at random (seeded): a 429, a 500 or a
+        503 before anything is applied, a connection reset after the call was applied, or an
+        answer held `hold_s` (past the client's timeout) after the call was applied."""
+        self._chaos = Chaos(rate, random.Random(seed), hold_s)
+
     def reset_next(self, n: int = 1, path_contains: str | None = None) -> None:
         """The next n matching requests have their connection reset, with no response."""
         with self._lock:
             self._faults.append(Fault(n, path_contains, None))
+
+    def lose_answer_next(self, n: int = 1, path_contains: str | None = None) -> None:
+        """The next n matching requests are applied, then their connection is reset: the
+        client never learns that the call took effect (a timeout, a crash of the network)."""
+        with self._lock:
+            self._faults.append(Fault(n, path_contains, None, after_applying=True))
 
     # --- inspection
 
@@ -1180,9 +1240,12 @@ class FakeMailchimp(LoopbackFake):
             if self.latency:
                 time.sleep(self.latency)
             with self._lock:
-                fault = take_fault(self._faults, path)
-            if fault is not None:
+                fault = take_fault(self._faults, f"{method} {path}")  # "POST /3.0/lists/..."
+                mishap = self._chaos.draw() if self._chaos is not None else None
+            if fault is not None and not fault.after_applying:
                 return fault.response()
+            if mishap is not None and mishap.before:
+                return mishap.response
             if path.startswith(RESULTS_PREFIX + "/") and method == "GET":  # S3 in real life
                 archive = self._api.batch_archives.get(path.rsplit("/", 1)[-1].split(".")[0])
                 if archive is None:
@@ -1191,7 +1254,17 @@ class FakeMailchimp(LoopbackFake):
             if not path.startswith(API_PREFIX + "/"):
                 return Response.problem(not_found())
             request = Request(method, path.removeprefix(API_PREFIX), query, body)
-            return self._api.handle(request, headers.get("Authorization"))
+            reply = self._api.handle(request, headers.get("Authorization"))
+            if method != "GET" and reply.status < 400 and self.on_applied is not None:
+                self.on_applied(method, path)
+            if fault is not None:  # after_applying
+                return fault.response()
+            if mishap is not None:  # applied, but the answer is lost or late
+                if mishap.hold_s:
+                    time.sleep(mishap.hold_s)
+                    return reply
+                return mishap.response
+            return reply
         finally:
             with self._lock:
                 self._in_flight -= 1

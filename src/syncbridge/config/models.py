@@ -114,6 +114,9 @@ class AudienceConfig(Frozen):
     segments: list[SavedSegmentConfig] = Field(default_factory=list)
     merge_field_limit: int = Field(default=30, ge=1, le=200)
     """Mailchimp's merge-field limit for this audience (30; 80 on Premium plans)."""
+    max_removal_share: float = Field(default=0.2, ge=0.0, le=1.0)
+    """A push that would archive or untag more than this share of the audience's members
+    (or take one tag from them) stops unless run with --allow-mass-removal."""
 
     @field_validator("merge_fields")
     @classmethod

@@ -15,6 +15,7 @@ from typing import Any
 
 from liquid import Environment
 
+from ..cleaning import clean_boolean
 from ..config.models import AudienceConfig, MergeFieldConfig
 
 _liquid = Environment()
@@ -36,7 +37,11 @@ class DesiredMember:
     profile_id: int
     email: str
     consent: bool | None
-    """True: recorded consent; False: an explicit opt-out at a source; None: unknown."""
+    """True: recorded consent; False: an explicit opt-out at a source; None: neither.
+
+    A consent attribute that is false (Shopify's "Accepts Email Marketing = no", the default for
+    anyone who never ticked the box) is *not* an opt-out: it is None, so an existing member
+    keeps their status and only a new member is held back (`without_consent`)."""
     merge_fields: dict[str, Any]
     tags: frozenset[str]
 
@@ -84,12 +89,11 @@ class AudienceRules:
         return DesiredMember(profile_id, email, consent, merge_fields, tags)
 
     def _consent(self, attributes: dict[str, Any]) -> bool | None:
-        opt_out = self.audience.opt_out_attribute
-        if opt_out and attributes.get(opt_out) is True:
+        """Only an explicit opt-out is False; only a recorded yes is True; all else is None."""
+        if _is_yes(attributes.get(self.audience.opt_out_attribute or "")):
             return False
-        consent = self.audience.consent_attribute
-        if consent and consent in attributes:
-            return bool(attributes[consent])
+        if _is_yes(attributes.get(self.audience.consent_attribute or "")):
+            return True
         return None
 
     def _merge_value(self, field: MergeFieldConfig, attributes: dict[str, Any]) -> Any:
@@ -106,6 +110,16 @@ class AudienceRules:
             items = value if isinstance(value, list) else str(value or "").split(",")
             tags.update(f"{self.audience.tag_prefix}{t.strip()}" for t in items if str(t).strip())
         return frozenset(t[:100] for t in tags)
+
+
+def _is_yes(value: Any) -> bool:
+    """True for a boolean attribute that is true, or a text one that says yes ("yes", "1")."""
+    if value is None or value == "":
+        return False
+    try:
+        return clean_boolean(value)
+    except ValueError:
+        return False
 
 
 def format_merge_value(field: MergeFieldConfig, value: Any) -> Any:

@@ -38,6 +38,12 @@ class Upsert:
     merge_fields: dict[str, Any]
     """Only the fields that changed (all of them for a new member)."""
     new: bool
+    send_status: bool = True
+    """False for a pending member whose status stays pending: writing `pending` again makes
+    Mailchimp re-send the opt-in email, so the update goes without a status (a PATCH)."""
+    tags_before: frozenset[str] | None = None
+    """When the profile takes over an address (a new member, or one another profile held),
+    the tags that address is known to have; written with the acknowledgement."""
 
 
 @dataclass
@@ -72,6 +78,9 @@ class Plan:
     """Known only when the plan was checked against Mailchimp (None: not checked)."""
     done: list[int] = field(default_factory=list)
     """Profiles that need no call (already in the desired state, or deliberately skipped)."""
+    released: list[int] = field(default_factory=list)
+    """Deleted or merged-away profiles whose address another profile now holds: their
+    acknowledged state is dropped once the plan is applied, the member is left in place."""
 
     def counts(self) -> dict[str, int]:
         return {
@@ -88,6 +97,13 @@ class Plan:
             **({"tags to create": len(self.tags_to_create)}
                if self.tags_to_create is not None else {}),
         }  # fmt: skip
+
+    def removals(self) -> dict[str, int]:
+        """Members this plan takes out of the audience (archives, untags), and the removals
+        of each tag: what the mass-removal guard weighs."""
+        out = {"members": sum(1 for r in self.archives if not r.replaced) + len(self.untags)}
+        out.update({f"tag {t}": len(m) for t, m in sorted(self.tag_removes.items()) if m})
+        return out
 
     @property
     def empty(self) -> bool:
@@ -120,13 +136,20 @@ def plan_member(
     desired: DesiredMember | None,
     acked: Acked | None,
     statuses: dict[str, str],
+    taken: frozenset[str] = frozenset(),
+    left_behind: dict[str, Acked] | None = None,
 ) -> None:
     """Add what one profile needs to the plan. `statuses` maps subscriber hashes to Mailchimp's
-    current status for every address involved."""
+    current status for every address involved. `taken`: addresses another profile wants or
+    holds (a leaving profile's member is not archived from under it); `left_behind`: the
+    acknowledged state of leaving profiles by address, for the profile that takes it over."""
     audience = plan.audience
     live = acked is not None and acked.email and acked.status not in (None, "archived")
     if desired is None:
-        if live and acked is not None and acked.email and audience.removal != "ignore":
+        if acked is not None and acked.email and acked.email in taken:
+            plan.released.append(profile_id)  # merged away: the survivor took the address
+            plan.done.append(profile_id)
+        elif live and acked is not None and acked.email and audience.removal != "ignore":
             removal = Removal(profile_id, acked.email, acked.tags)
             (plan.archives if audience.removal == "archive" else plan.untags).append(removal)
             for tag in acked.tags:
@@ -155,14 +178,23 @@ def plan_member(
         plan.done.append(profile_id)
         return
     same_member = acked is not None and acked.email == desired.email and current is not None
-    before = acked.merge_fields if same_member and acked is not None else {}
+    inherited = (left_behind or {}).get(desired.email) if current is not None else None
+    if same_member and acked is not None:
+        before, had = acked.merge_fields, acked.tags
+    elif inherited is not None:  # the address a merged-away profile held: its known state
+        before, had = inherited.merge_fields, inherited.tags
+    else:
+        before, had = {}, frozenset()
     changed = {k: v for k, v in desired.merge_fields.items() if before.get(k) != v}
     changed.update({k: "" for k in before if k not in desired.merge_fields})  # cleared values
     if same_member and acked is not None and not changed and acked.status == status:
         plan.unchanged += 1
     else:
-        plan.upserts.append(Upsert(desired, status, changed, current is None))
-    had = acked.tags if same_member and acked is not None else frozenset()
+        resend = current == "pending" and status == "pending"
+        plan.upserts.append(
+            Upsert(desired, status, changed, current is None, send_status=not resend,
+                   tags_before=None if same_member else had)
+        )  # fmt: skip
     for tag in sorted(desired.tags - had):
         plan.tag_adds[tag].append((profile_id, desired.email))
     for tag in sorted(had - desired.tags):

@@ -72,77 +72,111 @@ def provision_merge_fields(client: MailchimpClient, audience: AudienceConfig) ->
         try:
             client.call(client.sdk.lists.add_list_merge_field, audience.list_id, body)
         except ApiError as exc:
-            raise FatalError(
-                f"audience {audience.name!r}: cannot create merge field {spec.tag} "
-                f"({len(existing) + len(created)} fields exist): {exc}"
-            ) from None
+            # "A Merge Field with the tag ... already exists": an earlier attempt whose answer
+            # was lost (a timeout, a crash) created it. Look before calling it a failure.
+            now_there = existing_merge_fields(client, audience.list_id).get(spec.tag)
+            if now_there is None or now_there["type"] != spec.type:
+                raise FatalError(
+                    f"audience {audience.name!r}: cannot create merge field {spec.tag} "
+                    f"({len(existing) + len(created)} fields exist): {exc}"
+                ) from None
+            log.info("merge field %s was already created (a lost answer)", spec.tag)
         created.append(spec.tag)
         log.info("created merge field %s in audience %s", spec.tag, audience.list_id)
     return created
 
 
-def static_segments(client: MailchimpClient, list_id: str) -> dict[str, int]:
-    found: dict[str, int] = {}
+def list_segments(client: MailchimpClient, list_id: str, kind: str) -> list[dict[str, Any]]:
+    """Every segment of one type ("static": tags, or "saved"), all pages."""
+    found: list[dict[str, Any]] = []
     offset = 0
     while True:
         page = client.call(
-            client.sdk.lists.list_segments, list_id, type="static", count=PAGE, offset=offset
+            client.sdk.lists.list_segments, list_id, type=kind, count=PAGE, offset=offset
         )
-        for segment in page.get("segments", []):
-            found[segment["name"]] = int(segment["id"])
+        found.extend(page.get("segments", []))
         offset += PAGE
         if offset >= page.get("total_items", 0):
             return found
 
 
+def static_segments(client: MailchimpClient, list_id: str) -> dict[str, int]:
+    return {s["name"]: int(s["id"]) for s in list_segments(client, list_id, "static")}
+
+
+def _by_folded_name(segments: dict[str, int], name: str) -> int | None:
+    """Mailchimp matches segment and tag names without regard to case: `vip` is `VIP`."""
+    if name in segments:
+        return segments[name]
+    folded = name.casefold()
+    return next((i for n, i in segments.items() if n.casefold() == folded), None)
+
+
 def ensure_tags(
     client: MailchimpClient, list_id: str, tags: Iterable[str], known: dict[str, int]
 ) -> tuple[dict[str, int], list[str]]:
-    """Static segment ids for `tags`, creating the missing ones (empty)."""
+    """Static segment ids for `tags`, creating the missing ones (empty). A tag that exists
+    under another case is used as it is; a create that fails because the name exists (an
+    earlier attempt's answer was lost) is looked up again."""
     wanted = sorted(set(tags) - set(known))
     if not wanted:
         return known, []
-    known = {**static_segments(client, list_id), **known}
+    in_mailchimp = static_segments(client, list_id)
+    known = dict(known)
     created = []
     for tag in wanted:
-        if tag in known:
-            continue
-        segment = client.call(
-            client.sdk.lists.create_segment, list_id, {"name": tag, "static_segment": []}
-        )
-        known[tag] = int(segment["id"])
-        created.append(tag)
+        found = _by_folded_name(in_mailchimp, tag)
+        if found is None:
+            try:
+                segment = client.call(
+                    client.sdk.lists.create_segment, list_id, {"name": tag, "static_segment": []}
+                )
+                found = int(segment["id"])
+                created.append(tag)
+            except ApiError as exc:
+                in_mailchimp = static_segments(client, list_id)
+                found = _by_folded_name(in_mailchimp, tag)
+                if found is None:
+                    raise FatalError(
+                        f"cannot create tag {tag!r} in audience {list_id}: {exc}"
+                    ) from None
+        known[tag] = found
     return known, created
 
 
 def provision_segments(client: MailchimpClient, audience: AudienceConfig) -> list[str]:
-    """Create or update the saved segments the config declares; returns names changed."""
+    """Create or update the saved segments the config declares; returns names changed.
+
+    Names are matched without regard to case, as Mailchimp does. A create refused because the
+    name exists (an earlier attempt whose answer was lost) is looked up and updated instead."""
     if not audience.segments:
         return []
-    existing: dict[str, dict[str, Any]] = {}
-    offset = 0
-    while True:
-        page = client.call(
-            client.sdk.lists.list_segments, audience.list_id, type="saved", count=PAGE,
-            offset=offset,
-        )  # fmt: skip
-        existing.update({s["name"]: s for s in page.get("segments", [])})
-        offset += PAGE
-        if offset >= page.get("total_items", 0):
-            break
+
+    def saved() -> dict[str, dict[str, Any]]:
+        found = list_segments(client, audience.list_id, "saved")
+        return {s["name"].casefold(): s for s in found}
+
+    existing = saved()
     changed = []
     for segment in audience.segments:
         options = {"match": segment.match, "conditions": segment.conditions}
-        current = existing.get(segment.name)
+        current = existing.get(segment.name.casefold())
         if current is None:
             body = {"name": segment.name, "options": options}
-            client.call(client.sdk.lists.create_segment, audience.list_id, body)
-        elif current.get("options") != options:
+            try:
+                client.call(client.sdk.lists.create_segment, audience.list_id, body)
+                changed.append(segment.name)
+                continue
+            except ApiError as exc:
+                current = saved().get(segment.name.casefold())
+                if current is None:
+                    raise FatalError(
+                        f"audience {audience.name!r}: cannot create segment {segment.name!r}: {exc}"
+                    ) from None
+        if current.get("options") != options:
             client.call(
                 client.sdk.lists.update_segment, audience.list_id, current["id"],
                 {"name": segment.name, "options": options},
             )  # fmt: skip
-        else:
-            continue
-        changed.append(segment.name)
+            changed.append(segment.name)
     return changed

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from ..store.bulk import as_utc, chunks, utcnow
 from ..store.rawsql import insert_many
@@ -57,6 +57,27 @@ def acked_states(conn: Connection, audience: str, ids: list[int]) -> dict[int, A
     return out
 
 
+def address_holders(conn: Connection, audience: str, emails: Iterable[str]) -> dict[str, set[int]]:
+    """Which profiles' acknowledged state holds each of these addresses (not archived)."""
+    s = STATES.c
+    out: dict[str, set[int]] = {}
+    for part in chunks(sorted(set(emails))):
+        query = select(s.email, s.profile_id).where(
+            s.audience == audience, s.email.in_(part), s.status.is_distinct_from("archived")
+        )
+        for email, pid in conn.execute(query):
+            out.setdefault(email, set()).add(pid)
+    return out
+
+
+def drop_states(conn: Connection, audience: str, ids: list[int]) -> None:
+    """Forget profiles' acknowledged state (merged away: the survivor holds the member now)."""
+    for part in chunks(sorted(set(ids))):
+        conn.execute(
+            STATES.delete().where(STATES.c.audience == audience, STATES.c.profile_id.in_(part))
+        )
+
+
 def mailchimp_statuses(conn: Connection, list_id: str, hashes: Iterable[str]) -> dict[str, str]:
     m = MEMBERS.c
     out: dict[str, str] = {}
@@ -98,6 +119,13 @@ def write_mailchimp_members(conn: Connection, list_id: str, members: list[dict[s
         conn, MEMBERS, list(rows.values()), ["list_id", "subscriber_hash"],
         ["email", "status", "last_changed", "unsubscribe_reason"],
     )  # fmt: skip
+
+
+def live_member_count(conn: Connection, list_id: str) -> int:
+    """Members of the audience as last read back, archived ones not counted."""
+    m = MEMBERS.c
+    query = select(func.count()).where(m.list_id == list_id, m.status != "archived")
+    return int(conn.execute(query).scalar_one())
 
 
 def set_mailchimp_status(conn: Connection, list_id: str, subscriber: str, status: str) -> None:

@@ -24,6 +24,7 @@ from ..rules.stage import results_for
 from .batches import MAX_OPERATIONS, run_batch
 from .client import ApiError, MailchimpClient
 from .desired import AudienceRules, subscriber_hash
+from .guard import MassRemovalError, mass_removal
 from .plan import EmailChange, Plan, Upsert, plan_member
 from .provision import (
     ensure_tags,
@@ -34,8 +35,11 @@ from .provision import (
 )
 from .state import (
     acked_states,
+    address_holders,
     clear_dirty,
     dirty_profile_ids,
+    drop_states,
+    live_member_count,
     mailchimp_statuses,
     now,
     profiles,
@@ -100,8 +104,17 @@ def build_plan(engine: Engine, audience: AudienceConfig, profile_ids: list[int])
         hashes = [d.hash for d in desired.values() if d is not None]
         hashes += [subscriber_hash(a.email) for a in acked.values() if a.email]
         statuses = mailchimp_statuses(conn, audience.list_id, hashes)
+        # A profile merged into another leaves its address to the survivor: not archived.
+        leaving = {pid: a.email for pid, a in acked.items() if a.email and not desired.get(pid)}
+        holders = address_holders(conn, audience.name, set(leaving.values()))
+    wanted = {d.email for d in desired.values() if d is not None}
+    taken = frozenset(
+        email for pid, email in leaving.items()
+        if email in wanted or holders.get(email, set()) - set(leaving)
+    )  # fmt: skip
+    left_behind = {acked[pid].email: acked[pid] for pid, email in leaving.items() if email in taken}
     for pid in profile_ids:
-        plan_member(plan, pid, desired.get(pid), acked.get(pid), statuses)
+        plan_member(plan, pid, desired.get(pid), acked.get(pid), statuses, taken, left_behind)
     return plan
 
 
@@ -154,16 +167,22 @@ def apply_plan(
     failed: set[int] = set()
     for change in plan.email_changes:
         _change_email(client, engine, audience, change.profile_id, change, report, failed)
-    batches = [plan.upserts[i : i + BATCH] for i in range(0, len(plan.upserts), BATCH)]
+    upserts = [u for u in plan.upserts if u.send_status]
+    patches = [u for u in plan.upserts if not u.send_status]
+    batches = [upserts[i : i + BATCH] for i in range(0, len(upserts), BATCH)]
     absent: set[int] = set()
     config = config or MailchimpConfig()
-    if len(plan.upserts) >= config.batch_threshold:
+    if len(upserts) >= config.batch_threshold:
         absent = _upsert_through_batches(client, engine, audience, batches, report, config)
     else:
         for missing in _in_parallel(
             client, lambda batch: _upsert_batch(client, engine, audience, batch, report), batches
         ):
             absent |= missing
+    for missing in _in_parallel(
+        client, lambda upsert: _patch_member(client, engine, audience, upsert, report), patches
+    ):
+        absent |= missing
     failed |= absent
     _apply_tags(client, engine, plan, report, skip=absent)
     for removal in plan.archives:
@@ -188,6 +207,9 @@ def apply_plan(
                 write_states(conn, audience.name, [row])
             set_mailchimp_status(conn, audience.list_id, subscriber_hash(removal.email), "archived")
         report.bump("archived")
+    if plan.released:
+        with engine.begin() as conn:
+            drop_states(conn, audience.name, plan.released)
     return failed
 
 
@@ -216,15 +238,21 @@ def _change_email(
     report: AudienceReport,
     failed: set[int],
 ) -> None:
+    """Rename the member. A 404 after a lost answer is the change already made: the member
+    is found under its new address."""
     try:
         member = client.call(
             client.sdk.lists.update_list_member, audience.list_id,
             subscriber_hash(change.old_email), {"email_address": change.new_email},
         )  # fmt: skip
     except ApiError as exc:
-        report.errors.append((change.old_email, str(exc)))
-        failed.add(profile_id)
-        return
+        member = (
+            find_member(client, audience.list_id, change.new_email) if exc.status == 404 else None
+        )
+        if member is None:
+            report.errors.append((change.old_email, str(exc)))
+            failed.add(profile_id)
+            return
     with engine.begin() as conn:
         write_mailchimp_members(conn, audience.list_id, [member])
         write_states(
@@ -246,6 +274,41 @@ def _upsert_batch(
     body = _upsert_body(upserts)
     response = client.call(client.sdk.lists.batch_list_members, audience.list_id, body)
     return _acknowledge_upserts(engine, audience, upserts, response, report)
+
+
+def _patch_member(
+    client: MailchimpClient,
+    engine: Engine,
+    audience: AudienceConfig,
+    upsert: Upsert,
+    report: AudienceReport,
+) -> set[int]:
+    """Update a pending member's merge fields without a status: Mailchimp sends the opt-in
+    email again whenever `pending` is written, so a batch upsert (which needs a status) is
+    not used for them."""
+    email = upsert.member.email
+    try:
+        member = client.call(
+            client.sdk.lists.update_list_member, audience.list_id, upsert.member.hash,
+            {"merge_fields": upsert.merge_fields},
+        )  # fmt: skip
+    except ApiError as exc:
+        if exc.status == 404:  # gone since the read-back: seen by the next one
+            return {upsert.member.profile_id}
+        response: dict[str, Any] = {"errors": [{"email_address": email, "error": str(exc)}]}
+    else:
+        response = {"updated_members": [member]}
+    return _acknowledge_upserts(engine, audience, [upsert], response, report)
+
+
+def find_member(client: MailchimpClient, list_id: str, email: str) -> dict[str, Any] | None:
+    """The member at this address, or None when Mailchimp has none."""
+    try:
+        return client.call(client.sdk.lists.get_list_member, list_id, subscriber_hash(email))
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 def _upsert_body(upserts: list[Upsert]) -> dict[str, Any]:
@@ -303,10 +366,13 @@ def _acknowledge_upserts(
     for u in upserts:
         member = confirmed.get(u.member.email)
         if member is not None:
-            rows.append({"profile_id": u.member.profile_id, "email": u.member.email,
-                         "status": member["status"], "merge_hash": u.member.merge_hash,
-                         "merge_fields": u.member.merge_fields, "acknowledged_at": stamp,
-                         "error": None, "error_hash": None})  # fmt: skip
+            row = {"profile_id": u.member.profile_id, "email": u.member.email,
+                   "status": member["status"], "merge_hash": u.member.merge_hash,
+                   "merge_fields": u.member.merge_fields, "acknowledged_at": stamp,
+                   "error": None, "error_hash": None}  # fmt: skip
+            if u.tags_before is not None:  # the address's tags, not the previous address's
+                row["tags"] = sorted(u.tags_before)
+            rows.append(row)
             report.bump("new members" if u.new else "member updates")
         elif u.member.email in refused:
             error = refused[u.member.email]
@@ -350,20 +416,65 @@ def _apply_tags(
             response = client.call(
                 client.sdk.lists.batch_segment_members, body, audience.list_id, segment_ids[tag]
             )
-            added = {m["email_address"].lower() for m in response.get("members_added", [])}
-            removed = {m["email_address"].lower() for m in response.get("members_removed", [])}
-            failed_emails = {
-                e.lower()
-                for err in response.get("errors", [])
-                for e in err.get("email_addresses", [])
-            }
-            _ack_tags(
-                engine, audience.name, tag, add_part, remove_part, added, removed, failed_emails
+            added, removed = settle_tag_call(
+                client, audience.list_id, tag, add_part, remove_part, response, report
             )
+            _ack_tags(engine, audience.name, tag, add_part, remove_part, added, removed)
             report.bump("tag additions", len(added))
             report.bump("tag removals", len(removed))
 
     _in_parallel(client, one_tag, sorted(tags))
+
+
+def settle_tag_call(
+    client: MailchimpClient,
+    list_id: str,
+    tag: str,
+    adds: list[tuple[int, str]],
+    removes: list[tuple[int, str]],
+    response: dict[str, Any],
+    report: AudienceReport,
+) -> tuple[set[str], set[str]]:
+    """The addresses whose tag now is as wanted: (have it, do not have it).
+
+    Confirmed are those Mailchimp lists as added or removed, those it does not complain
+    about, and those already in the wanted state: a repeated removal (after a crash or a lost
+    answer) comes back as "Email address is not a member of the segment", and the removal
+    holds. For any other complaint the member's tags are looked up, so the acknowledged state
+    follows what Mailchimp really has."""
+    complaints: dict[str, str] = {}
+    for err in response.get("errors", []):
+        for email in err.get("email_addresses", []):
+            complaints[str(email).lower()] = str(err.get("error", ""))
+    adding = {e for _, e in adds}
+    added = {e for e in adding if e not in complaints}
+    removed = {e for _, e in removes if e not in complaints}
+    for email, message in complaints.items():
+        if email not in adding and "not a member of the segment" in message.lower():
+            removed.add(email)
+            continue
+        has = member_has_tag(client, list_id, email, tag)
+        if email in adding:
+            if has:
+                added.add(email)
+            else:
+                report.errors.append((email, f"tag {tag!r}: {message}"))
+        elif not has:
+            removed.add(email)
+    return added, removed
+
+
+def member_has_tag(client: MailchimpClient, list_id: str, email: str, tag: str) -> bool:
+    """Whether the member carries the tag now (False when there is no such member)."""
+    try:
+        page = client.call(
+            client.sdk.lists.get_list_member_tags, list_id, subscriber_hash(email), count=1000
+        )
+    except ApiError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return any(t.get("name", "").lower() == tag.lower() for t in page.get("tags", []))
 
 
 def _ack_tags(
@@ -374,19 +485,18 @@ def _ack_tags(
     removes: list[tuple[int, str]],
     added: set[str],
     removed: set[str],
-    failed: set[str],
 ) -> None:
-    """A member's tag set moves only for the emails Mailchimp confirmed (or already had)."""
+    """A member's tag set moves only for the addresses whose tag is confirmed as wanted."""
     pids = [p for p, _ in adds + removes]
     with _tag_lock, engine.begin() as conn:
         current = acked_states(conn, audience_name, pids)
         rows = []
         for pid, email in adds:
-            if email in added or email not in failed:
+            if email in added:
                 tags = set(current[pid].tags) if pid in current else set()
                 rows.append({"profile_id": pid, "tags": sorted(tags | {tag})})
         for pid, email in removes:
-            if email in removed or email not in failed:
+            if email in removed:
                 tags = set(current[pid].tags) if pid in current else set()
                 rows.append({"profile_id": pid, "tags": sorted(tags - {tag})})
         write_states(conn, audience_name, rows)
@@ -403,8 +513,12 @@ def push(
     client: MailchimpClient,
     profile_ids: list[int] | None = None,
     progress: Callable[[str, int], None] | None = None,
+    allow_mass_removal: bool = False,
 ) -> PushReport:
-    """Provision, read back, plan and apply every audience; then clear the profiles' dirty mark."""
+    """Provision, read back, plan and apply every audience; then clear the profiles' dirty mark.
+
+    Raises MassRemovalError, before applying that audience's plan, when it would remove more
+    of the audience than `max_removal_share` (unless `allow_mass_removal`)."""
     ids = dirty_profile_ids(engine) if profile_ids is None else profile_ids
     result = PushReport()
     failed: set[int] = set()
@@ -415,6 +529,11 @@ def push(
         report.read_back = read_back(client, engine, audience)
         plan = build_plan(engine, audience, ids)
         report.planned = plan.counts()
+        if not allow_mass_removal:
+            with engine.connect() as conn:
+                members = live_member_count(conn, audience.list_id)
+            if (why := mass_removal(plan, members)) is not None:
+                raise MassRemovalError(why)
         failed |= apply_plan(client, engine, plan, report, config)
         result.audiences.append(report)
     clear_dirty(engine, [i for i in ids if i not in failed])

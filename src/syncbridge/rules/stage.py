@@ -51,6 +51,8 @@ class RulesStats(Counts):
     expired: int = 0
     entered: int = 0
     exited: int = 0
+    retired: int = 0
+    """Deleted or merged-away profiles whose segments were closed and handed to the push."""
     full_reevaluation: int = 0
 
 
@@ -112,6 +114,8 @@ def _run_rules(engine: Engine, config: RulesConfig, now: datetime | None) -> Rul
     stats = RulesStats()
     current = item_hashes(config)
     only: set[str] | None = None
+    with engine.begin() as conn:
+        stats.retired = retire_deleted(conn, now)
     with engine.connect() as conn:
         ids = profiles_to_evaluate(conn, now)
         stored = conn.execute(
@@ -274,6 +278,32 @@ def _evaluate_batch(
     stats.exited += len(exited)
     update_many(conn, PROFILES, [{"id": pid, "push_dirty": True} for pid in dirty], "id")
     update_many(conn, PROFILES, [{"id": pid, "dirty": False} for pid in sorted(was_dirty)], "id")
+
+
+def retire_deleted(conn: Connection, now: datetime) -> int:
+    """Dirty profiles that were deleted at every source or merged into another: they leave
+    every segment, keep no rule results, and go to the push (which archives or untags them).
+
+    Without this they stayed dirty for ever and never reached the push (issue 10, point 3)."""
+    gone = list(
+        conn.execute(
+            select(PROFILES.c.id).where(PROFILES.c.dirty.is_(True), PROFILES.c.deleted.is_(True))
+        ).scalars()
+    )
+    if not gone:
+        return 0
+    m = MEMBERSHIP.c
+    for part in chunks(gone):
+        conn.execute(
+            update(MEMBERSHIP)
+            .where(m.profile_id.in_(part), m.exited_at.is_(None))
+            .values(exited_at=now)
+        )
+        conn.execute(RESULTS.delete().where(RESULTS.c.profile_id.in_(part)))
+    update_many(
+        conn, PROFILES, [{"id": pid, "dirty": False, "push_dirty": True} for pid in gone], "id"
+    )
+    return len(gone)
 
 
 def hand_over(engine: Engine) -> int:
