@@ -1052,11 +1052,14 @@ class Chaos:
     rate: float
     rng: random.Random
     hold_s: float
+    drawn: dict[str, int] = field(default_factory=dict)
+    """How many of each kind were dealt, so a test can tell the storm really blew."""
 
     def draw(self) -> Mishap | None:
         if self.rng.random() >= self.rate:
             return None
         kind = self.rng.choice(("429", "500", "503", "reset", "hold"))
+        self.drawn[kind] = self.drawn.get(kind, 0) + 1
         if kind == "reset":
             return Mishap(Response(0, reset=True), before=False)
         if kind == "hold":

@@ -121,6 +121,12 @@ def write_mailchimp_members(conn: Connection, list_id: str, members: list[dict[s
     )  # fmt: skip
 
 
+def forget_mailchimp_member(conn: Connection, list_id: str, subscriber: str) -> None:
+    """Mailchimp has no member at this hash any more (it was renamed to another address)."""
+    m = MEMBERS.c
+    conn.execute(MEMBERS.delete().where(m.list_id == list_id, m.subscriber_hash == subscriber))
+
+
 def live_member_count(conn: Connection, list_id: str) -> int:
     """Members of the audience as last read back, archived ones not counted."""
     m = MEMBERS.c

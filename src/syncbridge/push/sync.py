@@ -25,7 +25,7 @@ from .batches import MAX_OPERATIONS, run_batch
 from .client import ApiError, MailchimpClient
 from .desired import AudienceRules, subscriber_hash
 from .guard import MassRemovalError, mass_removal
-from .plan import EmailChange, Plan, Upsert, plan_member
+from .plan import EmailChange, Plan, Removal, Upsert, plan_member
 from .provision import (
     ensure_tags,
     existing_merge_fields,
@@ -39,6 +39,7 @@ from .state import (
     clear_dirty,
     dirty_profile_ids,
     drop_states,
+    forget_mailchimp_member,
     live_member_count,
     mailchimp_statuses,
     now,
@@ -167,8 +168,12 @@ def apply_plan(
     failed: set[int] = set()
     for change in plan.email_changes:
         _change_email(client, engine, audience, change.profile_id, change, report, failed)
-    upserts = [u for u in plan.upserts if u.send_status]
-    patches = [u for u in plan.upserts if not u.send_status]
+    # The old address of a profile that moved to a taken one goes first: once the new
+    # address is acknowledged, nothing would remember the old one after a crash.
+    replaced = [r for r in plan.archives if r.replaced]
+    failed |= _archive_all(client, engine, audience, replaced, report)
+    upserts = [u for u in plan.upserts if u.send_status and u.member.profile_id not in failed]
+    patches = [u for u in plan.upserts if not u.send_status and u.member.profile_id not in failed]
     batches = [upserts[i : i + BATCH] for i in range(0, len(upserts), BATCH)]
     absent: set[int] = set()
     config = config or MailchimpConfig()
@@ -184,33 +189,51 @@ def apply_plan(
     ):
         absent |= missing
     failed |= absent
-    _apply_tags(client, engine, plan, report, skip=absent)
-    for removal in plan.archives:
-        try:
-            client.call(
-                client.sdk.lists.delete_list_member,
-                audience.list_id,
-                subscriber_hash(removal.email),
-            )
-        except ApiError as exc:
-            if exc.status != 404:
-                report.errors.append((removal.email, str(exc)))
-                failed.add(removal.profile_id)
-                continue
-        with engine.begin() as conn:
-            if not removal.replaced:  # else the profile's state now belongs to its new address
-                row = {
-                    "profile_id": removal.profile_id,
-                    "status": "archived",
-                    "acknowledged_at": now(),
-                }
-                write_states(conn, audience.name, [row])
-            set_mailchimp_status(conn, audience.list_id, subscriber_hash(removal.email), "archived")
-        report.bump("archived")
+    _apply_tags(client, engine, plan, report, skip=failed)
+    leaving = [r for r in plan.archives if not r.replaced]
+    failed |= _archive_all(client, engine, audience, leaving, report)
     if plan.released:
         with engine.begin() as conn:
             drop_states(conn, audience.name, plan.released)
     return failed
+
+
+def _archive_all(
+    client: MailchimpClient,
+    engine: Engine,
+    audience: AudienceConfig,
+    removals: list[Removal],
+    report: AudienceReport,
+) -> set[int]:
+    """Archive these members side by side; returns the profiles whose archive failed. A 404
+    is an archive already done (a repeat after a lost answer, or a member renamed away)."""
+
+    def archive(removal: Removal) -> int | None:
+        member: dict[str, Any] | None = {"status": "archived"}
+        try:
+            client.call(
+                client.sdk.lists.delete_list_member, audience.list_id,
+                subscriber_hash(removal.email),
+            )  # fmt: skip
+        except ApiError as exc:
+            if exc.status != 404:
+                report.errors.append((removal.email, str(exc)))
+                return removal.profile_id
+            member = find_member(client, audience.list_id, removal.email)  # archived, or none?
+        with engine.begin() as conn:
+            if not removal.replaced:  # else the profile's state now belongs to its new address
+                row = {"profile_id": removal.profile_id, "status": "archived",
+                       "acknowledged_at": now()}  # fmt: skip
+                write_states(conn, audience.name, [row])
+            hashed = subscriber_hash(removal.email)
+            if member is None:  # no member at this address at all (renamed away)
+                forget_mailchimp_member(conn, audience.list_id, hashed)
+            else:
+                set_mailchimp_status(conn, audience.list_id, hashed, member["status"])
+        report.bump("archived")
+        return None
+
+    return {pid for pid in _in_parallel(client, archive, removals) if pid is not None}
 
 
 def _in_parallel(client: MailchimpClient, work: Callable[[Any], T], items: list[Any]) -> list[T]:
@@ -255,6 +278,7 @@ def _change_email(
             return
     with engine.begin() as conn:
         write_mailchimp_members(conn, audience.list_id, [member])
+        forget_mailchimp_member(conn, audience.list_id, subscriber_hash(change.old_email))
         write_states(
             conn,
             audience.name,
