@@ -18,6 +18,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     for var in ("SYNCBRIDGE_STORE__URL", "SYNCBRIDGE_CONFIG", "MAILCHIMP_API_KEY"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MAILCHIMP_LIST_ID", "a1b2c3d4e5")  # the config init writes reads it
     result = runner.invoke(app, ["init"])
     assert result.exit_code == 0, result.output
     return tmp_path

@@ -58,7 +58,7 @@ def test_valid_config_loads_with_mappings(project: Path) -> None:
 def test_unknown_cursor_column_names_file_key_path_and_columns(project: Path) -> None:
     text = GOOD.replace('cursor_field = "Last Modified Date"', 'cursor_field = "updated"')
     (project / "config.toml").write_text(text, encoding="utf-8")
-    problems = problems_of(project / "config.toml", {"MC_KEY": "k"})
+    problems = problems_of(project / "config.toml", {"MC_KEY": "k-us1"})
     assert len(problems) == 1
     assert str(project / "config.toml") in problems[0]
     assert "sources[0].streams[0].cursor_field: unknown column 'updated'" in problems[0]
@@ -83,7 +83,7 @@ def test_connector_options_and_columns_checked_together(project: Path) -> None:
         'mapping = "crm.toml"', 'mapping = "crm.toml"\nencoding = "klingon"'
     )
     (project / "config.toml").write_text(text, encoding="utf-8")
-    problems = "\n".join(problems_of(project / "config.toml", {"MC_KEY": "k"}))
+    problems = "\n".join(problems_of(project / "config.toml", {"MC_KEY": "k-us1"}))
     assert "sources[0].streams[0].encoding: unknown encoding 'klingon'" in problems
 
 
@@ -92,7 +92,7 @@ def test_unknown_column_in_mapping_names_mapping_file(project: Path) -> None:
         CRM_MAPPING.replace('first_name = "First Name"', 'first_name = "Firstname"'),
         encoding="utf-8",
     )
-    problems = problems_of(project / "config.toml", {"MC_KEY": "k"})
+    problems = problems_of(project / "config.toml", {"MC_KEY": "k-us1"})
     assert any(
         p.startswith(str(project / "crm.toml"))
         and "attributes.first_name: unknown column 'Firstname'" in p
@@ -107,14 +107,14 @@ def test_bad_mapping_values_are_reported_with_their_key(project: Path) -> None:
         ),
         encoding="utf-8",
     )
-    problems = "\n".join(problems_of(project / "config.toml", {"MC_KEY": "k"}))
+    problems = "\n".join(problems_of(project / "config.toml", {"MC_KEY": "k-us1"}))
     assert "record.timestamp.timezone: unknown timezone 'Mars/Olympus'" in problems
     assert "attributes.email_opt_out.type: Input should be" in problems
 
 
 def test_unknown_connector_lists_installed_ones(project: Path) -> None:
     (project / "config.toml").write_text(GOOD.replace('"files"', '"ftp"'), encoding="utf-8")
-    problems = problems_of(project / "config.toml", {"MC_KEY": "k"})
+    problems = problems_of(project / "config.toml", {"MC_KEY": "k-us1"})
     assert "sources[0].connector: unknown connector 'ftp' (installed: files" in problems[0]
 
 
@@ -147,7 +147,9 @@ def test_environment_overrides_win_over_the_file(project: Path) -> None:
 
 
 def test_unknown_environment_override_is_reported(project: Path) -> None:
-    problems = problems_of(project / "config.toml", {"MC_KEY": "k", "SYNCBRIDGE_STOR__URL": "x"})
+    problems = problems_of(
+        project / "config.toml", {"MC_KEY": "k-us1", "SYNCBRIDGE_STOR__URL": "x"}
+    )
     assert problems == [f"{project / 'config.toml'}: stor: unknown key"]
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from . import demo as demo_module
@@ -174,6 +175,8 @@ def validate(config: ConfigOption = Path("config.toml")) -> None:
         settings = load_settings(config)
     except (ConfigError, FatalError) as exc:
         raise _fail(exc) from None
+    for warning in settings.warnings:
+        out.print(f"[yellow]warning[/yellow]: {escape(redact(str(warning)))}", highlight=False)
     streams = sum(len(s.streams) for s in settings.config.sources)
     out.print(
         f"[green]OK[/green]: {config} with {len(settings.config.sources)} source(s), "

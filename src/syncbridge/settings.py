@@ -25,6 +25,7 @@ from .config.mapping import Mapping
 from .config.models import Config, SourceConfig
 from .connectors import Connector, build_connector, connector_class
 from .errors import ConfigError, FatalError, Problem, SyncbridgeError
+from .references import catalog, check_config, check_references, did_you_mean
 from .rules.config import RulesConfig
 
 
@@ -56,17 +57,31 @@ def check_settings(config: Config, path: Path | None) -> Settings:
                 Problem(file, f"sources[{i}].name", f"duplicate source {source.name!r}")
             )
         _check_source(i, source, config, file, settings, problems)
-    if config.rules.file:
-        settings.rules = _load_rules(config.resolve(config.rules.file), problems)
+    rules_file = config.resolve(config.rules.file) if config.rules.file else None
+    if rules_file is not None:
+        settings.rules = _load_rules(rules_file, problems)
     known_segments = {s.name for s in settings.rules.segments} if settings.rules else set()
     for k, audience in enumerate(config.mailchimp.audiences):
         if audience.segment is not None and audience.segment not in known_segments:
             where = f"mailchimp.audiences[{k}].segment"
-            problems.append(Problem(file, where, f"unknown segment {audience.segment!r}"))
+            hint = did_you_mean(audience.segment, known_segments)
+            problems.append(Problem(file, where, f"unknown segment {audience.segment!r}{hint}"))
     for j, name in enumerate(config.identity.source_priority):
         if name not in names:
             where = f"identity.source_priority[{j}]"
-            problems.append(Problem(file, where, f"unknown source {name!r}"))
+            problems.append(
+                Problem(file, where, f"unknown source {name!r}{did_you_mean(name, names)}")
+            )
+    problems.extend(check_config(config, file))
+    streams = sum(len(source.streams) for source in config.sources)
+    if len(settings.mappings) == streams and (rules_file is None or settings.rules is not None):
+        # Only a complete picture can say a name is unknown: a mapping or rules file that did
+        # not load has already been reported.
+        cat = catalog(settings.mappings.values(), settings.rules)
+        errors, settings.warnings = check_references(
+            config, file, cat, settings.rules, str(rules_file)
+        )
+        problems.extend(errors)
     if problems:
         raise ConfigError(problems)
     return settings

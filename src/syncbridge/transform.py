@@ -14,6 +14,7 @@ from typing import Any
 from . import cleaning
 from .config.mapping import EventMapping, FieldSpec, Mapping
 from .errors import RecordError
+from .filters import compile_filters
 
 EMAIL = "email"
 PHONE = "phone"
@@ -180,15 +181,13 @@ class _EventReader:
         self.index = index
         self.spec = spec
         self.type_get = _path_getter(spec.type_field) if spec.type_field else None
-        self.filters = [
-            (_path_getter(f), {v} if isinstance(v, str) else set(v)) for f, v in spec.when.items()
-        ]
+        self.filters = [(_path_getter(f), accepts) for f, accepts in compile_filters(spec.when)]
         self.time = FieldReader(spec.time)
         self.properties = {n: FieldReader(s) for n, s in spec.properties.items()}
 
     def read(self, record: dict[str, Any], errors: list[RecordError]) -> Event | None:
-        for get, allowed in self.filters:
-            if str(get(record)) not in allowed:
+        for get, accepts in self.filters:
+            if not accepts(get(record)):
                 return None
         event_type = self._type(record)
         if event_type is None:

@@ -45,6 +45,9 @@ class Settings:
     mappings: dict[StreamKey, Mapping] = field(default_factory=dict)
     rules: Any = None
     """The validated RulesConfig when `[rules] file` is set."""
+    warnings: list[Problem] = field(default_factory=list)
+    """Not wrong, but probably not meant (e.g. no mapping records consent): `validate` shows
+    them and still succeeds."""
 
 
 def format_loc(loc: tuple[Any, ...], prefix: str = "") -> str:

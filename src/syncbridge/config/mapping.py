@@ -16,6 +16,7 @@ FieldType = Literal[
     "text", "email", "number", "integer", "boolean", "datetime", "date", "country", "phone", "json"
 ]
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+Scalar = str | bool | int | float
 
 
 class _Frozen(BaseModel):
@@ -112,7 +113,8 @@ class EventMapping(_Frozen):
     type_field: str | None = None
     type_map: dict[str, str] = Field(default_factory=dict)
     only_mapped: bool = False
-    when: dict[str, str | list[str]] = Field(default_factory=dict)
+    when: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    """Only records whose field has this value (or one of a list); see syncbridge.filters."""
     time: FieldSpec
     properties: dict[str, FieldSpec] = Field(default_factory=dict)
 

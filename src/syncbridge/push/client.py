@@ -25,6 +25,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from ..config.models import MailchimpConfig
 from ..errors import AuthError, FatalError, RetriableError, SyncbridgeError
 from ..redaction import redact, register_secret
+from ..references import data_centre
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,9 +50,10 @@ class ApiError(FatalError):
 
 def server_of(api_key: str) -> str:
     """The data centre from a key's `-us21` suffix."""
-    if "-" not in api_key or not api_key.rsplit("-", 1)[1]:
+    server = data_centre(api_key)
+    if server is None:
         raise FatalError("mailchimp.api_key has no data-centre suffix (like '-us21')")
-    return api_key.rsplit("-", 1)[1]
+    return server
 
 
 class _SessionTransport:

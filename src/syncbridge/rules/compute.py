@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..cleaning import format_datetime
+from ..filters import all_match, compile_filters
 from .config import TIME, RulesConfig, TagConfig, TraitConfig, parse_duration
 from .evaluate import EventLookup, Facts, as_time, evaluate, matching_events
 from .language import Rule, evaluation_order, parse
@@ -127,18 +128,15 @@ def _as_list(value: Any) -> list[Any]:
     return [v for v in str(value).split(",") if v.strip()]
 
 
-def _matches(props: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
-    return all(str(props.get(k, "")).casefold() == str(v).casefold() for k, v in where.items())
-
-
 def _selected(
     events: list[EventRow], types: list[str], where: Mapping[str, Any], window: timedelta | None,
     now: datetime,
 ) -> list[EventRow]:  # fmt: skip
+    filters = compile_filters(where)
     return [
         e for e in events
         if e[0] in types and e[1] <= now and (window is None or e[1] >= now - window)
-        and _matches(e[2], where)
+        and all_match(filters, e[2].get)
     ]  # fmt: skip
 
 

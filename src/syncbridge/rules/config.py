@@ -7,6 +7,7 @@ with its name and the column of the fault.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any, Literal
@@ -154,7 +155,12 @@ class RulesConfig(_Frozen):
             if score.trait not in known:
                 raise ValueError(f"score {score.name!r} uses unknown trait {score.trait!r}")
         try:
-            evaluation_order(self.compiled_segments())
+            # A reference to an unknown segment is reported by `syncbridge validate` with its
+            # key path (syncbridge.references); here only the order and cycles are checked.
+            segments = self.compiled_segments()
+            evaluation_order(
+                {n: replace(r, segments=r.segments & segments.keys()) for n, r in segments.items()}
+            )
             for group in self.content:
                 for i, rule in enumerate(group.rules):
                     parse(f"{group.name}.rules[{i}]", rule.when)

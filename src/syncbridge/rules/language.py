@@ -159,7 +159,8 @@ class Any_:
 
 @dataclass
 class Rule:
-    """A parsed rule; `segments` and `paths` list what it refers to (for dependency checks)."""
+    """A parsed rule; `segments`, `paths`, `tags` and `counts` list what it refers to (for
+    dependency order, and for `syncbridge validate` to check every name against the setup)."""
 
     name: str
     text: str
@@ -168,6 +169,9 @@ class Rule:
     paths: set[str] = field(default_factory=set)
     uses_events: bool = False
     """True when the rule counts events (so it cannot be re-evaluated from stored results)."""
+    tags: set[str] = field(default_factory=set)
+    counts: list[Count] = field(default_factory=list)
+    """Every `count(...)`: the event types and properties the rule reads."""
     compiled: Any = field(default=None, repr=False, compare=False)
     """The tree compiled into closures (see evaluate.compile_rule), built on first use."""
 
@@ -180,6 +184,8 @@ class _Parser:
         self.segments: set[str] = set()
         self.uses_events = False
         self.paths: set[str] = set()
+        self.tags: set[str] = set()
+        self.counts: list[Count] = []
 
     # token helpers
     @property
@@ -215,7 +221,16 @@ class _Parser:
         tree = self.or_()
         if self.peek.kind != "end":
             self.fail("expected 'and', 'or' or the end of the rule")
-        return Rule(self.rule, self.text, tree, self.segments, self.paths, self.uses_events)
+        return Rule(
+            self.rule,
+            self.text,
+            tree,
+            self.segments,
+            self.paths,
+            self.uses_events,
+            tags=self.tags,
+            counts=self.counts,
+        )
 
     def or_(self) -> Any:
         parts = [self.and_()]
@@ -240,7 +255,9 @@ class _Parser:
             self.expect("punct", ")", "')'")
             return inner
         if self.accept("keyword", "tag"):
-            return HasTag(self.string("a tag name in quotes"))
+            tag = self.string("a tag name in quotes")
+            self.tags.add(tag)
+            return HasTag(tag)
         if self.accept("keyword", "segment"):
             name = self.string("a segment name in quotes")
             self.segments.add(name)
@@ -310,7 +327,9 @@ class _Parser:
                     break
         window = self.duration() if self.accept("keyword", "within") else None
         self.expect("punct", ")", "')' to close count(")
-        return Count(event, tuple(where), window)
+        counted = Count(event, tuple(where), window)
+        self.counts.append(counted)
+        return counted
 
     def list_(self) -> tuple[Any, ...]:
         self.expect("punct", "[", "'[' to start a list")
