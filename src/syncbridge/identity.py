@@ -275,8 +275,8 @@ class Resolver:
             identifiers = [(kind, value) for kind, value in read_json(row[4])]
             attributes, source_ts = read_json(row[5]), read_datetime(row[6])
             out.append(
-                _Record(*row[:4], identifiers, attributes, source_ts, bool(row[7]), bool(row[8]),
-                        row[9])
+                _Record(row[0], row[1], row[2], row[3], identifiers, attributes, source_ts,
+                        bool(row[7]), bool(row[8]), row[9])
             )  # fmt: skip
         return out
 

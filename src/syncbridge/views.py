@@ -89,7 +89,7 @@ def status(engine: Engine, runs: int = 10, errors: int = 10) -> StatusView:
         by_status = conn.execute(
             select(m.audience, m.status, func.count()).group_by(m.audience, m.status)
         ).all()
-        refused = dict(
+        refused: dict[str, int] = dict(
             conn.execute(
                 select(m.audience, func.count()).where(m.error.is_not(None)).group_by(m.audience)
             ).all()

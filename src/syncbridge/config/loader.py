@@ -63,7 +63,7 @@ def format_loc(loc: tuple[Any, ...], prefix: str = "") -> str:
     return out
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: Any) -> str:
     kind = error.get("type", "")
     if kind == "extra_forbidden":
         return "unknown key"
@@ -194,6 +194,7 @@ def parse_config_collecting(
     data = apply_env_overrides(data, env, problems)
     data = interpolate(data, env, "", problems)
     problems = [Problem(p.file or file, p.path, p.message) for p in problems]
+    config: Config | None
     try:
         config = Config.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:

@@ -62,7 +62,7 @@ def provision_merge_fields(client: MailchimpClient, audience: AudienceConfig) ->
             "Remove fields in Mailchimp or from the mapping (or raise merge_field_limit on a "
             "Premium plan)."
         )
-    created = []
+    created: list[str] = []
     for spec in audience.merge_fields:
         if spec.tag in existing:
             continue

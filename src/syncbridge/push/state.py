@@ -98,7 +98,7 @@ def write_states(conn: Connection, audience: str, rows: list[dict[str, Any]]) ->
         by_shape.setdefault(tuple(sorted(row)), []).append(row)
     for shape, group in by_shape.items():
         update_cols = [c for c in shape if c in _STATE_COLUMNS]
-        defaults = {"merge_fields": {}, "tags": []}
+        defaults: dict[str, Any] = {"merge_fields": {}, "tags": []}
         filled = [{**{k: v for k, v in defaults.items() if k not in r}, **r} for r in group]
         insert_many(conn, STATES, filled, ["audience", "profile_id"], update_cols)
 

@@ -106,14 +106,14 @@ def build_plan(engine: Engine, audience: AudienceConfig, profile_ids: list[int])
         hashes += [subscriber_hash(a.email) for a in acked.values() if a.email]
         statuses = mailchimp_statuses(conn, audience.list_id, hashes)
         # A profile merged into another leaves its address to the survivor: not archived.
-        leaving = {pid: a.email for pid, a in acked.items() if a.email and not desired.get(pid)}
+        leaving = {pid: a.email for pid, a in acked.items() if a.email and desired.get(pid) is None}
         holders = address_holders(conn, audience.name, set(leaving.values()))
     wanted = {d.email for d in desired.values() if d is not None}
     taken = frozenset(
         email for pid, email in leaving.items()
         if email in wanted or holders.get(email, set()) - set(leaving)
     )  # fmt: skip
-    left_behind = {acked[pid].email: acked[pid] for pid, email in leaving.items() if email in taken}
+    left_behind = {email: acked[pid] for pid, email in leaving.items() if email in taken}
     for pid in profile_ids:
         plan_member(plan, pid, desired.get(pid), acked.get(pid), statuses, taken, left_behind)
     return plan

@@ -109,9 +109,9 @@ class CompiledRules:
         for group, rules in self.content:
             chosen: Mapping[str, Any] = group.default
             source = "default"
-            for parsed, rule in rules:
+            for parsed, content_rule in rules:
                 if evaluate(parsed, facts):
-                    chosen, source = rule.model_extra or {}, parsed.text
+                    chosen, source = content_rule.model_extra or {}, parsed.text
                     break
             for name in group.fields:
                 if chosen.get(name) is not None:
@@ -165,8 +165,8 @@ def compute_trait(
     if trait.aggregate == "count_distinct":
         return len({str(v) for v in values}), expiry
     if trait.aggregate == "last":
-        latest = max(chosen, key=lambda e: e[1])
-        value = latest[1] if prop == TIME else latest[2].get(prop)
+        newest = max(chosen, key=lambda e: e[1])
+        value = newest[1] if prop == TIME else newest[2].get(prop)
         return _plain(value), expiry
     if trait.aggregate == "most_frequent":
         counts = Counter(str(v) for v in values)

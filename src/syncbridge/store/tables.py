@@ -6,7 +6,7 @@ Natural keys carry unique constraints so that every write can be an idempotent u
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -15,10 +15,19 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    Table,
     UniqueConstraint,
     false,
 )
 from sqlmodel import Field, SQLModel
+
+
+class CacheTable(SQLModel):
+    """Base of the cache's tables: says to type checkers that each has a Core `__table__`,
+    which the bulk write paths use (SQLAlchemy sets it; SQLModel does not declare it)."""
+
+    __table__: ClassVar[Table]
+
 
 # BIGINT on PostgreSQL, but INTEGER on SQLite so that the id is the rowid alias (autoincrement).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -34,7 +43,7 @@ def _ts(nullable: bool = True, index: bool = False) -> Any:
     )
 
 
-class SourceRecord(SQLModel, table=True):
+class SourceRecord(CacheTable, table=True):
     """One raw record as a source last sent it, with what its mapping made of it."""
 
     __tablename__ = "source_record"
@@ -63,7 +72,7 @@ class SourceRecord(SQLModel, table=True):
     run_id: int | None = None
 
 
-class Identity(SQLModel, table=True):
+class Identity(CacheTable, table=True):
     """A join key (valid email, phone, external id) and the profile that holds it."""
 
     __tablename__ = "identity"
@@ -74,7 +83,7 @@ class Identity(SQLModel, table=True):
     profile_id: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
-class Profile(SQLModel, table=True):
+class Profile(CacheTable, table=True):
     """One person, resolved from all records that share identifiers."""
 
     __tablename__ = "profile"
@@ -102,7 +111,7 @@ class Profile(SQLModel, table=True):
     merged_into: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
-class ProfileMerge(SQLModel, table=True):
+class ProfileMerge(CacheTable, table=True):
     """A record of two profiles becoming one (the older id survives)."""
 
     __tablename__ = "profile_merge"
@@ -114,7 +123,7 @@ class ProfileMerge(SQLModel, table=True):
     run_id: int | None = None
 
 
-class Event(SQLModel, table=True):
+class Event(CacheTable, table=True):
     """A behaviour event (purchase, product viewed, …) derived from a source record."""
 
     __tablename__ = "event"
@@ -132,7 +141,7 @@ class Event(SQLModel, table=True):
     properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
-class StreamCursor(SQLModel, table=True):
+class StreamCursor(CacheTable, table=True):
     """The saved position of one stream, committed together with the data it covers."""
 
     __tablename__ = "stream_cursor"
@@ -143,7 +152,7 @@ class StreamCursor(SQLModel, table=True):
     updated_at: datetime | None = _ts()
 
 
-class Run(SQLModel, table=True):
+class Run(CacheTable, table=True):
     """One cycle of the pipeline, with what it did."""
 
     __tablename__ = "run"
@@ -156,7 +165,7 @@ class Run(SQLModel, table=True):
     message: str | None = None
 
 
-class RecordErrorRow(SQLModel, table=True):
+class RecordErrorRow(CacheTable, table=True):
     """A value (or record) that could not be used, with where and why."""
 
     __tablename__ = "record_error"
@@ -173,7 +182,7 @@ class RecordErrorRow(SQLModel, table=True):
     created_at: datetime | None = _ts()
 
 
-class CacheSetting(SQLModel, table=True):
+class CacheSetting(CacheTable, table=True):
     """Fingerprints of the settings the cache was built with (e.g. identity rules)."""
 
     __tablename__ = "cache_setting"
@@ -183,7 +192,7 @@ class CacheSetting(SQLModel, table=True):
     updated_at: datetime | None = _ts()
 
 
-class MemberState(SQLModel, table=True):
+class MemberState(CacheTable, table=True):
     """What Mailchimp last acknowledged for one profile in one audience (written only after a
     confirmed call), and the last per-member error with the desired state it belonged to."""
 
@@ -205,7 +214,7 @@ class MemberState(SQLModel, table=True):
     """Hash of the desired state that failed: not retried until the profile changes."""
 
 
-class AudienceMember(SQLModel, table=True):
+class AudienceMember(CacheTable, table=True):
     """Mailchimp's own view of an audience's members (read back each cycle): status is theirs."""
 
     __tablename__ = "audience_member"
@@ -218,7 +227,7 @@ class AudienceMember(SQLModel, table=True):
     unsubscribe_reason: str | None = None
 
 
-class AudienceSync(SQLModel, table=True):
+class AudienceSync(CacheTable, table=True):
     """Per audience: the read-back watermark and the ids of the static segments used as tags."""
 
     __tablename__ = "audience_sync"
@@ -230,7 +239,7 @@ class AudienceSync(SQLModel, table=True):
     )
 
 
-class ProfileRules(SQLModel, table=True):
+class ProfileRules(CacheTable, table=True):
     """What the rules made of a profile at its last evaluation, and when that can next change."""
 
     __tablename__ = "profile_rules"
@@ -246,7 +255,7 @@ class ProfileRules(SQLModel, table=True):
     next_expiry_at: datetime | None = _ts()
 
 
-class SegmentMembership(SQLModel, table=True):
+class SegmentMembership(CacheTable, table=True):
     """When a profile entered and left a segment (an open row: it is still a member)."""
 
     __tablename__ = "segment_membership"
