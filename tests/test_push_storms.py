@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from syncbridge.cli import app
+from syncbridge.store.engine import open_engine
+from syncbridge.store.tables import Run
 
 from .fakes.mailchimp import FakeMailchimp
 
@@ -156,6 +159,14 @@ def mailchimp_state(fake: FakeMailchimp) -> dict[str, Any]:
     return {"members": members, "tags": tags, "fields": set(fake.merge_fields("L1"))}
 
 
+def run_statuses(folder: Path) -> list[str]:
+    engine = open_engine(f"sqlite:///{folder / 'cache.db'}")
+    with engine.connect() as conn:
+        statuses = list(conn.execute(select(Run.__table__.c.status)).scalars())
+    engine.dispose()
+    return statuses
+
+
 def differences(got: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
     """What differs, member by member, for a readable failure."""
     out: dict[str, Any] = {}
@@ -221,6 +232,7 @@ def test_a_kill_after_every_applied_write_ends_in_the_uninterrupted_state(
                     applied = killed_run(config, server, k, folder / "killed.log")
                     assert applied >= k, (k, (folder / "killed.log").read_text())
                     run_once(config)  # the rerun after the crash
+                    assert "interrupted" in run_statuses(folder), "the killed run was not marked"
                 else:
                     run_once(config)
                 expected = reference["states"][name]

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, select, update
 
+from .children import end_with_parent
 from .connectors import Stream
 from .counts import Counts
 from .errors import FatalError, SyncbridgeError
@@ -175,7 +176,7 @@ def _write_produced(writers: list[_StreamWriter], workers: int) -> None:
             while waiting and len(running) < workers:
                 index, writer = waiting.pop(0)
                 writer.announce()
-                args = (index, writer.job, writer.cursor, pages)
+                args = (index, writer.job, writer.cursor, pages, os.getpid())
                 running[index] = context.Process(target=_produce, args=args, daemon=True)
                 running[index].start()
             try:
@@ -204,8 +205,10 @@ def _write_produced(writers: list[_StreamWriter], workers: int) -> None:
             process.join(timeout=5)
 
 
-def _produce(index: int, job: StreamIngest, cursor: Any, pages: Any) -> None:
-    """Producer process: read, hash and transform pages; None ends, an exception reports."""
+def _produce(index: int, job: StreamIngest, cursor: Any, pages: Any, parent: int) -> None:
+    """Producer process: read, hash and transform pages; None ends, an exception reports.
+    It ends with its parent: a killed run leaves no reader behind."""
+    end_with_parent(parent)
     with suppress(OSError):
         os.nice(_PRODUCER_NICENESS)
     try:

@@ -67,7 +67,14 @@ class CycleReport:
 
 
 def start_run(engine: Engine) -> int:
+    """A new run row. Runs still marked running belong to a process that died (a SIGKILL, a
+    power cut): only one writer holds the cache at a time, so they become `interrupted`."""
     with engine.begin() as conn:
+        conn.execute(
+            update(RUNS)
+            .where(RUNS.c.status == "running")
+            .values(status="interrupted", finished_at=utcnow(), message="the process ended mid-run")
+        )
         return conn.execute(
             insert(RUNS).returning(RUNS.c.id),
             {"started_at": utcnow(), "status": "running", "counts": {}},

@@ -12,12 +12,14 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
+from ..children import end_with_parent
 from ..counts import Counts
 from ..errors import FatalError
 from ..gc_tuning import bulk_gc
@@ -178,8 +180,10 @@ def _evaluate_in_two_processes(
     context = multiprocessing.get_context("fork")
     results: Any = context.Queue()
     url = engine.url.render_as_string(hide_password=False)
+    parent = os.getpid()
 
     def child() -> None:
+        end_with_parent(parent)
         own = create_store_engine(url)
         child_stats = RulesStats()
         try:
