@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,20 @@ def test_validate_reports_a_bad_rule_with_its_name_and_column(workdir: Path) -> 
         "rule 'NY_Customers', column 15: expected 'and', 'or' or the end of the rule"
         in result.output
     )
+
+
+def test_edited_mapping_is_reported_as_re_mapped_on_the_next_run(workdir: Path) -> None:
+    assert runner.invoke(app, ["run", "--once", "-c", "config.toml"]).exit_code == 0
+    mapping = workdir / "mappings" / "crm_contacts.toml"
+    mapping.write_text(mapping.read_text(encoding="utf-8") + 'title = "Title"\n', encoding="utf-8")
+    result = runner.invoke(app, ["run", "--once", "-c", "config.toml"])
+    assert result.exit_code == 0, result.output
+    pattern = (
+        r"^crm/contacts: mapping changed, ([\d,]+) stored records re-mapped, ([\d,]+) changed$"
+    )
+    found = re.search(pattern, result.stdout, re.MULTILINE)
+    assert found is not None, result.stdout
+    remapped, changed = (int(n.replace(",", "")) for n in found.groups())
+    assert remapped > changed > 0  # contacts without a title did not change
+    assert "shop/customers: mapping changed" not in result.stdout
+    assert "mapping changed" in result.stderr  # and logged

@@ -136,6 +136,8 @@ def _cycle(settings: Settings, now: datetime | None = None) -> CycleReport:
 
 def _print_cycle(report: CycleReport) -> None:
     out.print(render.cycle_table(report))
+    for line in render.remap_lines(report):
+        out.print(line, highlight=False)
     out.print(render.identity_table(report))
     if report.push is not None:
         _print_push(report.push)

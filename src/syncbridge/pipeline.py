@@ -1,7 +1,9 @@
 """One cycle of syncbridge: pull every stream, then resolve identities.
 
-Later stages (rules, push) hook in after resolution; each stage reads what the previous one
-wrote to the cache. The CLI's `run --once`, the demo and the daemon all call `run_cycle`.
+Before the pull, streams whose mapping was edited have their stored records re-mapped
+(`remap.py`). Later stages (rules, push) hook in after resolution; each stage reads what the
+previous one wrote to the cache. The CLI's `run --once`, the demo and the daemon all call
+`run_cycle`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .identity import ResolveStats, resolve_pending
 from .ingest import StreamIngest, StreamStats, ingest_streams
 from .push.client import MailchimpClient
 from .push.sync import PushReport, push
+from .remap import RemapStats, remap_changed_mappings
 from .rules.stage import RulesStats, hand_over, run_rules
 from .store.bulk import utcnow
 from .store.tables import Run
@@ -37,6 +40,8 @@ ProgressHook = Callable[[str, int], None]
 class CycleReport:
     run_id: int
     streams: dict[str, StreamStats] = field(default_factory=dict)
+    remaps: dict[str, RemapStats] = field(default_factory=dict)
+    """Streams whose mapping changed: their stored records were re-mapped."""
     resolve: ResolveStats = field(default_factory=ResolveStats)
     rules: RulesStats | None = None
     push: PushReport | None = None
@@ -56,6 +61,8 @@ class CycleReport:
             "totals": self.totals.as_dict(),
             "identity": self.resolve.as_dict(),
         }
+        if self.remaps:
+            counts["remapped"] = {k: v.as_dict() for k, v in self.remaps.items()}
         if self.rules is not None:
             counts["rules"] = self.rules.as_dict()
         if self.push is not None:
@@ -118,6 +125,7 @@ def run_cycle(
                     source.name, stream, transformer, report.run_id, hook, config.ingest.parallel
                 )
         report.streams.update((key, job.stats) for key, job in jobs.items())  # filled in place
+        report.remaps = remap_changed_mappings(engine, list(jobs.values()))
         ingest_streams(engine, list(jobs.values()), config.ingest.workers)
         log.info("resolving identities")
         report.resolve = resolve_pending(engine, config.identity, report.run_id)
