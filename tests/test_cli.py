@@ -128,3 +128,31 @@ def test_edited_mapping_is_reported_as_re_mapped_on_the_next_run(workdir: Path) 
     assert remapped > changed > 0  # contacts without a title did not change
     assert "shop/customers: mapping changed" not in result.stdout
     assert "mapping changed" in result.stderr  # and logged
+
+
+def test_full_refresh_rereads_every_stream(workdir: Path) -> None:
+    assert runner.invoke(app, ["run", "--once", "-c", "config.toml"]).exit_code == 0
+    again = runner.invoke(app, ["--log-format", "json", "run", "--once", "-c", "config.toml"])
+    assert "records read" not in again.stderr  # unchanged exports are skipped
+    result = runner.invoke(
+        app, ["--log-format", "json", "run", "--once", "--full-refresh", "-c", "config.toml"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "full refresh: reading crm/contacts, " in result.stderr
+    assert "crm/contacts records read" in result.stderr
+
+
+def test_full_refresh_of_an_unknown_stream_says_what_was_meant(workdir: Path) -> None:
+    result = runner.invoke(
+        app, ["run", "--once", "--full-refresh", "crm/contact", "-c", "config.toml"]
+    )
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())
+    assert "no enabled source or stream 'crm/contact'" in output
+    assert "did you mean 'crm/contacts'?" in output
+
+
+def test_stream_names_without_full_refresh_are_refused(workdir: Path) -> None:
+    result = runner.invoke(app, ["run", "--once", "crm", "-c", "config.toml"])
+    assert result.exit_code == 2
+    assert "--full-refresh" in result.output

@@ -222,6 +222,17 @@ def _produce(index: int, job: StreamIngest, cursor: Any, pages: Any) -> None:
         pages.put((index, report))
 
 
+def forget_cursors(engine: Engine, streams: list[tuple[str, str]]) -> None:
+    """Drop the saved positions (cursor values, file fingerprints) of these (source, stream)
+    pairs: their next read starts from scratch, as a first read. Stored records stay, so
+    unchanged ones still cost only a hash comparison; a snapshot stream's complete read
+    deletes what it no longer holds, as always."""
+    c = CURSORS.c
+    with engine.begin() as conn:
+        for source, stream in streams:
+            conn.execute(delete(CURSORS).where(c.source == source, c.stream == stream))
+
+
 def _save_cursor(conn: Connection, source: str, stream: str, value: Any) -> None:
     row = {"source": source, "stream": stream, "value": value, "updated_at": utcnow()}
     insert_many(conn, CURSORS, [row], ["source", "stream"], ["value", "updated_at"])
@@ -369,6 +380,7 @@ __all__ = [
     "StreamIngest",
     "StreamStats",
     "error_row",
+    "forget_cursors",
     "ingest_stream",
     "ingest_streams",
     "load_cursor",
