@@ -307,3 +307,22 @@ def test_changed_event_mapping_rederives_the_events(
         ("bob@gmail.com", "order", {"amount": 20.0, "sku": "B"}),
     ]
     engine.dispose()
+
+
+def test_changed_default_phone_region_re_maps_streams_whose_phones_use_it(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, engine = project
+    write_salesforce_report(
+        tmp_path / "crm" / "contacts.csv",
+        [salesforce_row("0035g00000AbCdEAAV", "zoe.muller@gmail.com", Phone="030 1234567")],
+    )
+    run_cycle(with_mappings(data, tmp_path), engine)
+    forbid_file_reads(monkeypatch)
+    data["identity"] = {**data["identity"], "default_phone_region": "DE"}
+    report = run_cycle(with_mappings(data, tmp_path), engine)
+    assert set(report.remaps) == {"crm/contacts", "shop/customers"}  # both map region-less phones
+    assert report.remaps["crm/contacts"].changed == 1
+    with engine.connect() as conn:
+        identifiers = conn.execute(select(R.identifiers).where(R.source == "crm")).scalar_one()
+    assert ["phone", "+49301234567"] in identifiers
