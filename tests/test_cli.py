@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,48 @@ def test_validate_reports_a_bad_rule_with_its_name_and_column(workdir: Path) -> 
         "rule 'NY_Customers', column 15: expected 'and', 'or' or the end of the rule"
         in result.output
     )
+
+
+def test_edited_mapping_is_reported_as_re_mapped_on_the_next_run(workdir: Path) -> None:
+    assert runner.invoke(app, ["run", "--once", "-c", "config.toml"]).exit_code == 0
+    mapping = workdir / "mappings" / "crm_contacts.toml"
+    mapping.write_text(mapping.read_text(encoding="utf-8") + 'title = "Title"\n', encoding="utf-8")
+    result = runner.invoke(app, ["run", "--once", "-c", "config.toml"])
+    assert result.exit_code == 0, result.output
+    pattern = (
+        r"^crm/contacts: mapping changed, ([\d,]+) stored records re-mapped, ([\d,]+) changed$"
+    )
+    found = re.search(pattern, result.stdout, re.MULTILINE)
+    assert found is not None, result.stdout
+    remapped, changed = (int(n.replace(",", "")) for n in found.groups())
+    assert remapped > changed > 0  # contacts without a title did not change
+    assert "shop/customers: mapping changed" not in result.stdout
+    assert "mapping changed" in result.stderr  # and logged
+
+
+def test_full_refresh_rereads_every_stream(workdir: Path) -> None:
+    assert runner.invoke(app, ["run", "--once", "-c", "config.toml"]).exit_code == 0
+    again = runner.invoke(app, ["--log-format", "json", "run", "--once", "-c", "config.toml"])
+    assert "records read" not in again.stderr  # unchanged exports are skipped
+    result = runner.invoke(
+        app, ["--log-format", "json", "run", "--once", "--full-refresh", "-c", "config.toml"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "full refresh: reading crm/contacts, " in result.stderr
+    assert "crm/contacts records read" in result.stderr
+
+
+def test_full_refresh_of_an_unknown_stream_says_what_was_meant(workdir: Path) -> None:
+    result = runner.invoke(
+        app, ["run", "--once", "--full-refresh", "crm/contact", "-c", "config.toml"]
+    )
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())
+    assert "no enabled source or stream 'crm/contact'" in output
+    assert "did you mean 'crm/contacts'?" in output
+
+
+def test_stream_names_without_full_refresh_are_refused(workdir: Path) -> None:
+    result = runner.invoke(app, ["run", "--once", "crm", "-c", "config.toml"])
+    assert result.exit_code == 2
+    assert "--full-refresh" in result.output

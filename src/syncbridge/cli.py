@@ -22,11 +22,11 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from . import demo as demo_module
 from . import render, views
 from .bundled import data_dir, example_config
-from .config.loader import Settings
+from .config.loader import Settings, StreamKey
 from .connectors import available_connectors, build_connector
 from .errors import ConfigError, FatalError, SyncbridgeError
 from .logs import setup_logging
-from .pipeline import CycleReport, ProgressHook, run_cycle
+from .pipeline import CycleReport, ProgressHook, run_cycle, select_streams
 from .push.client import MailchimpClient
 from .push.guard import mass_removal
 from .push.plan import plan_as_dict
@@ -131,15 +131,23 @@ def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
 
 
 def _cycle(
-    settings: Settings, now: datetime | None = None, allow_mass_removal: bool = False
+    settings: Settings,
+    now: datetime | None = None,
+    full_refresh: list[StreamKey] | None = None,
+    allow_mass_removal: bool = False,
 ) -> CycleReport:
     engine = open_engine(settings.config.store.url, settings.config.store.echo)
     with _progress() as hook:
-        return run_cycle(settings, engine, hook, now=now, allow_mass_removal=allow_mass_removal)
+        return run_cycle(
+            settings, engine, hook, now=now, full_refresh=full_refresh or (),
+            allow_mass_removal=allow_mass_removal,
+        )  # fmt: skip
 
 
 def _print_cycle(report: CycleReport) -> None:
     out.print(render.cycle_table(report))
+    for line in render.remap_lines(report):
+        out.print(line, highlight=False)
     out.print(render.identity_table(report))
     if report.push is not None:
         _print_push(report.push)
@@ -195,30 +203,58 @@ AllowMassRemoval = Annotated[
 
 @app.command()
 def run(
+    streams: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="SOURCE[/STREAM]", help="With --full-refresh: the streams to re-read."
+        ),
+    ] = None,
     config: ConfigOption = Path("config.toml"),
     once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
     every: Annotated[int, typer.Option(help="Seconds between cycles as a daemon.", min=5)] = 300,
+    full_refresh: Annotated[
+        bool,
+        typer.Option(
+            "--full-refresh",
+            help="Forget the saved cursors and file fingerprints of the named streams (none "
+            "named: every stream) and read them from scratch in the (first) cycle.",
+        ),
+    ] = False,
     allow_mass_removal: AllowMassRemoval = False,
 ) -> None:
     """Run the pipeline: one cycle with --once, else as a daemon every --every seconds."""
+    if streams and not full_refresh:
+        raise typer.BadParameter(
+            f"{' '.join(streams)}: stream names go with --full-refresh", param_hint="SOURCE/STREAM"
+        )
     try:
         settings = _settings(config)
+        refresh = select_streams(settings, streams or []) if full_refresh else None
         if once:
-            _print_cycle(_cycle(settings, allow_mass_removal=allow_mass_removal))
+            _print_cycle(
+                _cycle(settings, full_refresh=refresh, allow_mass_removal=allow_mass_removal)
+            )
             return
-        _daemon(settings, every)
+        _daemon(settings, every, refresh, allow_mass_removal)
     except SyncbridgeError as exc:
         raise _fail(exc) from None
 
 
-def _daemon(settings: Settings, every: int) -> None:
+def _daemon(
+    settings: Settings,
+    every: int,
+    full_refresh: list[StreamKey] | None = None,
+    allow_mass_removal: bool = False,
+) -> None:
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     scheduler = BlockingScheduler()
+    refresh = list(full_refresh or [])
 
     def cycle() -> None:
         try:
-            report = _cycle(settings)
+            report = _cycle(settings, full_refresh=refresh, allow_mass_removal=allow_mass_removal)
+            refresh.clear()  # only the first cycle reads from scratch
             log.info(
                 "run %d %s in %.1fs: %s",
                 report.run_id,

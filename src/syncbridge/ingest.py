@@ -30,7 +30,7 @@ from .connectors import Stream
 from .counts import Counts
 from .errors import FatalError, SyncbridgeError
 from .gc_tuning import bulk_gc
-from .prepare import PreparedPage, prepare_page, transform
+from .prepare import PreparedPage, PreparedRecord, prepare_page, transform
 from .redaction import redact
 from .store.bulk import chunks, utcnow
 from .store.rawsql import allocate_ids, datetime_binder, insert_many, insert_tuples, select_in
@@ -225,6 +225,17 @@ def _produce(index: int, job: StreamIngest, cursor: Any, pages: Any, parent: int
         pages.put((index, report))
 
 
+def forget_cursors(engine: Engine, streams: list[tuple[str, str]]) -> None:
+    """Drop the saved positions (cursor values, file fingerprints) of these (source, stream)
+    pairs: their next read starts from scratch, as a first read. Stored records stay, so
+    unchanged ones still cost only a hash comparison; a snapshot stream's complete read
+    deletes what it no longer holds, as always."""
+    c = CURSORS.c
+    with engine.begin() as conn:
+        for source, stream in streams:
+            conn.execute(delete(CURSORS).where(c.source == source, c.stream == stream))
+
+
 def _save_cursor(conn: Connection, source: str, stream: str, value: Any) -> None:
     row = {"source": source, "stream": stream, "value": value, "updated_at": utcnow()}
     insert_many(conn, CURSORS, [row], ["source", "stream"], ["value", "updated_at"])
@@ -236,7 +247,7 @@ def _write_page(
     stats = job.stats
     stats.read += page.read
     now = utcnow()
-    error_rows = [_error_row(job, where, f, None, why, now) for where, f, why in page.errors]
+    error_rows = [error_row(job, where, f, None, why, now) for where, f, why in page.errors]
     if seen is not None:
         seen.update(r.key for r in page.records)
     stored = _stored_hashes(conn, job, [r.key for r in page.records])
@@ -244,6 +255,22 @@ def _write_page(
         r for r in page.records if (before := stored.get(r.key)) is None or before[1] != r.digest
     ]
     stats.unchanged += len(page.records) - len(changed)
+    write_changed(conn, job, changed, stored, error_rows, now)
+
+
+def write_changed(
+    conn: Connection,
+    job: StreamIngest,
+    changed: list[PreparedRecord],
+    stored: dict[str, tuple[int, str]],
+    error_rows: list[dict[str, Any]],
+    now: Any,
+) -> None:
+    """Write new or changed records (transforming them first), replace their events and
+    errors, and leave them pending for identity resolution. `stored` holds (id, content hash)
+    of the keys already in the cache; `error_rows` are the page's own problems. Also the
+    writer of `remap.py`, whose records changed by mapping rather than by content."""
+    stats = job.stats
     new_ids = iter(allocate_ids(conn, RECORDS, sum(1 for r in changed if r.key not in stored)))
     when = datetime_binder(conn)
     written_at = when(now)
@@ -255,7 +282,7 @@ def _write_page(
         record_id = before[0] if before else next(new_ids)
         transform(record, job.transformer)
         if record.errors:
-            error_rows.extend(_error_row(job, record.key, *e, now) for e in record.errors)
+            error_rows.extend(error_row(job, record.key, *e, now) for e in record.errors)
         row = (
             record_id, source, stream, record.key, record.payload, record.digest,
             record.attributes, record.identifiers, when(record.source_ts), record.deleted,
@@ -282,7 +309,7 @@ def _write_page(
         conn.execute(delete(EVENTS).where(EVENTS.c.record_id.in_(part)))
     stats.events += len(events)
     insert_tuples(conn, EVENTS, _EVENT_COLUMNS, events)
-    _replace_errors(conn, job, [r.key for r in changed if r.key in stored], error_rows)
+    replace_errors(conn, job, [r.key for r in changed if r.key in stored], error_rows)
 
 
 def _stored_hashes(
@@ -296,7 +323,7 @@ def _stored_hashes(
     return {external_id: (record_id, digest) for external_id, record_id, digest in rows}
 
 
-def _replace_errors(
+def replace_errors(
     conn: Connection, job: StreamIngest, changed_keys: list[str], error_rows: list[dict[str, Any]]
 ) -> None:
     """The errors of a changed record are those of its newest version only."""
@@ -311,7 +338,7 @@ def _replace_errors(
     insert_many(conn, ERRORS, error_rows)
 
 
-def _error_row(
+def error_row(
     job: StreamIngest,
     key: str | None,
     field_name: str | None,
@@ -352,4 +379,14 @@ def _delete_unseen(conn: Connection, job: StreamIngest, seen: set[str]) -> int:
     return len(gone)
 
 
-__all__ = ["StreamIngest", "StreamStats", "ingest_stream", "ingest_streams", "load_cursor"]
+__all__ = [
+    "StreamIngest",
+    "StreamStats",
+    "error_row",
+    "forget_cursors",
+    "ingest_stream",
+    "ingest_streams",
+    "load_cursor",
+    "replace_errors",
+    "write_changed",
+]

@@ -1,14 +1,17 @@
 """One cycle of syncbridge: pull every stream, then resolve identities.
 
-Later stages (rules, push) hook in after resolution; each stage reads what the previous one
-wrote to the cache. The CLI's `run --once`, the demo and the daemon all call `run_cycle`.
+Before the pull, streams whose mapping was edited have their stored records re-mapped
+(`remap.py`), and streams named for a full refresh forget their saved position. Later stages
+(rules, push) hook in after resolution; each stage reads what the previous one wrote to the
+cache. The CLI's `run --once`, the demo and the daemon all call `run_cycle`.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,10 +20,12 @@ from sqlalchemy import Engine, insert, update
 
 from .config.loader import Settings, StreamKey
 from .connectors import build_connector
+from .errors import FatalError
 from .identity import ResolveStats, resolve_pending
-from .ingest import StreamIngest, StreamStats, ingest_streams
+from .ingest import StreamIngest, StreamStats, forget_cursors, ingest_streams
 from .push.client import MailchimpClient
 from .push.sync import PushReport, push
+from .remap import RemapStats, remap_changed_mappings
 from .rules.stage import RulesStats, hand_over, run_rules
 from .store.bulk import utcnow
 from .store.tables import Run
@@ -37,6 +42,8 @@ ProgressHook = Callable[[str, int], None]
 class CycleReport:
     run_id: int
     streams: dict[str, StreamStats] = field(default_factory=dict)
+    remaps: dict[str, RemapStats] = field(default_factory=dict)
+    """Streams whose mapping changed: their stored records were re-mapped."""
     resolve: ResolveStats = field(default_factory=ResolveStats)
     rules: RulesStats | None = None
     push: PushReport | None = None
@@ -56,6 +63,8 @@ class CycleReport:
             "totals": self.totals.as_dict(),
             "identity": self.resolve.as_dict(),
         }
+        if self.remaps:
+            counts["remapped"] = {k: v.as_dict() for k, v in self.remaps.items()}
         if self.rules is not None:
             counts["rules"] = self.rules.as_dict()
         if self.push is not None:
@@ -92,17 +101,44 @@ def finish_run(engine: Engine, report: CycleReport, message: str | None = None) 
         )
 
 
+def select_streams(settings: Settings, names: Collection[str]) -> list[StreamKey]:
+    """The enabled streams that `names` ("SOURCE" or "SOURCE/STREAM") stand for; none: all.
+
+    An unknown name is a FatalError that says what the config has, with a "did you mean"."""
+    enabled = [s for s in settings.config.sources if s.enabled]
+    every = [StreamKey(s.name, t.name) for s in enabled for t in s.streams]
+    if not names:
+        return every
+    labels = {str(k): k for k in every}
+    sources = {s.name: [k for k in every if k.source == s.name] for s in enabled}
+    chosen: list[StreamKey] = []
+    for name in names:
+        picked = [labels[name]] if name in labels else sources.get(name, [])
+        if not picked:
+            where = f" in {settings.path}" if settings.path else ""
+            close = difflib.get_close_matches(name, [*sources, *labels], n=1, cutoff=0.6)
+            known = ", ".join(labels) or "none"
+            guess = f"did you mean {close[0]!r}? " if close else ""
+            raise FatalError(
+                f"no enabled source or stream {name!r}{where}; {guess}(streams: {known})"
+            )
+        chosen.extend(k for k in picked if k not in chosen)
+    return chosen
+
+
 def run_cycle(
     settings: Settings,
     engine: Engine,
     progress: ProgressHook | None = None,
     client: MailchimpClient | None = None,
     now: datetime | None = None,
+    full_refresh: Collection[StreamKey] = (),
     allow_mass_removal: bool = False,
 ) -> CycleReport:
     """Pull → resolve → push. A failure marks the run failed and re-raises; committed pages
     and acknowledged members stay. The push runs when audiences are configured and a client is
-    given (or an API key is set)."""
+    given (or an API key is set). Streams in `full_refresh` forget their saved position first
+    and are read from scratch (their stored records stay; see `ingest.forget_cursors`)."""
     config = settings.config
     report = CycleReport(run_id=start_run(engine))
     started = time.perf_counter()
@@ -126,6 +162,10 @@ def run_cycle(
                     source.name, stream, transformer, report.run_id, hook, config.ingest.parallel
                 )
         report.streams.update((key, job.stats) for key, job in jobs.items())  # filled in place
+        if full_refresh:
+            log.info("full refresh: reading %s from scratch", ", ".join(map(str, full_refresh)))
+            forget_cursors(engine, [(k.source, k.stream) for k in full_refresh])
+        report.remaps = remap_changed_mappings(engine, list(jobs.values()))
         ingest_streams(engine, list(jobs.values()), config.ingest.workers)
         log.info("resolving identities")
         report.resolve = resolve_pending(engine, config.identity, report.run_id)

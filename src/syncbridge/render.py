@@ -32,6 +32,14 @@ def cycle_table(report: CycleReport) -> Table:
     return table
 
 
+def remap_lines(report: CycleReport) -> list[str]:
+    """One line per stream whose edited mapping was applied to its stored records."""
+    return [
+        f"{stream}: mapping changed, {s.remapped:,} stored records re-mapped, {s.changed:,} changed"
+        for stream, s in report.remaps.items()
+    ]
+
+
 def identity_table(report: CycleReport) -> Table:
     r = report.resolve
     table = Table(title="Identity resolution")

@@ -6,6 +6,8 @@ the cleaners themselves; ingestion of a million records depends on that.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -215,10 +217,27 @@ class _EventReader:
         return None if self.spec.only_mapped else raw
 
 
+def mapping_fingerprint(mapping: Mapping, default_phone_region: str | None = None) -> str:
+    """A hash of everything that decides what a record maps to: the mapping (less its
+    description) and the default phone region when a phone without a region of its own uses
+    it. Stored per stream, so that an edited mapping re-maps the stored records (`remap.py`)."""
+    ids = mapping.identifiers
+    phones = [ids.phone] if ids.phone else []
+    phones += [s for s in mapping.attributes.values() if s.type == "phone"]
+    region = default_phone_region if any(s.region is None for s in phones) else None
+    meaning = {
+        "mapping": mapping.model_dump(mode="json", exclude={"description"}),
+        "default_phone_region": region,
+    }
+    text = json.dumps(meaning, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
 class RecordTransformer:
     """A mapping compiled for fast application to many records."""
 
     def __init__(self, mapping: Mapping, default_phone_region: str | None = None) -> None:
+        self.fingerprint = mapping_fingerprint(mapping, default_phone_region)
         ids = mapping.identifiers
         self.email = FieldReader(ids.email) if ids.email else None
         phone = ids.phone.model_copy(update={"type": "phone"}) if ids.phone else None

@@ -238,27 +238,35 @@ def source_spread(engine: Engine) -> dict[int, int]:
 
 
 def segment_counts(engine: Engine) -> dict[str, int]:
-    """Current members per segment (open membership rows)."""
+    """Current members per segment: open membership rows of live profiles. A profile that
+    merged away or was deleted may still hold open rows until the rules stage closes them;
+    it is no member."""
     m = SegmentMembership.__table__.c
     with engine.connect() as conn:
         rows = conn.execute(
-            select(m.segment, func.count()).where(m.exited_at.is_(None)).group_by(m.segment)
+            select(m.segment, func.count())
+            .join(Profile.__table__, P.id == m.profile_id)
+            .where(m.exited_at.is_(None), P.deleted.is_(False))
+            .group_by(m.segment)
         ).all()
     return {segment: int(n) for segment, n in rows}
 
 
 def tag_counts(engine: Engine) -> dict[str, int]:
-    """Profiles per behaviour tag (from the last rule evaluation)."""
+    """Live profiles per behaviour tag (from the last rule evaluation)."""
     counts: dict[str, int] = {}
+    r = ProfileRules.__table__.c
     with engine.connect() as conn:
-        for (tags,) in conn.execute(select(ProfileRules.__table__.c.tags)):
+        live = select(r.tags).join(Profile.__table__, P.id == r.profile_id)
+        for (tags,) in conn.execute(live.where(P.deleted.is_(False))):
             for tag in tags or []:
                 counts[tag] = counts.get(tag, 0) + 1
     return counts
 
 
 def segment_sample(engine: Engine, segment: str, limit: int = 10) -> list[dict[str, Any]]:
-    """A few current members of a segment, with the values rules most often look at."""
+    """A few current members of a segment (live profiles only, as in `segment_counts`), with
+    the values rules most often look at."""
     m = SegmentMembership.__table__.c
     r = ProfileRules.__table__.c
     with engine.connect() as conn:
@@ -266,7 +274,7 @@ def segment_sample(engine: Engine, segment: str, limit: int = 10) -> list[dict[s
             select(P.id, P.email, P.attributes, r.traits, m.entered_at)
             .join(SegmentMembership.__table__, m.profile_id == P.id)
             .join(ProfileRules.__table__, r.profile_id == P.id, isouter=True)
-            .where(m.segment == segment, m.exited_at.is_(None))
+            .where(m.segment == segment, m.exited_at.is_(None), P.deleted.is_(False))
             .order_by(m.entered_at.desc(), P.id)
             .limit(limit)
         ).all()
