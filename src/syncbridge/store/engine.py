@@ -1,6 +1,8 @@
 """Engine setup for the profile cache: SQLite (WAL) by default, PostgreSQL via psycopg 3.
 
 `open_engine` applies pending migrations, so every command starts on the current schema.
+Every engine translates failures of its surroundings (not a SQLite file, read-only folder, full
+disk, no such database, server unreachable) into one-line `FatalError`s (`failures.py`).
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 
 from ..errors import FatalError
 from ..redaction import register_url_password
+from .failures import store_failure
 from .rawsql import dumps
 
 log = logging.getLogger(__name__)
@@ -35,11 +38,12 @@ def create_store_engine(url: str, echo: bool = False) -> Engine:
             url, echo=echo, json_serializer=_json_dumps, json_deserializer=orjson.loads
         )
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "handle_error", _translate_failure)
         return engine
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(
+        engine = create_engine(
             parsed,
             echo=echo,
             json_serializer=_json_dumps,
@@ -47,6 +51,8 @@ def create_store_engine(url: str, echo: bool = False) -> Engine:
             pool_pre_ping=True,
             pool_size=5,
         )
+        event.listen(engine, "handle_error", _translate_failure)
+        return engine
     raise FatalError(f"unsupported database {parsed.get_backend_name()!r} (sqlite or postgresql)")
 
 
@@ -58,6 +64,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()
+
+
+def _translate_failure(context: ExceptionContext) -> None:
+    """Raise a one-line FatalError instead of a driver error the user can fix (full disk …).
+
+    A failed pre-ping is left alone: the pool reconnects on its own then."""
+    if context.is_pre_ping or context.engine is None:
+        return
+    failure = store_failure(context.original_exception, context.engine.url)
+    if failure is not None:
+        raise failure from None
 
 
 def open_engine(url: str, echo: bool = False, migrate: bool = True) -> Engine:
