@@ -23,7 +23,7 @@ from . import render, views
 from .bundled import data_dir, example_config
 from .config.loader import Settings
 from .connectors import available_connectors, build_connector
-from .errors import ConfigError, FatalError, SyncbridgeError
+from .errors import CacheBusyError, ConfigError, FatalError, SyncbridgeError
 from .logs import setup_logging
 from .pipeline import CycleReport, ProgressHook, run_cycle
 from .push.client import MailchimpClient
@@ -36,6 +36,7 @@ from .settings import load_settings
 from .store.engine import create_store_engine, open_engine
 from .store.failures import store_failure
 from .store.migrate import current_revision, upgrade
+from .store.writer_lock import writer_lock
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False
@@ -132,16 +133,29 @@ def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+BUSY_ADVICE = "try again later, or pass --wait SECONDS to wait for it"
 PLAN_CHECK_TIMEOUT_S = 5.0
 """`plan`'s read-only look at Mailchimp: one try with this timeout, never the push's retries."""
 
+WaitOption = Annotated[
+    float | None,
+    typer.Option(
+        "--wait",
+        min=0,
+        help="Seconds to wait for another process's writer lock on the cache "
+        "(default 0: exit at once with code 75).",
+    ),
+]
+
 
 @contextmanager
-def _guard() -> Iterator[None]:
+def _guard(busy_advice: str = BUSY_ADVICE) -> Iterator[None]:
     """One line instead of a traceback for syncbridge's own errors and for failures of the
-    cache's surroundings. Unknown errors pass."""
+    cache's surroundings; a busy cache exits with 75 (EX_TEMPFAIL). Unknown errors pass."""
     try:
         yield
+    except CacheBusyError as exc:
+        raise _fail(FatalError(f"{exc}; {busy_advice}"), CacheBusyError.EXIT_BUSY) from None
     except SyncbridgeError as exc:
         raise _fail(exc) from None
     except Exception as exc:
@@ -206,17 +220,25 @@ def run(
     config: ConfigOption = Path("config.toml"),
     once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
     every: Annotated[int, typer.Option(help="Seconds between cycles as a daemon.", min=5)] = 300,
+    wait: WaitOption = None,
 ) -> None:
-    """Run the pipeline: one cycle with --once, else as a daemon every --every seconds."""
+    """Run the pipeline: one cycle with --once, else as a daemon every --every seconds.
+
+    Each cycle holds the cache's writer lock; --once exits with 75 when another process holds
+    it (after --wait seconds), a daemon cycle waits up to --wait (default --every) seconds."""
     with _guard():
         settings = _settings(config)
         if once:
-            _print_cycle(_cycle(settings))
+            with writer_lock(settings.config.store.url, "run --once", wait or 0.0):
+                report = _cycle(settings)
+            _print_cycle(report)
             return
-        _daemon(settings, every)
+        _daemon(settings, every, every if wait is None else wait)
 
 
-def _daemon(settings: Settings, every: int) -> None:
+def _daemon(settings: Settings, every: int, wait: float) -> None:
+    """Cycles every `every` s; the writer lock is held per cycle, not for the daemon's life,
+    so `push`, `db upgrade` or a manual `run --once` can go between cycles."""
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     scheduler = BlockingScheduler()
@@ -224,7 +246,8 @@ def _daemon(settings: Settings, every: int) -> None:
 
     def cycle() -> None:
         try:
-            report = _cycle(settings)
+            with writer_lock(url, f"run --every {every}", wait):
+                report = _cycle(settings)
             log.info(
                 "run %d %s in %.1fs: %s",
                 report.run_id,
@@ -232,6 +255,8 @@ def _daemon(settings: Settings, every: int) -> None:
                 report.seconds,
                 json.dumps(report.counts()["totals"]),
             )
+        except CacheBusyError as exc:
+            log.warning("%s; skipping this cycle, the next one starts in %ds", exc, every)
         except SyncbridgeError as exc:
             log.error("cycle failed: %s", exc)
         except Exception as exc:
@@ -271,7 +296,8 @@ def _engine(config: Path, demo: bool) -> Any:
 
 @app.command()
 def status(config: ConfigOption = Path("config.toml"), demo: DemoOption = False) -> None:
-    """Last runs, records and errors per stream, cursors, profile counts."""
+    """The cache's writer (if a run holds it), last runs, records and errors per stream,
+    cursors, profile counts."""
     with _guard():
         view = views.status(_engine(config, demo))
     out.print(render.status_group(view))
@@ -355,12 +381,13 @@ def segments_preview(
 
 
 @db_app.command("upgrade")
-def db_upgrade(config: ConfigOption = Path("config.toml")) -> None:
-    """Apply pending schema migrations to the cache."""
+def db_upgrade(config: ConfigOption = Path("config.toml"), wait: WaitOption = None) -> None:
+    """Apply pending schema migrations to the cache (under the writer lock)."""
     with _guard():
         settings = _settings(config)
         engine = create_store_engine(settings.config.store.url)
-        applied = upgrade(engine)
+        with writer_lock(settings.config.store.url, "db upgrade", wait or 0.0):
+            applied = upgrade(engine)
     state_text = "upgraded to" if applied else "already at"
     out.print(f"Schema {state_text} revision {current_revision(engine)}.")
 
@@ -414,6 +441,7 @@ def demo(
             "sample data's export date, 2026-11-23).",
         ),
     ] = None,
+    wait: WaitOption = None,
 ) -> None:
     """Run the pipeline on the bundled sample exports (no credentials, no network), ending with
     the Mailchimp dry-run plan; with --audience, push it to a test audience of yours."""
@@ -422,11 +450,12 @@ def demo(
     with _guard():
         settings = demo_module.demo_settings(db.resolve(), env, audience)
         state.store_url = settings.config.store.url
-        if reset:
-            demo_module.reset(db)
-        fresh = not db.exists()
-        moment = as_of or demo_module.SAMPLE_DATE
-        report = _cycle(settings, moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+        with writer_lock(state.store_url, "demo", wait or 0.0):
+            if reset:
+                demo_module.reset(db)
+            fresh = not db.exists()
+            moment = as_of or demo_module.SAMPLE_DATE
+            report = _cycle(settings, moment if moment.tzinfo else moment.replace(tzinfo=UTC))
     out.print(
         f"[bold]syncbridge demo[/bold] into {db} "
         f"({'new cache' if fresh else 'continuing from the previous run; --reset starts over'})"
@@ -543,14 +572,15 @@ def plan(
 
 
 @app.command("push")
-def push_command(config: ConfigOption = Path("config.toml")) -> None:
+def push_command(config: ConfigOption = Path("config.toml"), wait: WaitOption = None) -> None:
     """Apply the plan: provision, read back Mailchimp's changes, send batches, acknowledge."""
     with _guard():
         settings = _settings(config)
-        engine = open_engine(settings.config.store.url)
-        client = MailchimpClient(settings.config.mailchimp)
-        with _progress() as hook:
-            result = push(engine, settings.config.mailchimp, client, progress=hook)
+        with writer_lock(settings.config.store.url, "push", wait or 0.0):
+            engine = open_engine(settings.config.store.url)
+            client = MailchimpClient(settings.config.mailchimp)
+            with _progress() as hook:
+                result = push(engine, settings.config.mailchimp, client, progress=hook)
     _print_push(result)
 
 
