@@ -261,7 +261,7 @@ def test_an_api_key_without_its_data_centre_is_an_error_that_never_shows_the_key
     load_settings(project / "config.toml", {**env, "MAILCHIMP_API_KEY": SECRET + "-us21"})
 
 
-def test_the_placeholder_list_id_of_init_is_an_error_saying_where_to_find_the_id(
+def test_the_placeholder_list_id_of_init_is_an_error_once_a_push_would_use_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -269,6 +269,9 @@ def test_the_placeholder_list_id_of_init_is_an_error_saying_where_to_find_the_id
         monkeypatch.delenv(var, raising=False)
     assert PLACEHOLDER_LIST_ID in example_config().read_text(encoding="utf-8")
     assert runner.invoke(app, ["init"]).exit_code == 0
+    without_key = runner.invoke(app, ["validate", "-c", "config.toml"])
+    assert without_key.exit_code == 0, without_key.output  # nothing would be pushed
+    monkeypatch.setenv("MAILCHIMP_API_KEY", "0123456789abcdef-us21")
     result = runner.invoke(app, ["validate", "-c", "config.toml"])
     assert result.exit_code == 1
     assert "1 problem(s)" in result.output

@@ -24,7 +24,7 @@ from . import render, views
 from .bundled import data_dir, example_config
 from .config.loader import Settings, StreamKey
 from .connectors import available_connectors, build_connector
-from .errors import ConfigError, FatalError, SyncbridgeError
+from .errors import CacheBusyError, ConfigError, FatalError, SyncbridgeError
 from .logs import setup_logging
 from .pipeline import CycleReport, ProgressHook, run_cycle, select_streams
 from .push.client import MailchimpClient
@@ -36,7 +36,9 @@ from .redaction import redact
 from .rules.compute import explain as explain_results
 from .settings import load_settings
 from .store.engine import create_store_engine, open_engine
+from .store.failures import store_failure
 from .store.migrate import current_revision, upgrade
+from .store.writer_lock import writer_lock
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False
@@ -63,6 +65,8 @@ ConfigOption = Annotated[
 class _State:
     log_format: str | None = None
     log_level: str | None = None
+    store_url: str | None = None
+    """The cache in use, to name it when its surroundings fail (see `_guard`)."""
 
 
 state = _State()
@@ -84,6 +88,7 @@ def main_options(
 
 def _settings(config: Path) -> Settings:
     settings = load_settings(config)
+    state.store_url = settings.config.store.url
     logging_config = settings.config.logging
     setup_logging(
         state.log_level or logging_config.level, state.log_format or logging_config.format
@@ -126,8 +131,40 @@ def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
         for problem in exc.problems:
             err.print(f"  - {redact(str(problem))}", markup=False, highlight=False, soft_wrap=True)
     else:
-        err.print(f"[red]error:[/red] {redact(str(exc))}", highlight=False)
+        err.print(f"[red]error:[/red] {redact(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+BUSY_ADVICE = "try again later, or pass --wait SECONDS to wait for it"
+PLAN_CHECK_TIMEOUT_S = 5.0
+"""`plan`'s read-only look at Mailchimp: one try with this timeout, never the push's retries."""
+
+WaitOption = Annotated[
+    float | None,
+    typer.Option(
+        "--wait",
+        min=0,
+        help="Seconds to wait for another process's writer lock on the cache "
+        "(default 0: exit at once with code 75).",
+    ),
+]
+
+
+@contextmanager
+def _guard(busy_advice: str = BUSY_ADVICE) -> Iterator[None]:
+    """One line instead of a traceback for syncbridge's own errors and for failures of the
+    cache's surroundings; a busy cache exits with 75 (EX_TEMPFAIL). Unknown errors pass."""
+    try:
+        yield
+    except CacheBusyError as exc:
+        raise _fail(FatalError(f"{exc}; {busy_advice}"), CacheBusyError.EXIT_BUSY) from None
+    except SyncbridgeError as exc:
+        raise _fail(exc) from None
+    except Exception as exc:
+        failure = store_failure(exc, state.store_url)
+        if failure is None:
+            raise
+        raise _fail(failure) from None
 
 
 def _cycle(
@@ -221,39 +258,50 @@ def run(
         ),
     ] = False,
     allow_mass_removal: AllowMassRemoval = False,
+    wait: WaitOption = None,
 ) -> None:
-    """Run the pipeline: one cycle with --once, else as a daemon every --every seconds."""
+    """Run the pipeline: one cycle with --once, else as a daemon every --every seconds.
+
+    Each cycle holds the cache's writer lock; --once exits with 75 when another process holds
+    it (after --wait seconds), a daemon cycle waits up to --wait (default --every) seconds."""
     if streams and not full_refresh:
         raise typer.BadParameter(
             f"{' '.join(streams)}: stream names go with --full-refresh", param_hint="SOURCE/STREAM"
         )
-    try:
+    with _guard():
         settings = _settings(config)
         refresh = select_streams(settings, streams or []) if full_refresh else None
         if once:
-            _print_cycle(
-                _cycle(settings, full_refresh=refresh, allow_mass_removal=allow_mass_removal)
-            )
+            with writer_lock(settings.config.store.url, "run --once", wait or 0.0):
+                report = _cycle(
+                    settings, full_refresh=refresh, allow_mass_removal=allow_mass_removal
+                )
+            _print_cycle(report)
             return
-        _daemon(settings, every, refresh, allow_mass_removal)
-    except SyncbridgeError as exc:
-        raise _fail(exc) from None
+        _daemon(settings, every, every if wait is None else wait, refresh, allow_mass_removal)
 
 
 def _daemon(
     settings: Settings,
     every: int,
+    wait: float,
     full_refresh: list[StreamKey] | None = None,
     allow_mass_removal: bool = False,
 ) -> None:
+    """Cycles every `every` s; the writer lock is held per cycle, not for the daemon's life,
+    so `push`, `db upgrade` or a manual `run --once` can go between cycles."""
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     scheduler = BlockingScheduler()
+    url = settings.config.store.url
     refresh = list(full_refresh or [])
 
     def cycle() -> None:
         try:
-            report = _cycle(settings, full_refresh=refresh, allow_mass_removal=allow_mass_removal)
+            with writer_lock(url, f"run --every {every}", wait):
+                report = _cycle(
+                    settings, full_refresh=refresh, allow_mass_removal=allow_mass_removal
+                )
             refresh.clear()  # only the first cycle reads from scratch
             log.info(
                 "run %d %s in %.1fs: %s",
@@ -262,8 +310,15 @@ def _daemon(
                 report.seconds,
                 json.dumps(report.counts()["totals"]),
             )
+        except CacheBusyError as exc:
+            log.warning("%s; skipping this cycle, the next one starts in %ds", exc, every)
         except SyncbridgeError as exc:
             log.error("cycle failed: %s", exc)
+        except Exception as exc:
+            failure = store_failure(exc, url)
+            if failure is None:
+                raise
+            log.error("cycle failed: %s", failure)
 
     scheduler.add_job(
         cycle, "interval", seconds=every, max_instances=1, coalesce=True, next_run_time=_now()
@@ -289,18 +344,18 @@ DemoOption = Annotated[
 
 def _engine(config: Path, demo: bool) -> Any:
     if demo:
-        return open_engine(f"sqlite:///{Path(demo_module.DEMO_DB).resolve()}")
+        state.store_url = f"sqlite:///{Path(demo_module.DEMO_DB).resolve()}"
+        return open_engine(state.store_url)
     return open_engine(_settings(config).config.store.url)
 
 
 @app.command()
 def status(config: ConfigOption = Path("config.toml"), demo: DemoOption = False) -> None:
-    """Last runs, records and errors per stream, cursors, profile counts."""
-    try:
-        engine = _engine(config, demo)
-    except SyncbridgeError as exc:
-        raise _fail(exc) from None
-    out.print(render.status_group(views.status(engine)))
+    """The cache's writer (if a run holds it), last runs, records and errors per stream,
+    cursors, profile counts."""
+    with _guard():
+        view = views.status(_engine(config, demo))
+    out.print(render.status_group(view))
 
 
 @profiles_app.command("show")
@@ -310,11 +365,9 @@ def profiles_show(
     demo: DemoOption = False,
 ) -> None:
     """The resolved profile of EMAIL: attributes and their sources, identifiers, events."""
-    try:
+    with _guard():
         engine = _engine(config, demo)
-    except SyncbridgeError as exc:
-        raise _fail(exc) from None
-    view = views.find_profile(engine, email)
+        view = views.find_profile(engine, email)
     if view is None:
         err.print(f"no profile with email {email!r}")
         raise typer.Exit(1)
@@ -353,12 +406,10 @@ def segments_list(
     """List segments with their member counts."""
     if ctx.invoked_subcommand is not None:
         return
-    try:
+    with _guard():
         engine = _engine(config, demo)
         names = _segment_names(config, demo)
-    except SyncbridgeError as exc:
-        raise _fail(exc) from None
-    counts = {name: 0 for name in names} | views.segment_counts(engine)
+        counts = {name: 0 for name in names} | views.segment_counts(engine)
     out.print(render.counts_table("Segments", counts, "segment"))
 
 
@@ -370,11 +421,9 @@ def segments_preview(
     limit: Annotated[int, typer.Option(help="How many sample members.")] = 10,
 ) -> None:
     """Count and sample members of a segment, from the cache (nothing is pushed)."""
-    try:
+    with _guard():
         engine = _engine(config, demo)
         names = _segment_names(config, demo)
-    except SyncbridgeError as exc:
-        raise _fail(exc) from None
     if name not in names:
         err.print(f"no segment {name!r}; known: {', '.join(names) or 'none'}")
         raise typer.Exit(1)
@@ -387,14 +436,13 @@ def segments_preview(
 
 
 @db_app.command("upgrade")
-def db_upgrade(config: ConfigOption = Path("config.toml")) -> None:
-    """Apply pending schema migrations to the cache."""
-    try:
+def db_upgrade(config: ConfigOption = Path("config.toml"), wait: WaitOption = None) -> None:
+    """Apply pending schema migrations to the cache (under the writer lock)."""
+    with _guard():
         settings = _settings(config)
         engine = create_store_engine(settings.config.store.url)
-        applied = upgrade(engine)
-    except SyncbridgeError as exc:
-        raise _fail(exc) from None
+        with writer_lock(settings.config.store.url, "db upgrade", wait or 0.0):
+            applied = upgrade(engine)
     state_text = "upgraded to" if applied else "already at"
     out.print(f"Schema {state_text} revision {current_revision(engine)}.")
 
@@ -448,20 +496,21 @@ def demo(
             "sample data's export date, 2026-11-23).",
         ),
     ] = None,
+    wait: WaitOption = None,
 ) -> None:
     """Run the pipeline on the bundled sample exports (no credentials, no network), ending with
     the Mailchimp dry-run plan; with --audience, push it to a test audience of yours."""
-    if reset:
-        demo_module.reset(db)
-    fresh = not db.exists()
     env = {k: v for k, v in os.environ.items() if k == "MAILCHIMP_API_KEY"
            or k.startswith("SYNCBRIDGE_MAILCHIMP__")}  # fmt: skip
-    try:
+    with _guard():
         settings = demo_module.demo_settings(db.resolve(), env, audience)
-        moment = as_of or demo_module.SAMPLE_DATE
-        report = _cycle(settings, moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-    except SyncbridgeError as exc:
-        raise _fail(exc) from None
+        state.store_url = settings.config.store.url
+        with writer_lock(state.store_url, "demo", wait or 0.0):
+            if reset:
+                demo_module.reset(db)
+            fresh = not db.exists()
+            moment = as_of or demo_module.SAMPLE_DATE
+            report = _cycle(settings, moment if moment.tzinfo else moment.replace(tzinfo=UTC))
     out.print(
         f"[bold]syncbridge demo[/bold] into {db} "
         f"({'new cache' if fresh else 'continuing from the previous run; --reset starts over'})"
@@ -506,10 +555,36 @@ def demo(
 def _print_plans(settings: Settings, engine: Any, json_out: Path | None) -> None:
     ids = dirty_profile_ids(engine)
     plans = [build_plan(engine, a, ids) for a in settings.config.mailchimp.audiences]
+    unchecked = None
     if settings.config.mailchimp.api_key is not None and plans:
-        client = MailchimpClient(settings.config.mailchimp)
-        for plan in plans:  # read-only: which merge fields and tags the push would create
+        unchecked = _check_provisioning(settings, plans)
+    _show_plans(engine, plans, json_out)
+    if unchecked is not None:
+        err.print(f"[yellow]note:[/yellow] {redact(unchecked)}", highlight=False, soft_wrap=True)
+
+
+def _check_provisioning(settings: Settings, plans: list[Any]) -> str | None:
+    """Ask Mailchimp which merge fields and tags the push would create (read-only calls).
+
+    One try per call with a short timeout: a dry run without network must not sit through
+    the push's retries. Returns what could not be checked and why (None: all checked)."""
+    config = settings.config.mailchimp
+    quick = config.model_copy(
+        update={"retries": 0, "timeout_s": min(config.timeout_s, PLAN_CHECK_TIMEOUT_S)}
+    )
+    client = MailchimpClient(quick)
+    for plan in plans:
+        try:
             check_provisioning(client, plan)
+        except SyncbridgeError as exc:
+            return (
+                "could not check with Mailchimp which merge fields and tags the push would "
+                f"create ({exc}); the plan above comes from the cache alone"
+            )
+    return None
+
+
+def _show_plans(engine: Any, plans: list[Any], json_out: Path | None) -> None:
     if json_out is not None:
         text = json.dumps([plan_as_dict(p) for p in plans], ensure_ascii=False, indent=2)
         if str(json_out) == "-":
@@ -550,30 +625,28 @@ def plan(
     ] = None,
 ) -> None:
     """Dry run: what the next push would send to Mailchimp, from the cache alone."""
-    try:
+    with _guard():
         settings = _settings(config)
-        engine = open_engine(settings.config.store.url)
-    except SyncbridgeError as exc:
-        raise _fail(exc) from None
-    _print_plans(settings, engine, json_out)
+        _print_plans(settings, open_engine(settings.config.store.url), json_out)
 
 
 @app.command("push")
 def push_command(
-    config: ConfigOption = Path("config.toml"), allow_mass_removal: AllowMassRemoval = False
+    config: ConfigOption = Path("config.toml"),
+    allow_mass_removal: AllowMassRemoval = False,
+    wait: WaitOption = None,
 ) -> None:
     """Apply the plan: provision, read back Mailchimp's changes, send batches, acknowledge."""
-    try:
+    with _guard():
         settings = _settings(config)
-        engine = open_engine(settings.config.store.url)
-        client = MailchimpClient(settings.config.mailchimp)
-        with _progress() as hook:
-            result = push(
-                engine, settings.config.mailchimp, client, progress=hook,
-                allow_mass_removal=allow_mass_removal,
-            )  # fmt: skip
-    except SyncbridgeError as exc:
-        raise _fail(exc) from None
+        with writer_lock(settings.config.store.url, "push", wait or 0.0):
+            engine = open_engine(settings.config.store.url)
+            client = MailchimpClient(settings.config.mailchimp)
+            with _progress() as hook:
+                result = push(
+                    engine, settings.config.mailchimp, client, progress=hook,
+                    allow_mass_removal=allow_mass_removal,
+                )  # fmt: skip
     _print_push(result)
 
 

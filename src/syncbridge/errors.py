@@ -5,6 +5,7 @@ SyncbridgeError          base of everything below
 ├── FatalError           stop the run and say why (remote refused, store unusable)
 │   └── AuthError        credentials rejected; the message never holds the secret
 ├── RetriableError       transient: back off and try again
+│   └── CacheBusyError   another syncbridge process is writing the cache: wait, or run later
 └── RecordError          one record is bad: store it as a per-record error, skip the value
 """
 
@@ -53,6 +54,20 @@ class RetriableError(SyncbridgeError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class CacheBusyError(RetriableError):
+    """Another process holds the cache's writer lock; `holder` describes it when known.
+
+    The command line exits with `EXIT_BUSY` (75, EX_TEMPFAIL from sysexits.h) so that a
+    scheduler can tell "try again later" apart from a failure.
+    """
+
+    EXIT_BUSY = 75
+
+    def __init__(self, message: str, holder: object | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class RecordError(SyncbridgeError):

@@ -147,7 +147,8 @@ def check_config(config: Config, file: str) -> list[Problem]:
             )
         )
     for k, audience in enumerate(mailchimp.audiences):
-        if audience.list_id.strip() == PLACEHOLDER_LIST_ID:
+        # Without a key nothing is pushed: `init` then `run --once` fills the cache as it is.
+        if key is not None and audience.list_id.strip() == PLACEHOLDER_LIST_ID:
             problems.append(
                 Problem(
                     file,

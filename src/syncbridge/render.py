@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from .pipeline import CycleReport
 from .push.plan import Plan
@@ -110,7 +111,9 @@ def status_group(view: StatusView) -> Group:
     profiles.add_column("merges")
     p = view.profiles
     profiles.add_row(str(p["live"]), str(p["dirty"]), str(p["merges"]))
-    parts: list[Any] = [runs, streams, profiles, errors_table(view.recent_errors)]
+    writer = view.writer.describe() if view.writer is not None else "none"
+    parts: list[Any] = [Text(f"writer: {writer}"), runs, streams, profiles]
+    parts.append(errors_table(view.recent_errors))
     if view.audiences:
         audiences = Table(title="Mailchimp audiences (acknowledged)")
         for col in ("audience", "members by status", "refused by Mailchimp"):

@@ -22,6 +22,7 @@ from .store.tables import (
     SourceRecord,
     StreamCursor,
 )
+from .store.writer_lock import Holder, current_holder
 
 R = SourceRecord.__table__.c
 P = Profile.__table__.c
@@ -38,6 +39,8 @@ class StatusView:
     recent_errors: list[dict[str, Any]]
     audiences: list[dict[str, Any]]
     """Per audience: members by acknowledged status, and members Mailchimp refused."""
+    writer: Holder | None = None
+    """The process holding the cache's writer lock now (None: no one is writing)."""
 
 
 def status(engine: Engine, runs: int = 10, errors: int = 10) -> StatusView:
@@ -106,6 +109,7 @@ def status(engine: Engine, runs: int = 10, errors: int = 10) -> StatusView:
         streams=streams,
         profiles={"live": live, "dirty": dirty, "merges": merges},
         recent_errors=[dict(r) for r in recent],
+        writer=current_holder(engine),
     )
 
 
