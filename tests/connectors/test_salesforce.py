@@ -162,6 +162,66 @@ def test_merged_contact_leaves_one_profile(
     assert deleted["MasterRecordId"] == winner
 
 
+def holder(engine: Engine, kind: str, value: str) -> int:
+    from syncbridge.store.tables import Identity
+
+    i = Identity.__table__.c
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(i.profile_id).where(i.kind == f"ext:{kind}", i.value == value)
+        ).scalar_one_or_none()
+    assert found is not None, f"no profile holds {kind}={value}"
+    return int(found)
+
+
+def test_a_lead_converted_into_a_merged_away_contact_joins_the_master(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    master = fake.insert("Contact", Email="ann@gmail.com", LastName="Lee")
+    loser = fake.insert("Contact", Email="ann.lee@yahoo.com", LastName="Lee")
+    lead = fake.insert("Lead", Email="a.lee@outlook.com", LastName="Lee", Company="Acme")
+    fake.convert_lead(lead, loser)
+    streams = [{"name": "Contact", "mapping": str(MAPPINGS / "salesforce.toml")},
+               {"name": "Lead", "mapping": str(MAPPINGS / "salesforce_lead.toml")}]  # fmt: skip
+    settings = sf_settings(fake, tmp_path, str(store.url), streams=streams)
+    run_cycle(settings, store)
+    assert live(store) == 2  # {master}, {loser, lead}
+    fake.advance(60)
+    fake.merge("Contact", master, loser)  # the lead keeps ConvertedContactId = loser
+    run_cycle(settings, store)
+    assert live(store) == 1
+    person = holder(store, "salesforce:contact", master)
+    assert holder(store, "salesforce:contact", loser) == person
+    assert holder(store, "salesforce:lead", lead) == person
+    with store.connect() as conn:
+        rows = conn.execute(select(P.id, P.deleted, P.merged_into, P.attributes)).all()
+    survivor = next(r for r in rows if r.id == person)
+    assert not survivor.deleted and survivor.attributes["last_name"] == "Lee"
+    gone = [r for r in rows if r.deleted]  # merged into the survivor, not deleted outright
+    assert [g.merged_into for g in gone] == [person] * len(gone)
+    assert "ann.lee@yahoo.com" not in {r.attributes.get("email") for r in rows if not r.deleted}
+
+
+def test_a_campaign_member_of_a_merged_away_lead_joins_the_master_lead(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    master = fake.insert("Lead", Email="li.wei@outlook.com", LastName="Li", Company="Acme")
+    loser = fake.insert("Lead", Email="wei.li@gmail.com", LastName="Li", Company="Acme")
+    webinar = fake.insert("Campaign", Name="Spring webinar")
+    fake.insert("CampaignMember", CampaignId=webinar, LeadId=loser, Status="Sent")
+    streams = [{"name": "Lead", "mapping": str(MAPPINGS / "salesforce_lead.toml")},
+               {"name": "CampaignMember",
+                "mapping": str(MAPPINGS / "salesforce_campaign_members.toml")}]  # fmt: skip
+    settings = sf_settings(fake, tmp_path, str(store.url), streams=streams)
+    run_cycle(settings, store)
+    assert live(store) == 2
+    fake.advance(60)
+    fake.merge("Lead", master, loser)
+    run_cycle(settings, store)
+    assert live(store) == 1
+    assert holder(store, "salesforce:lead", loser) == holder(store, "salesforce:lead", master)
+
+
 def test_converted_lead_joins_its_contact(
     fake: FakeSalesforce, tmp_path: Path, store: Engine
 ) -> None:
