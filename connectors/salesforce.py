@@ -7,24 +7,27 @@ SystemModstamp of a committed page and the next read starts a little before it (
 records that share a timestamp across a page boundary, or that commit late, are never missed
 (their repeats cost a hash comparison). `queryAll` returns soft-deleted and merged records, so
 deletes reach the cache; converted leads carry their ConvertedContactId, which the default
-mapping uses to join the lead to its contact. A read estimated (COUNT()) above
-`bulk_threshold` rows goes through a Bulk API 2.0 query job, streamed page by page.
+mapping uses to join the lead to its contact; merged-away records carry MasterRecordId, which
+the default mappings declare as `merged_into` (an alias of the master). A read estimated
+(COUNT()) above `bulk_threshold` rows goes through a Bulk API 2.0 query job, streamed page by
+page (see salesforce_bulk.py), its CSV made to read like REST.
+
+Every HTTP call, REST or bulk, goes through `SalesforceConnector.call`: retries with backoff
+(5xx, resets, REQUEST_LIMIT_EXCEEDED), a new login when a login flow's session expired, and the
+daily-usage guard. Logins happen at `login_url` (salesforce_auth.py).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from pydantic import Field, SecretStr, model_validator
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
-    SalesforceAuthenticationFailed,
     SalesforceError,
     SalesforceExpiredSession,
     SalesforceGeneralError,
@@ -39,7 +42,11 @@ from syncbridge.connectors import DELETED, Connector, Page, SourceOptions, Strea
 from syncbridge.errors import AuthError, FatalError, RetriableError
 from syncbridge.redaction import redact, register_secret
 
+from .salesforce_auth import Credentials, flow_of, log_in, login_url_for
+from .salesforce_bulk import BulkQueryJob, CsvToRest, csv_rows
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 BOOKKEEPING = ("Id", "SystemModstamp", "IsDeleted")
 EXTRA_BY_OBJECT = {"Contact": ("MasterRecordId",), "Lead": ("MasterRecordId", "IsConverted",
                    "ConvertedContactId"), "Account": ("MasterRecordId",)}  # fmt: skip
@@ -52,6 +59,9 @@ class SalesforceOptions(SourceOptions):
     password: SecretStr | None = None
     security_token: SecretStr | None = None
     domain: str = "login"
+    login_url: str | None = None
+    """Where to log in, e.g. https://acme.my.salesforce.com, https://test.salesforce.com or a
+    proxy (default: https://{domain}.salesforce.com; a login flow's instance_url also works)."""
     consumer_key: str | None = None
     consumer_secret: SecretStr | None = None
     privatekey_file: str | None = None
@@ -65,6 +75,11 @@ class SalesforceOptions(SourceOptions):
     max_api_share: float = Field(default=0.8, gt=0, le=1)
     """Stop a run before this share of the org's daily API requests is used."""
     retries: int = Field(default=4, ge=0, le=10)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+    """The first retry waits up to this long (random), doubling each time, at most 60 s."""
+    bulk_poll_s: float = Field(default=2.0, ge=0)
+    """Seconds between polls of a Bulk API job's state."""
+    bulk_timeout_s: float = Field(default=3600, gt=0)
     batch_size: int = Field(default=2000, ge=200, le=2000)
     """Records per query page (Sforce-Query-Options batchSize; Salesforce may return fewer)."""
 
@@ -133,10 +148,9 @@ class SalesforceStream(Stream):
         yield from self._rest(soql, cursor)
 
     def _rest(self, soql: str, cursor: Any) -> Iterator[Page]:
-        sf = self.connector.client()
         headers = {"Sforce-Query-Options": f"batchSize={self.connector.options.batch_size}"}
         result = self.connector.call(
-            lambda: sf.query(soql, include_deleted=True, headers=headers), soql
+            lambda sf: sf.query(soql, include_deleted=True, headers=headers), soql
         )
         newest = cursor
         while True:
@@ -150,9 +164,9 @@ class SalesforceStream(Stream):
             if done:
                 return
             next_url = result["nextRecordsUrl"]
-            result = self.connector.call(
-                lambda url=next_url: sf.query_more(
-                    url, identifier_is_url=True, include_deleted=True
+            result = self.connector.call(  # the batch size is per call, so every page asks
+                lambda sf, url=next_url: sf.query_more(
+                    url, identifier_is_url=True, include_deleted=True, headers=headers
                 ),
                 soql,
             )
@@ -160,31 +174,24 @@ class SalesforceStream(Stream):
     def _bulk(self, soql: str, cursor: Any) -> Iterator[Page]:
         """A Bulk API 2.0 query job, streamed. Its results are not ordered by SystemModstamp,
         so the cursor is saved only once the whole job is in: a crash repeats the job."""
-        sf = self.connector.client()
-        handler = getattr(sf.bulk2, self.object)
+        o = self.connector.options
         log.info("%s: large read through a Bulk API 2.0 query job", self.object)
-        chunks = self.connector.call(
-            lambda: handler.query_all(soql, max_records=self.connector.options.bulk_page_size), soql
-        )
+        job = BulkQueryJob(self.connector.call, soql, o.bulk_page_size, o.bulk_poll_s,
+                           o.bulk_timeout_s)  # fmt: skip
+        to_rest = CsvToRest(self.object, self.connector.fields_of)
         newest = cursor
-        for text in chunks:
-            records = []
-            for row in csv.DictReader(io.StringIO(text)):
-                record = {k: (v if v != "" else None) for k, v in row.items()}
-                record["IsDeleted"] = str(record.get("IsDeleted", "")).lower() == "true"
-                records.append(self._record(record))
+        for text in job.pages():
+            records = [self._record(to_rest.record(row)) for row in csv_rows(text)]
             for r in records:
                 stamp = r.get("SystemModstamp")
                 if stamp and (newest is None or stamp > newest):
                     newest = stamp
-            yield Page(records, None)
+            for start in range(0, len(records), o.batch_size):
+                yield Page(records[start : start + o.batch_size], None)
         yield Page([], newest)
 
     def _record(self, raw: dict[str, Any]) -> dict[str, Any]:
-        record = {k: v for k, v in raw.items() if k != "attributes"}
-        for key, value in list(record.items()):  # relationship objects: drop their attributes
-            if isinstance(value, dict):
-                record[key] = {k: v for k, v in value.items() if k != "attributes"}
+        record = _without_attributes(raw)
         stamp = record.get("SystemModstamp")
         if stamp:
             record["SystemModstamp"] = format_datetime(parse_datetime(stamp))
@@ -209,9 +216,16 @@ class SalesforceConnector(Connector):
             if secret is not None:
                 register_secret(secret.get_secret_value())
         self._client: Salesforce | None = None
+        self._http: requests.Session | None = None
+        self._fields: dict[str, list[dict[str, Any]]] = {}
 
     def streams(self) -> list[Stream]:
         return [SalesforceStream(self, s) for s in self.stream_configs]  # type: ignore[arg-type]
+
+    @property
+    def renewable(self) -> bool:
+        """A login flow can log in again; a given session_id cannot be renewed."""
+        return not (self.options.session_id is not None and self.options.instance_url)
 
     def client(self) -> Salesforce:
         if self._client is None:
@@ -219,52 +233,60 @@ class SalesforceConnector(Connector):
         return self._client
 
     def _login(self) -> Salesforce:
+        """A client on the session given, or on a fresh login at the login URL."""
         o = self.options
-        secret = lambda s: s.get_secret_value() if s is not None else None  # noqa: E731
-        kwargs: dict[str, Any] = {"version": o.version, "session": type(self).session_factory()}
+        if self._http is None:
+            self._http = type(self).session_factory()
         if o.session_id is not None and o.instance_url:
-            kwargs.update(instance_url=o.instance_url, session_id=secret(o.session_id))
-        elif o.username and o.consumer_key and o.privatekey_file:
-            path = self.base_dir / o.privatekey_file
-            kwargs.update(username=o.username, consumer_key=o.consumer_key,
-                          privatekey_file=str(path), domain=o.domain)  # fmt: skip
-        elif o.username and o.password is not None:
-            token = secret(o.security_token) or ""
-            kwargs.update(username=o.username, password=secret(o.password),
-                          security_token=token, domain=o.domain)  # fmt: skip
+            instance, session_id = o.instance_url, o.session_id.get_secret_value()
         else:
-            kwargs.update(consumer_key=o.consumer_key, consumer_secret=secret(o.consumer_secret),
-                          domain=o.domain)  # fmt: skip
-        try:
-            return Salesforce(**kwargs)
-        except SalesforceAuthenticationFailed as exc:
-            raise AuthError(redact(f"Salesforce refused the login: {exc.message}")) from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise FatalError(f"cannot reach Salesforce: {type(exc).__name__}") from None
+            url = login_url_for(o.login_url or o.instance_url, o.domain)
+            secret = lambda s: s.get_secret_value() if s is not None else None  # noqa: E731
+            credentials = Credentials(
+                username=o.username, password=secret(o.password),
+                security_token=secret(o.security_token) or "", consumer_key=o.consumer_key,
+                consumer_secret=secret(o.consumer_secret),
+                privatekey_file=self.base_dir / o.privatekey_file if o.privatekey_file else None,
+                domain=o.domain,
+            )  # fmt: skip
+            session = log_in(self._http, url, credentials, o.version)
+            register_secret(session.session_id)
+            log.info("logged in to Salesforce at %s (%s)", url, flow_of(credentials))
+            instance, session_id = session.instance_url, session.session_id
+        return Salesforce(instance_url=instance, session_id=session_id, session=self._http,
+                          version=o.version)  # fmt: skip
 
     def describe(self, obj: str) -> list[dict[str, Any]]:
         """The object's fields (name, type, label, custom, nillable) from the describe call."""
-        client = self.client()
-        result = self.call(lambda: getattr(client, obj).describe(), f"describe {obj}")
         keys = ("name", "type", "label", "custom", "nillable", "updateable")
-        return [{k: f.get(k) for k in keys} for f in result.get("fields", [])]
+        return [{k: f.get(k) for k in keys} for f in self.fields_of(obj)]
+
+    def fields_of(self, obj: str) -> list[dict[str, Any]]:
+        """The object's describe fields, read once per run."""
+        if obj not in self._fields:
+            result = self.call(  # through the client, so its usage is seen (SFType keeps its own)
+                lambda sf: sf.restful(f"sobjects/{obj}/describe"), f"describe {obj}"
+            )
+            self._fields[obj] = list(result.get("fields", []))
+        return self._fields[obj]
 
     def check(self) -> None:
-        self.call(lambda: self.client().limits(), "limits")
+        self.call(lambda sf: sf.limits(), "limits")
 
     def estimate(self, obj: str, since: datetime | None = None) -> int:
         """Rows a read would return (a COUNT() query; cheap on Salesforce's side)."""
         where = f" WHERE SystemModstamp >= {since.strftime('%Y-%m-%dT%H:%M:%SZ')}" if since else ""
         soql = f"SELECT COUNT() FROM {obj}{where}"
-        result = self.call(lambda: self.client().query(soql, include_deleted=True), soql)
+        result = self.call(lambda sf: sf.query(soql, include_deleted=True), soql)
         return int(result.get("totalSize", 0))
 
-    def call(self, work: Callable[[], Any], soql: str) -> Any:
-        """One API call: retried when Salesforce is busy, stopped near the daily limit."""
+    def call(self, work: Callable[[Salesforce], T], soql: str) -> T:
+        """One API call, `work(client)`: retried when Salesforce is busy or unreachable, on a
+        new session when a login flow's session expired, stopped near the daily limit."""
         retrying = Retrying(
             retry=retry_if_exception_type(RetriableError),
             stop=stop_after_attempt(self.options.retries + 1),
-            wait=wait_random_exponential(multiplier=1, max=60),
+            wait=wait_random_exponential(multiplier=self.options.retry_backoff_s, max=60),
             reraise=True,
         )
         for attempt in retrying:
@@ -273,10 +295,21 @@ class SalesforceConnector(Connector):
         self._check_usage()
         return result
 
-    def _once(self, work: Callable[[], Any], soql: str) -> Any:
+    def _once(self, work: Callable[[Salesforce], T], soql: str) -> T:
         try:
-            return work()
+            try:
+                return work(self.client())
+            except SalesforceExpiredSession:
+                if not self.renewable:
+                    raise
+                log.info("Salesforce session expired; logging in again")
+                self._client = None
+                return work(self.client())
         except SalesforceExpiredSession:
+            if self.renewable:
+                raise AuthError(
+                    "Salesforce refused a session it had just issued (INVALID_SESSION_ID)"
+                ) from None
             raise AuthError(
                 "Salesforce session expired or invalid; a session_id cannot be renewed: use a "
                 "login flow (username + password, JWT or client credentials)"
@@ -314,6 +347,13 @@ class SalesforceConnector(Connector):
                 f"max_api_share = {self.options.max_api_share:.0%}; the next run continues from "
                 "the saved cursor"
             )
+
+
+def _without_attributes(value: Any) -> Any:
+    """A REST record without `attributes`, at every level of its relationship objects."""
+    if isinstance(value, dict):
+        return {k: _without_attributes(v) for k, v in value.items() if k != "attributes"}
+    return value
 
 
 def _error_code(exc: SalesforceError) -> str:

@@ -56,7 +56,7 @@ def pages(sf: Salesforce, soql: str, **kwargs: Any) -> list[dict[str, Any]]:
     result = sf.query(soql, **kwargs)
     found = [result]
     while not result["done"]:
-        result = sf.query_more(result["nextRecordsUrl"], identifier_is_url=True)
+        result = sf.query_more(result["nextRecordsUrl"], identifier_is_url=True, **kwargs)
         found.append(result)
     return found
 
@@ -232,7 +232,16 @@ def test_batch_size_header_sets_the_page_size_within_200_to_2000(
     found = pages(sf, "SELECT Id FROM Contact", headers=options)
     assert len(found[0]["records"]) == size
     assert sum(len(p["records"]) for p in found) == 2100
-    assert all(len(p["records"]) == size for p in found[:-1])  # the cursor keeps its size
+    assert all(len(p["records"]) == size for p in found[:-1])  # each call asked for it
+
+
+def test_the_batch_size_header_is_per_call_so_a_next_page_without_it_is_2000(
+    fake: FakeSalesforce, sf: Salesforce
+) -> None:
+    contacts(fake, 2600)
+    first = sf.query("SELECT Id FROM Contact", headers={"Sforce-Query-Options": "batchSize=300"})
+    second = sf.query_more(first["nextRecordsUrl"], identifier_is_url=True)
+    assert (len(first["records"]), len(second["records"])) == (300, 2000)
 
 
 def test_records_sharing_one_system_modstamp_span_a_page_boundary(
@@ -634,3 +643,63 @@ def test_clock_is_settable(fake: FakeSalesforce, sf: Salesforce) -> None:
     assert fake.get("Contact", cid)["SystemModstamp"] == datetime(2025, 6, 1, 12, tzinfo=UTC)
     record = sf.query("SELECT SystemModstamp FROM Contact")["records"][0]
     assert record["SystemModstamp"] == "2025-06-01T12:00:00.000+0000"
+
+
+def test_a_finished_bulk2_job_can_be_deleted_and_is_gone(fake: FakeSalesforce) -> None:
+    contacts(fake, 2)
+    http = fake.http_session()
+    url = fake.instance_url + "/services/data/v59.0/jobs/query"
+    headers = {"Authorization": f"Bearer {fake.session_id}"}
+    job = http.post(url, json={"operation": "queryAll", "query": "SELECT Id FROM Contact"},
+                    headers=headers).json()  # fmt: skip
+    assert http.get(f"{url}/{job['id']}", headers=headers).json()["state"] == "InProgress"
+    assert http.delete(f"{url}/{job['id']}", headers=headers).status_code == 400  # running
+    http.get(f"{url}/{job['id']}", headers=headers)  # JobComplete
+    assert http.delete(f"{url}/{job['id']}", headers=headers).status_code == 204
+    assert http.get(f"{url}/{job['id']}", headers=headers).status_code == 404
+
+
+def test_bulk2_calls_need_a_live_session_and_count_as_api_calls(fake: FakeSalesforce) -> None:
+    http = fake.http_session()
+    url = fake.instance_url + "/services/data/v59.0/jobs/query"
+    fake.expire_session_on(2, path_contains="/jobs/query")
+    headers = {"Authorization": f"Bearer {fake.session_id}"}
+    job = http.post(url, json={"operation": "query", "query": "SELECT Id FROM Contact"},
+                    headers=headers)  # fmt: skip
+    assert job.status_code == 200 and job.headers["Sforce-Limit-Info"] == "api-usage=1/15000"
+    poll = http.get(f"{url}/{job.json()['id']}", headers=headers)
+    assert poll.status_code == 401 and poll.json()[0]["errorCode"] == "INVALID_SESSION_ID"
+    renewed = {"Authorization": f"Bearer {fake.new_session()}"}
+    assert http.get(f"{url}/{job.json()['id']}", headers=renewed).status_code == 200
+
+
+def test_random_faults_are_seeded_503s_on_matching_paths(fake: FakeSalesforce) -> None:
+    sf = fake.client()
+    fake.fail_randomly(0.3, path_contains="/query", seed=1)
+    outcomes = []
+    for _ in range(200):
+        try:
+            sf.query("SELECT Id FROM Contact")
+            outcomes.append(True)
+        except SalesforceGeneralError as exc:
+            assert exc.status == 503 and exc.content[0]["errorCode"] == "SERVER_UNAVAILABLE"
+            outcomes.append(False)
+    assert 40 <= outcomes.count(False) <= 80
+    assert sf.limits()["DailyApiRequests"]  # other paths are untouched
+    fake.stop_failing()
+    assert all(sf.query("SELECT Id FROM Contact")["done"] for _ in range(20))
+
+
+def test_a_login_url_of_any_host_reaches_the_login_endpoints(fake: FakeSalesforce) -> None:
+    proxy = "https://sso.acme.internal:8443"
+    http = fake.http_session(login_urls=[proxy], default_logins=False)
+    c = fake.credentials
+    form = {"grant_type": "password", "client_id": c.consumer_key,
+            "client_secret": c.consumer_secret, "username": c.username, "password": c.password}  # fmt: skip
+    assert http.post(f"{proxy}/services/oauth2/token", data=form).status_code == 200
+    assert fake.requests[-1].url == f"{proxy}/services/oauth2/token"
+    with pytest.raises(requests.ConnectionError):  # only the given login hosts are routed
+        http.post("https://login.salesforce.com/services/oauth2/token", data=form)
+    refused = http.post(f"{proxy}/services/oauth2/token", data={**form, "password": "x"})
+    assert refused.status_code == 400 and refused.json() == {
+        "error": "invalid_grant", "error_description": "authentication failure"}  # fmt: skip

@@ -186,3 +186,32 @@ def test_bad_values_never_fall_back_to_defaults() -> None:
     assert "tier" not in out.attributes and "score" not in out.attributes
     assert {e.field for e in out.errors} == {"Tier", "Score", "at"}
     assert out.events == []
+
+
+MERGEABLE = """
+[identifiers]
+email = "Email"
+external = { "crm:account" = "Id", "crm:owner" = "OwnerId" }
+merged_into = { "crm:account" = "MasterRecordId" }
+[attributes]
+name = "Name"
+"""
+
+
+def test_a_merged_away_record_is_a_live_alias_of_its_master_with_only_external_ids() -> None:
+    row = {"Id": "B", "OwnerId": "U1", "MasterRecordId": "A", "Email": "b@gmail.com", "Name": "B"}
+    out = transformer(MERGEABLE).apply(row)
+    assert out.alias and not out.deleted and out.attributes == {} and out.events == []
+    assert out.identifiers == [("ext:crm:account", "B"), ("ext:crm:owner", "U1"),
+                               ("ext:crm:account", "A")]  # fmt: skip
+    plain = transformer(MERGEABLE).apply({**row, "MasterRecordId": None})
+    assert not plain.alias and plain.attributes["name"] == "B"
+
+
+def test_merged_into_must_name_an_external_namespace() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    text = MERGEABLE.replace('merged_into = { "crm:account"', 'merged_into = { "crm:acount"')
+    with pytest.raises(ValidationError, match="did you mean 'crm:account'"):
+        transformer(text)

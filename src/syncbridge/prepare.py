@@ -131,7 +131,7 @@ def transform(record: PreparedRecord, transformer: RecordTransformer) -> None:
     record.attributes = dumps(out.attributes)
     record.identifiers = dumps(out.identifiers)  # (kind, value) pairs as JSON arrays
     record.source_ts = out.source_ts
-    record.deleted = record.deleted_marker or out.deleted
+    record.deleted = (record.deleted_marker or out.deleted) and not out.alias  # merged: an alias
     record.events = [(e.index, e.type, e.occurred_at, dumps(e.properties)) for e in out.events]
     record.errors = [
         (e.field, None if e.value is None else str(e.value)[:2000], e.reason) for e in out.errors

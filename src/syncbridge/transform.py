@@ -46,6 +46,8 @@ class Transformed:
     errors: list[RecordError] = field(default_factory=list)
     source_ts: str | None = None
     deleted: bool = False
+    alias: bool = False
+    """Merged into another record (`identifiers.merged_into`): live, only external ids."""
 
 
 def _empty(value: Any) -> bool:
@@ -262,11 +264,18 @@ class RecordTransformer:
             if n not in plain
         ]
         self.events = [_EventReader(i, e) for i, e in enumerate(mapping.events)]
+        self.merged_into = [
+            (EXTERNAL_PREFIX + ns, FieldReader(spec)) for ns, spec in ids.merged_into.items()
+        ]
         rec = mapping.record
         self.timestamp = FieldReader(rec.timestamp) if rec.timestamp else None
         self.deleted = FieldReader(rec.deleted) if rec.deleted else None
 
     def apply(self, record: dict[str, Any]) -> Transformed:
+        if self.merged_into:
+            alias = self._alias(record)
+            if alias is not None:
+                return alias
         out = Transformed()
         errors = out.errors
         if self.email is not None:
@@ -313,4 +322,25 @@ class RecordTransformer:
         if self.deleted is not None:
             flag = self.deleted.read(record, errors)
             out.deleted = bool(flag)
+        return out
+
+    def _alias(self, record: dict[str, Any]) -> Transformed | None:
+        """A record merged into another: it joins its own external ids to the master's and
+        carries nothing else (its email, attributes and events were the merge's to keep), so it
+        is live although the source deleted it. None when the record was not merged."""
+        out = Transformed(alias=True)
+        masters = []
+        for kind, reader in self.merged_into:
+            value = reader.read(record, out.errors)
+            if value is not None:
+                masters.append((kind, str(value)))
+        if not masters:
+            return None
+        for kind, reader in self.external:
+            value = reader.read(record, out.errors)
+            if value is not None:
+                out.identifiers.append((kind, str(value)))
+        out.identifiers.extend(m for m in masters if m not in out.identifiers)
+        if self.timestamp is not None:
+            out.source_ts = self.timestamp.read(record, out.errors)
         return out

@@ -162,6 +162,66 @@ def test_merged_contact_leaves_one_profile(
     assert deleted["MasterRecordId"] == winner
 
 
+def holder(engine: Engine, kind: str, value: str) -> int:
+    from syncbridge.store.tables import Identity
+
+    i = Identity.__table__.c
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(i.profile_id).where(i.kind == f"ext:{kind}", i.value == value)
+        ).scalar_one_or_none()
+    assert found is not None, f"no profile holds {kind}={value}"
+    return int(found)
+
+
+def test_a_lead_converted_into_a_merged_away_contact_joins_the_master(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    master = fake.insert("Contact", Email="ann@gmail.com", LastName="Lee")
+    loser = fake.insert("Contact", Email="ann.lee@yahoo.com", LastName="Lee")
+    lead = fake.insert("Lead", Email="a.lee@outlook.com", LastName="Lee", Company="Acme")
+    fake.convert_lead(lead, loser)
+    streams = [{"name": "Contact", "mapping": str(MAPPINGS / "salesforce.toml")},
+               {"name": "Lead", "mapping": str(MAPPINGS / "salesforce_lead.toml")}]  # fmt: skip
+    settings = sf_settings(fake, tmp_path, str(store.url), streams=streams)
+    run_cycle(settings, store)
+    assert live(store) == 2  # {master}, {loser, lead}
+    fake.advance(60)
+    fake.merge("Contact", master, loser)  # the lead keeps ConvertedContactId = loser
+    run_cycle(settings, store)
+    assert live(store) == 1
+    person = holder(store, "salesforce:contact", master)
+    assert holder(store, "salesforce:contact", loser) == person
+    assert holder(store, "salesforce:lead", lead) == person
+    with store.connect() as conn:
+        rows = conn.execute(select(P.id, P.deleted, P.merged_into, P.attributes)).all()
+    survivor = next(r for r in rows if r.id == person)
+    assert not survivor.deleted and survivor.attributes["last_name"] == "Lee"
+    gone = [r for r in rows if r.deleted]  # merged into the survivor, not deleted outright
+    assert [g.merged_into for g in gone] == [person] * len(gone)
+    assert "ann.lee@yahoo.com" not in {r.attributes.get("email") for r in rows if not r.deleted}
+
+
+def test_a_campaign_member_of_a_merged_away_lead_joins_the_master_lead(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    master = fake.insert("Lead", Email="li.wei@outlook.com", LastName="Li", Company="Acme")
+    loser = fake.insert("Lead", Email="wei.li@gmail.com", LastName="Li", Company="Acme")
+    webinar = fake.insert("Campaign", Name="Spring webinar")
+    fake.insert("CampaignMember", CampaignId=webinar, LeadId=loser, Status="Sent")
+    streams = [{"name": "Lead", "mapping": str(MAPPINGS / "salesforce_lead.toml")},
+               {"name": "CampaignMember",
+                "mapping": str(MAPPINGS / "salesforce_campaign_members.toml")}]  # fmt: skip
+    settings = sf_settings(fake, tmp_path, str(store.url), streams=streams)
+    run_cycle(settings, store)
+    assert live(store) == 2
+    fake.advance(60)
+    fake.merge("Lead", master, loser)
+    run_cycle(settings, store)
+    assert live(store) == 1
+    assert holder(store, "salesforce:lead", loser) == holder(store, "salesforce:lead", master)
+
+
 def test_converted_lead_joins_its_contact(
     fake: FakeSalesforce, tmp_path: Path, store: Engine
 ) -> None:
@@ -244,7 +304,7 @@ def test_large_first_read_goes_through_bulk_api_2(
     fake.insert_many(
         "Contact", [{"Email": f"b{i}@gmail.com", "LastName": f"B{i}"} for i in range(120)]
     )
-    settings = sf_settings(fake, tmp_path, str(store.url), bulk_threshold=100)
+    settings = sf_settings(fake, tmp_path, str(store.url), bulk_threshold=100, bulk_poll_s=0)
     report = run_cycle(settings, store)
     assert report.totals.inserted == 120
     assert any("/jobs/query" in r.path for r in fake.requests)
@@ -393,7 +453,8 @@ def test_crash_during_a_bulk_read_repeats_the_job_and_loses_nothing(
     for i in range(150):  # newest first, so an early page holds the highest timestamps
         fake.set_clock(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).replace(minute=59 - i % 60))
         fake.insert("Contact", Email=f"b{i}@gmail.com", LastName=f"B{i}")
-    settings = sf_settings(fake, tmp_path, str(store.url), bulk_threshold=100, bulk_page_size=50)
+    settings = sf_settings(fake, tmp_path, str(store.url), bulk_threshold=100, bulk_page_size=50,
+                           bulk_poll_s=0)  # fmt: skip
     calls = 0
 
     def crash(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -442,3 +503,199 @@ def test_jwt_bearer_flow_with_a_signed_assertion(
                      "streams": [{"name": "Contact", "mapping": str(MAPPINGS / "salesforce.toml")}]}],
     }  # fmt: skip
     assert run_cycle(settings_from(data, tmp_path), store).totals.inserted == 1
+
+
+# ---------------------------------------------------------------- logins (issue 11, point 12)
+
+PROXY = "https://sso-proxy.acme.internal:8443"
+
+
+def login_settings(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine, flow: str, **override: Any
+) -> Settings:
+    """A login flow against the fake at the PROXY login URL."""
+    c = fake.credentials
+    flows: dict[str, dict[str, Any]] = {
+        "soap": {"username": c.username, "password": c.password,
+                 "security_token": c.security_token},
+        "oauth password": {"username": c.username, "password": c.password,
+                           "consumer_key": c.consumer_key, "consumer_secret": c.consumer_secret},
+        "jwt": {"username": c.username, "consumer_key": c.consumer_key,
+                "privatekey_file": "server.key"},
+        "client credentials": {"consumer_key": c.consumer_key,
+                               "consumer_secret": c.consumer_secret},
+    }  # fmt: skip
+    if flow == "jwt":
+        write_jwt_key(fake, tmp_path)
+    source = {"name": "salesforce", "connector": "salesforce", "login_url": PROXY,
+              **flows[flow], **override,
+              "streams": [{"name": "Contact", "mapping": str(MAPPINGS / "salesforce.toml")}]}  # fmt: skip
+    return settings_from({"store": {"url": str(store.url)}, "sources": [source]}, tmp_path)
+
+
+def write_jwt_key(fake: FakeSalesforce, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())  # fmt: skip
+    (tmp_path / "server.key").write_bytes(pem)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    fake.credentials.jwt_public_key = public.decode()
+
+
+@pytest.fixture
+def behind_proxy(fake: FakeSalesforce, monkeypatch: pytest.MonkeyPatch) -> FakeSalesforce:
+    """Only the proxy's login URL (and the instance) is reachable: no *.salesforce.com."""
+    monkeypatch.setattr(SalesforceConnector, "session_factory",
+                        staticmethod(lambda: fake.http_session(login_urls=[PROXY],
+                                                               default_logins=False)))  # fmt: skip
+    return fake
+
+
+@pytest.mark.parametrize("flow", ["soap", "oauth password", "jwt", "client credentials"])
+def test_every_login_flow_logs_in_at_the_login_url(
+    behind_proxy: FakeSalesforce, tmp_path: Path, store: Engine, flow: str
+) -> None:
+    fake = behind_proxy
+    fake.insert("Contact", Email="a@gmail.com", LastName="A")
+    report = run_cycle(login_settings(fake, tmp_path, store, flow), store)
+    assert report.totals.inserted == 1
+    logins = [r for r in fake.requests if "/services/Soap/u/" in r.path or "oauth2" in r.path]
+    assert logins and all(r.url.startswith(PROXY + "/services/") for r in logins)
+
+
+@pytest.mark.parametrize(
+    ("flow", "wrong", "expected"),
+    [
+        ("soap", {"password": "not-it"},
+         "INVALID_LOGIN: Invalid username, password, security token; or user locked out."),
+        ("oauth password", {"password": "not-it"}, "invalid_grant: authentication failure"),
+        ("jwt", {"username": "someone@else.com"}, "invalid_grant: authentication failure"),
+        ("client credentials", {"consumer_secret": "not-it"},
+         "invalid_client: invalid client credentials"),
+    ],
+)  # fmt: skip
+def test_a_refused_login_shows_salesforce_code_and_message_and_no_secret(
+    behind_proxy: FakeSalesforce,
+    tmp_path: Path,
+    store: Engine,
+    flow: str,
+    wrong: dict[str, str],
+    expected: str,
+) -> None:
+    settings = login_settings(behind_proxy, tmp_path, store, flow, **wrong)
+    with pytest.raises(AuthError) as info:
+        run_cycle(settings, store)
+    message = str(info.value)
+    assert expected in message and PROXY in message
+    c = behind_proxy.credentials
+    for secret in ("not-it", c.password, c.security_token, c.consumer_secret):
+        assert secret not in message
+
+
+# ---------------------------------------------------------------- bulk (issue 11, point 11)
+
+
+def test_a_bulk_read_survives_30_percent_503s_and_a_session_expiry(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    fake.insert_many(
+        "Contact", [{"Email": f"b{i}@gmail.com", "LastName": f"B{i}"} for i in range(450)]
+    )
+    fake.fail_randomly(0.3, status=503, path_contains="/services/data/", seed=7)
+    fake.expire_session_on(3, path_contains="/jobs/query/")  # a poll or a results page
+    settings = login_settings(fake, tmp_path, store, "soap", login_url=None,
+                              domain=fake.login_domain, bulk_threshold=100, bulk_page_size=100,
+                              bulk_poll_s=0, retries=10, retry_backoff_s=0)  # fmt: skip
+    report = run_cycle(settings, store)
+    assert report.totals.inserted == 450 and live(store) == 450
+    bulk = [r for r in fake.requests if "/jobs/query" in r.path]
+    assert sum(1 for r in fake.requests if "/services/Soap/u/" in r.path) == 2  # renewed once
+    assert len([r for r in bulk if r.path.endswith("/results")]) >= 5
+    assert fake.api_usage["bulk2Delete"] == 1 and not fake._api.jobs  # cleaned up
+
+
+def test_the_daily_usage_guard_applies_to_bulk_calls(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    fake.insert_many(
+        "Contact", [{"Email": f"b{i}@gmail.com", "LastName": f"B{i}"} for i in range(150)]
+    )
+    fake.daily_limit, fake.api_calls = 20, 10  # the COUNT() leaves it at 55 %
+    settings = sf_settings(fake, tmp_path, str(store.url), bulk_threshold=100,
+                           bulk_page_size=10, bulk_poll_s=0)  # fmt: skip
+    with pytest.raises(FatalError, match="daily API requests are used"):
+        run_cycle(settings, store)
+    assert fake.api_calls <= 16  # stopped at 80 %, not after all 15 result pages
+
+
+def test_a_rest_read_after_a_bulk_load_rewrites_no_record(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    acme = fake.insert("Account", Name="Acme", NumberOfEmployees=250)
+    rows = [{"Email": f"b{i}@gmail.com", "LastName": f"B{i}", "AccountId": acme if i % 2 else None,
+             "HasOptedOutOfEmail": i % 3 == 0, "EmailBouncedDate": "2026-10-01T08:30:00Z"
+             if i % 5 == 0 else None, "Birthdate": "1990-02-03" if i % 4 == 0 else None}
+            for i in range(120)]  # fmt: skip
+    fake.insert_many("Contact", rows)
+    streams = [{"name": "Contact", "mapping": str(MAPPINGS / "salesforce.toml"),
+                "fields": ["EmailBouncedDate", "Birthdate", "Account.NumberOfEmployees"]}]  # fmt: skip
+    bulk = sf_settings(fake, tmp_path, str(store.url), streams=streams, bulk_threshold=100,
+                       bulk_poll_s=0)  # fmt: skip
+    assert run_cycle(bulk, store).totals.inserted == 120
+    assert fake.api_usage["bulk2Create"] == 1
+    rest = sf_settings(fake, tmp_path, str(store.url), streams=streams)  # all within overlap_s
+    again = run_cycle(rest, store).totals
+    assert fake.api_usage["query"] >= 2 and again.unchanged == 120
+    assert again.updated == 0 and again.inserted == 0
+
+
+def test_bulk_csv_reads_exactly_like_rest_for_every_field_type(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    from syncbridge.connectors import build_connector
+
+    fake.add_object("Membership__c", {"Score__c": "double", "Visits__c": "int",
+                                      "Active__c": "boolean", "Joined__c": "datetime",
+                                      "Renews__c": "date", "Fee__c": "currency",
+                                      "Account__c": "reference:Account"})  # fmt: skip
+    acme = fake.insert("Account", Name="Acme")
+    fake.insert("Membership__c", Name="Gold", Score__c=4.5, Visits__c=12, Active__c=True,
+                Joined__c="2025-03-04T05:06:07Z", Renews__c="2027-01-31", Fee__c=99,
+                Account__c=acme)  # fmt: skip
+    fake.insert("Membership__c", Name="Lapsed")  # nulls, false, no account
+    mapping = tmp_path / "membership.toml"
+    mapping.write_text('[identifiers]\nexternal = { "m" = "Id" }\n', encoding="utf-8")
+    streams = [{"name": "Membership__c", "mapping": str(mapping)}]
+    settings = sf_settings(fake, tmp_path, str(store.url), streams=streams, bulk_poll_s=0)
+    stream: Any = build_connector(settings.config.sources[0], tmp_path).streams()[0]
+    soql = ("SELECT Id, SystemModstamp, IsDeleted, Name, Score__c, Visits__c, Active__c, "
+            "Joined__c, Renews__c, Fee__c, Account__r.Name FROM Membership__c")  # fmt: skip
+    by_rest = [r for page in stream._rest(soql, None) for r in page.records]
+    by_bulk = [r for page in stream._bulk(soql, None) for r in page.records]
+    assert len(by_rest) == 2 and sorted(by_bulk, key=str) == sorted(by_rest, key=str)
+    assert {r["Name"]: r["Account__r"] for r in by_bulk} == {"Gold": {"Name": "Acme"},
+                                                            "Lapsed": None}  # fmt: skip
+
+
+def test_batch_size_applies_to_every_rest_page_and_every_bulk_page(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine
+) -> None:
+    fake.insert_many(
+        "Contact", [{"Email": f"c{i}@gmail.com", "LastName": f"C{i}"} for i in range(2500)]
+    )
+    report = run_cycle(sf_settings(fake, tmp_path, str(store.url), batch_size=500), store)
+    assert report.totals.inserted == 2500
+    assert (fake.api_usage["query"], fake.api_usage["queryMore"]) == (2, 4)  # COUNT() + 5 pages
+    from syncbridge.connectors import build_connector
+
+    settings = sf_settings(fake, tmp_path, str(store.url), batch_size=200, bulk_threshold=100,
+                           bulk_page_size=1000, bulk_poll_s=0)  # fmt: skip
+    connector = build_connector(settings.config.sources[0], tmp_path)
+    stream = connector.streams()[0]
+    sizes = [len(page.records) for page in stream.read(None)]
+    assert sizes and max(sizes) <= 200 and sum(sizes) == 2500

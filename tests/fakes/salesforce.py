@@ -23,7 +23,11 @@ Connecting simple-salesforce
     a My Domain such as ``domain="acme.my"`` use ``fake.http_session("acme.my")``) check
     ``fake.credentials`` and issue fresh session ids, so simple-salesforce's automatic re-login
     after a 401 ``INVALID_SESSION_ID`` works. A JWT's signature is checked only when
-    ``credentials.jwt_public_key`` is set.
+    ``credentials.jwt_public_key`` is set. Refusals are Salesforce's: a SOAP fault (HTTP 500,
+    ``sf:INVALID_LOGIN`` with ``exceptionCode`` / ``exceptionMessage``) and OAuth's HTTP 400
+    ``{"error": "invalid_grant" | "invalid_client", "error_description": ...}``. A login URL of
+    any host (a proxy, ``http_session(login_urls=[...])``) reaches the same endpoints; each
+    recorded request keeps the URL the client asked for (``RecordedRequest.url``).
 
 Bulk API 2.0
     ``sf.bulk2.Contact.query(soql, max_records=N, wait=0)``: the library sleeps ``wait`` seconds
@@ -33,7 +37,10 @@ Bulk API 2.0
     Its rows are snapshotted when the job is created. Results are CSV with every value quoted
     (as in the docs' example), a header row on every page, empty cells for nulls, datetimes as
     ``2024-01-01T00:00:00.000Z``; the ``Sforce-Locator`` is base64 of the next offset (like the
-    docs' ``MTAwMDA``), or ``null``.
+    docs' ``MTAwMDA``), or ``null``. ``DELETE jobs/query/{id}`` removes a finished job (204).
+    Bulk calls are ordinary ``/services/data`` calls: they need a valid session (401
+    ``INVALID_SESSION_ID`` otherwise), count against the daily limit and carry
+    ``Sforce-Limit-Info``.
 
 SOQL subset
     ``SELECT f, Parent.f | COUNT() FROM Obj [WHERE ...] [ORDER BY f [ASC|DESC] [NULLS FIRST|LAST],
@@ -47,7 +54,9 @@ SOQL subset
 REST query cursors
     A query renders all its rows when it starts; ``nextRecordsUrl`` pages come from that
     snapshot (so a record changed while paging stays on its page, with its old values), pages of
-    2,000 or ``Sforce-Query-Options: batchSize=N`` clamped to 200..2,000. A page can be fetched
+    2,000 or ``Sforce-Query-Options: batchSize=N`` clamped to 200..2,000, read from each request
+    (the query and every ``nextRecordsUrl`` call: the header is per call, as QueryOptions is
+    for SOAP ``query()`` and ``queryMore()``; without it a page is 2,000). A page can be fetched
     again (a client's retry); cursors live until :meth:`FakeSalesforce.expire_cursors`.
 
 Time
@@ -62,7 +71,8 @@ Test-facing API (:class:`FakeSalesforce`)
     ``advance``; sessions: ``session_id``, ``new_session``, ``expire_session``; limits:
     ``daily_limit``, ``api_calls`` (every authenticated ``/services/data`` call counts; logins
     do not), ``api_usage`` (a Counter by resource); sabotage: ``fail_next``, ``reset_next``,
-    ``expire_cursors``; inspection: ``requests``, ``get``, ``records``. A connector that takes a
+    ``fail_randomly`` (a seeded share of 503 ``SERVER_UNAVAILABLE``), ``expire_session_on``
+    (every session expires at the nth matching request), ``expire_cursors``; inspection: ``requests``, ``get``, ``records``. A connector that takes a
     session factory can use ``fake.http_session`` as one.
 
 Guesses (not confirmed in the docs): the cursor-expired error (400 ``INVALID_QUERY_LOCATOR``),
@@ -80,6 +90,7 @@ import html
 import io
 import itertools
 import json
+import random
 import re
 import threading
 from collections import Counter
@@ -104,6 +115,7 @@ DELETED_LOG_DAYS = 15
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ORG_ID = "00D5E0000000001AAA"
 USER_ID = "0055E0000000001AAA"
+ORIGINAL_URL_HEADER = "X-Fake-Original-Url"  # set by the loopback adapter, for assertions
 
 # ------------------------------------------------------------------------ ids and values
 
@@ -1049,6 +1061,30 @@ class RecordedRequest:
     headers: dict[str, str]
     body: str
 
+    @property
+    def url(self) -> str:
+        """The URL the client asked for (before the loopback adapter rerouted it)."""
+        return self.headers.get(ORIGINAL_URL_HEADER, self.path)
+
+
+@dataclass
+class RandomFaults:
+    """A share of matching requests fail with `status` (SERVER_UNAVAILABLE), drawn from a
+    seeded generator so a test run repeats itself."""
+
+    rate: float
+    path_contains: str | None
+    status: int
+    rng: random.Random
+
+    def response(self, path: str) -> Response | None:
+        if self.path_contains is not None and self.path_contains not in path:
+            return None
+        if self.rng.random() >= self.rate:
+            return None
+        body = [{"message": "Server temporarily unavailable.", "errorCode": "SERVER_UNAVAILABLE"}]
+        return Response.json(self.status, body)
+
 
 @dataclass
 class Fault:
@@ -1333,6 +1369,7 @@ class DataApi:
             ("POST", "jobs/query", "bulk2Create", self.create_job),
             ("GET", r"jobs/query/(?P<job_id>750\w+)", "bulk2Job", self.get_job),
             ("GET", r"jobs/query/(?P<job_id>750\w+)/results", "bulk2Results", self.job_results),
+            ("DELETE", r"jobs/query/(?P<job_id>750\w+)", "bulk2Delete", self.delete_job),
         ]  # fmt: skip
         prefix = r"/services/data/v(?P<version>\d+\.\d+)/"
         self.routes = [
@@ -1427,10 +1464,17 @@ class DataApi:
         found = self.cursors.get(cursor)
         if found is None or int(offset) > len(found.rows):
             raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
-        return self._page(found, cursor, int(offset), version)
+        return self._page(found, cursor, int(offset), version, self._batch_size(req))
 
-    def _page(self, cursor: QueryCursor, cursor_id: str, offset: int, version: str) -> Response:
-        end = offset + cursor.batch_size
+    def _page(
+        self,
+        cursor: QueryCursor,
+        cursor_id: str,
+        offset: int,
+        version: str,
+        batch_size: int | None = None,
+    ) -> Response:
+        end = offset + (batch_size or cursor.batch_size)
         doc: JSON = {
             "totalSize": len(cursor.rows),
             "done": end >= len(cursor.rows),
@@ -1482,6 +1526,14 @@ class DataApi:
         job = self._job(job_id)
         job.poll(self.fake.bulk_polls)
         return Response.json(200, job.info())
+
+    def delete_job(self, req: Request, version: str, job_id: str) -> Response:
+        """Deletes the job and its results (204); a job still running cannot be deleted."""
+        job = self._job(job_id)
+        if job.state == "InProgress":
+            raise ApiError(400, "INVALIDJOB", "Cannot delete a job that is in progress")
+        del self.jobs[job_id]
+        return Response(204)
 
     def job_results(self, req: Request, version: str, job_id: str) -> Response:
         job = self._job(job_id)
@@ -1544,6 +1596,7 @@ class LoopbackAdapter(HTTPAdapter):
         proxies: Any = None,
     ) -> requests.Response:
         parts = urlsplit(str(request.url))
+        request.headers[ORIGINAL_URL_HEADER] = str(request.url)
         request.url = urlunsplit(("http", self.address, parts.path, parts.query, ""))
         return super().send(request, stream, timeout, verify, cert, proxies={})
 
@@ -1586,6 +1639,8 @@ class FakeSalesforce(LoopbackFake):
         self._login = LoginApi(self.credentials, self._sessions)
         self._api = DataApi(self._org, self)
         self._faults: list[Fault] = []
+        self._random_faults: list[RandomFaults] = []
+        self._expiries: list[Fault] = []  # when to expire every session (status unused)
         self._lock = threading.RLock()
 
     # --- lifecycle and connection
@@ -1607,9 +1662,13 @@ class FakeSalesforce(LoopbackFake):
         """The plain-HTTP address the fake really listens on."""
         return f"http://{self.address}"
 
-    def http_session(self, *login_domains: str) -> requests.Session:
+    def http_session(
+        self, *login_domains: str, login_urls: Iterable[str] = (), default_logins: bool = True
+    ) -> requests.Session:
         """A session that routes the instance and the login hosts (``login``, ``test``,
-        ``login_domain`` and any given, e.g. ``"acme.my"``) to the fake, and nothing else."""
+        ``login_domain`` and any given, e.g. ``"acme.my"``; ``login_urls`` such as a proxy's
+        ``"https://sso.acme.internal:8443"``) to the fake, and nothing else. With
+        ``default_logins=False`` only the given login hosts are routed."""
         session = requests.Session()
         session.trust_env = False  # no proxies from the environment
         session.mount("https://", NoNetworkAdapter())
@@ -1617,8 +1676,11 @@ class FakeSalesforce(LoopbackFake):
         loopback = LoopbackAdapter(self.address)
         session.mount(f"https://{self.address}/", loopback)
         session.mount(f"http://{self.address}/", loopback)
-        for domain in {"login", "test", self.login_domain, *login_domains}:
+        defaults = ("login", "test", self.login_domain) if default_logins else ()
+        for domain in {*defaults, *login_domains}:
             session.mount(f"https://{domain}.salesforce.com/", loopback)
+        for url in login_urls:
+            session.mount(url.rstrip("/") + "/", loopback)
         return session
 
     def client(self, session_id: str | None = None, **kwargs: Any) -> Salesforce:
@@ -1765,6 +1827,26 @@ class FakeSalesforce(LoopbackFake):
         with self._lock:
             self._faults.append(Fault(n, path_contains, None))
 
+    def fail_randomly(
+        self, rate: float, status: int = 503, path_contains: str | None = None, seed: int = 0
+    ) -> None:
+        """From now on, this share of matching requests fails (503 SERVER_UNAVAILABLE by
+        default); ``rate=0`` with the same arguments does not undo it, ``stop_failing`` does."""
+        with self._lock:
+            self._random_faults.append(
+                RandomFaults(rate, path_contains, status, random.Random(seed))
+            )
+
+    def stop_failing(self) -> None:
+        with self._lock:
+            self._random_faults.clear()
+
+    def expire_session_on(self, nth: int = 1, path_contains: str | None = None) -> None:
+        """Every session expires when the nth matching request arrives (it is answered 401
+        INVALID_SESSION_ID, as are later ones until a login issues a new session)."""
+        with self._lock:
+            self._expiries.append(Fault(nth, path_contains, None))
+
     def expire_cursors(self) -> None:
         """Every open query cursor expires: nextRecordsUrl gives INVALID_QUERY_LOCATOR."""
         with self._lock:
@@ -1781,6 +1863,15 @@ class FakeSalesforce(LoopbackFake):
             self.requests.append(RecordedRequest(method, path, query, dict(headers.items()), body))
             if (fault := take_fault(self._faults, path)) is not None:
                 return fault.response()
+            for random_faults in self._random_faults:
+                if (reply := random_faults.response(path)) is not None:
+                    return reply
+            for expiry in list(self._expiries):
+                if expiry.path_contains is None or expiry.path_contains in path:
+                    expiry.remaining -= 1
+                    if expiry.remaining <= 0:
+                        self._expiries.remove(expiry)
+                        self._sessions.expire_all()
             req = Request(method, path, query, headers, raw)
             try:
                 if path.startswith("/services/Soap/u/") or path == "/services/oauth2/token":

@@ -87,6 +87,10 @@ class IdentifierSpec(_Frozen):
     email: FieldSpec | None = None
     phone: FieldSpec | None = None
     external: dict[str, FieldSpec] = Field(default_factory=dict)
+    merged_into: dict[str, FieldSpec] = Field(default_factory=dict)
+    """Namespace -> the field naming the record this one was merged into (Salesforce's
+    MasterRecordId). Such a record becomes an alias: its external ids join the master's profile
+    (records elsewhere still point at the merged-away id), and it brings no other data."""
 
     @field_validator("phone", mode="before")
     @classmethod
@@ -104,6 +108,20 @@ class IdentifierSpec(_Frozen):
             if not namespace or any(c.isspace() for c in namespace):
                 raise ValueError(f"external id namespace {namespace!r} must be a non-empty word")
         return external
+
+    @model_validator(mode="after")
+    def _merged_into_known_namespace(self) -> IdentifierSpec:
+        import difflib
+
+        for namespace in self.merged_into:
+            if namespace not in self.external:
+                close = difflib.get_close_matches(namespace, list(self.external), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(
+                    f"merged_into namespace {namespace!r} is not one of identifiers.external "
+                    f"({', '.join(sorted(self.external)) or 'none'}){hint}"
+                )
+        return self
 
 
 class EventMapping(_Frozen):
@@ -169,6 +187,8 @@ class Mapping(_Frozen):
         add("identifiers.phone", self.identifiers.phone)
         for ns, spec in self.identifiers.external.items():
             add(f"identifiers.external.{ns}", spec)
+        for ns, spec in self.identifiers.merged_into.items():
+            add(f"identifiers.merged_into.{ns}", spec)
         for name, spec in self.attributes.items():
             add(f"attributes.{name}", spec)
         for i, event in enumerate(self.events):
