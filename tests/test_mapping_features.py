@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,52 @@ def test_list_tags_become_mailchimp_tags_without_being_split_again() -> None:
     audience = AudienceConfig(name="customers", list_id="L1", tag_attributes=["shop_tags"])
     member = AudienceRules(audience).desire(1, out.attributes)
     assert member is not None and member.tags == {"Customer", "VIP, gold"}
+
+
+# -- 8. the shipped Shopify orders setup ------------------------------------------------------------
+
+
+def test_shipped_orders_setup_keeps_every_line_and_counts_orders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gift-card lines (blank SKU) used to be dropped for want of a key, and follow-up rows
+    without Email made no one's purchase; now every line is a record of the order's buyer and
+    `order_count` counts that buyer's orders, not lines."""
+    from sqlalchemy import text
+    from typer.testing import CliRunner
+
+    from syncbridge.bundled import data_dir
+    from syncbridge.cli import app
+    from syncbridge.demo import DEMO_DB
+    from syncbridge.store.engine import open_engine
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAILCHIMP_API_KEY", raising=False)
+    result = CliRunner().invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    with (data_dir("examples") / "shop" / "orders.csv").open(encoding="utf-8-sig") as fh:
+        rows = list(csv.DictReader(fh))
+    assert any(not r["Lineitem sku"] and r["Total"] for r in rows)  # the sample has such a line
+    assert any(not r["Email"] for r in rows)  # and a follow-up row without Email
+    engine = open_engine(f"sqlite:///{tmp_path / DEMO_DB}")
+    with engine.connect() as conn:
+        stored = conn.execute(text(
+            "SELECT external_id, profile_id FROM source_record WHERE stream = 'orders'"
+        )).all()  # fmt: skip
+        assert len(stored) == len(rows)  # no line lost
+        owner = dict(stored)
+        for r in rows:  # every line belongs to the person of its order's first row
+            first = next(f for f in rows if f["Name"] == r["Name"])
+            assert owner[_line_key(r)] == owner[_line_key(first)]
+        buyer = owner[_line_key(next(r for r in rows if r["Name"] == "#1421"))]
+        traits = conn.execute(
+            text("SELECT traits FROM profile_rules WHERE profile_id = :p"), {"p": buyer}
+        ).scalar_one()
+        emails = {r["Email"].strip().lower() for r in rows if r["Name"] == "#1421" and r["Email"]}
+    engine.dispose()
+    orders = {r["Name"] for r in rows if r["Email"].strip().lower() in emails}
+    assert json.loads(traits)["order_count"] == len(orders)
+
+
+def _line_key(row: dict[str, str]) -> str:
+    return f"{row['Name']}|{row['Lineitem sku'] or row['Lineitem name']}"

@@ -167,7 +167,7 @@ def _check_columns(
         def missing(name: str, known: set[str] = known) -> bool:
             return name not in known and name.split(".", 1)[0] not in known
 
-        for key in stream.primary_key:
+        for key in stream.key_columns:
             if missing(key):
                 problems.append(
                     Problem(
