@@ -16,20 +16,49 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from syncbridge.cleaning import format_datetime, parse_datetime
 from syncbridge.connectors import Connector, Page, Stream, StreamOptions
 from syncbridge.errors import FatalError
 
 csv.field_size_limit(16 * 1024 * 1024)
+KEY = "__key__"
+"""Where a stream whose primary key needs cleaning puts the cleaned key on each record."""
+
+
+class KeyField(BaseModel):
+    """One part of a primary key, shaped like a mapping's field spec: `field` is a column, or a
+    list of columns of which the first non-empty counts (a gift-card line has no SKU, so
+    `["Lineitem sku", "Lineitem name"]`); `strip_chars` removes characters around the value
+    (Shopify's `'` before ids) so the key is the same whether an export has it or not."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    field: str | list[str] = Field(min_length=1)
+    strip_chars: str | None = None
+
+    @property
+    def fields(self) -> list[str]:
+        return [self.field] if isinstance(self.field, str) else list(self.field)
+
+    def read(self, record: dict[str, Any]) -> str | None:
+        for name in self.fields:
+            value = record.get(name)
+            text = "" if value is None else str(value).strip()
+            if self.strip_chars:
+                text = text.strip(self.strip_chars).strip()
+            if text:
+                return text
+        return None
 
 
 class FileStreamOptions(StreamOptions):
     path: str
     format: Literal["auto", "csv", "jsonl"] = "auto"
     pattern: str = "*"
-    primary_key: list[str] = Field(min_length=1)
+    primary_key: list[str | KeyField] = Field(min_length=1)
+    """Columns, or `KeyField` tables for parts that need cleaning or a fallback column."""
     cursor_field: str | None = None
     cursor_format: str | None = None
     cursor_timezone: str | None = None
@@ -42,7 +71,7 @@ class FileStreamOptions(StreamOptions):
     @field_validator("primary_key", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
+        return [value] if isinstance(value, str | dict) else value
 
     @field_validator("encoding")
     @classmethod
@@ -79,11 +108,24 @@ class FileStream(Stream):
     def __init__(self, options: FileStreamOptions, base_dir: Path) -> None:
         self.options = options
         self.name = options.name
-        self.primary_key = tuple(options.primary_key)
+        parts = options.primary_key
+        # A key that needs cleaning is computed here into `KEY`; plain columns are read as is.
+        cleaned = any(isinstance(p, KeyField) for p in parts)
+        self.key_parts: list[KeyField] = (
+            [p if isinstance(p, KeyField) else KeyField(field=p) for p in parts] if cleaned else []
+        )
+        self._key_columns = tuple(
+            n for p in parts for n in ([p] if isinstance(p, str) else p.fields)
+        )
+        self.primary_key = (KEY,) if self.key_parts else tuple(self._key_columns)
         self.cursor_field = options.cursor_field
         self.snapshot = options.snapshot
         path = Path(options.path).expanduser()
         self.path = path if path.is_absolute() else base_dir / path
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return self._key_columns
 
     def files(self) -> list[Path]:
         if self.path.is_dir():
@@ -182,7 +224,11 @@ class FileStream(Stream):
                 where = f"{path.name} line {reader.line_num}"
                 errors.append((where, f"row has {len(row)} fields, the header has {width}"))
                 continue
-            yield dict(zip(header, row, strict=False))
+            record = dict(zip(header, row, strict=False))
+            if self.key_parts and not self._keyed(record):
+                errors.append((f"{path.name} line {reader.line_num}", self._no_key()))
+                continue
+            yield record
 
     def _jsonl(
         self, path: Path, fh: Any, errors: list[tuple[str, str]]
@@ -198,7 +244,25 @@ class FileStream(Stream):
             if not isinstance(record, dict):
                 errors.append((f"{path.name} line {number}", "a line must hold a JSON object"))
                 continue
+            if self.key_parts and not self._keyed(record):
+                errors.append((f"{path.name} line {number}", self._no_key()))
+                continue
             yield record
+
+    def _keyed(self, record: dict[str, Any]) -> bool:
+        """Put the cleaned primary key on the record; False when a part of it is empty."""
+        values = []
+        for part in self.key_parts:
+            value = part.read(record)
+            if value is None:
+                return False
+            values.append(value)
+        record[KEY] = "|".join(values)  # the form of plain keys, so those keep their keys
+        return True
+
+    def _no_key(self) -> str:
+        parts = ", ".join("|".join(p.fields) for p in self.key_parts)
+        return f"record has no primary key value ({parts})"
 
 
 class FileConnector(Connector):

@@ -449,6 +449,20 @@ for n, (created, p, big) in enumerate(timed, start=1001):
                            *(x if i == 0 else "" for x in billing), KINDS[pr.kind][1],
                            *(x if i == 0 else "" for x in tail), f"{share:.2f}"])
 
+# One hand-written order, appended without touching the random stream (so nothing else changes):
+# a gift card (blank SKU) on the order's first row, which carries the order's total and status,
+# and a follow-up row without Email, as Shopify writes them: it joins its buyer by Name.
+ORDER_ROWS += [
+    ["#1421", "coopert@gmail.com", "paid", "2026-11-20 14:06:02 -0500", "partial", "", "yes",
+     "USD", "229.00", "0.00", "14.32", "243.32", "", "0.00", "Free Shipping",
+     "2026-11-20 14:05:12 -0500", "1", "Gift Card - $50", "50.00", "", "", "false", "false",
+     "fulfilled", "Thomas Cooper", "Seattle", "'98121", "WA", "US", "+1 206 555 0196", "",
+     "Shopify Payments", "0.00", "Northwind Outfitters", "5632430218301", "gift", "web", "0.00"],
+    ["#1421", "", *[""] * 13, "2026-11-20 14:05:12 -0500", "1", "Stormline Rain Jacket - Ember / L",
+     "179.00", "", "JK-4100-RED-L", "true", "true", "pending", *[""] * 9, "Northwind Outfitters",
+     "", "", "", "0.00"],
+]
+
 # --- shop/customers.csv ------------------------------------------------------------------------
 customers: list[list[str]] = []
 odd_total = min(by_src["shop"], key=lambda p: abs(p.spent - 1234.5))  # gets "1.234,50"
@@ -620,7 +634,7 @@ with (ROOT / "web" / "events.jsonl").open("w", encoding="utf-8", newline="\n") a
 ny = sum(p.loc is NEW_YORK for p in by_src["shop"])
 print(f"crm/contacts.csv    {len(contacts)} contacts + Salesforce report footer")
 print(f"shop/customers.csv  {len(customers)} customers ({ny} in New York)")
-print(f"shop/orders.csv     {len(timed)} orders / {len(ORDER_ROWS)} line-item rows, "
+print(f"shop/orders.csv     {len({r[0] for r in ORDER_ROWS})} orders / {len(ORDER_ROWS)} line-item rows, "
       f"{len(by_src['orders'])} buyers incl. {len(guests)} guest checkouts")
 print(f"shop/products.csv   {len(PRODUCTS)} SKUs")
 print(f"web/events.jsonl    {len(EVENTS)} events: "

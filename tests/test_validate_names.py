@@ -213,7 +213,11 @@ def test_event_types_from_the_data_are_not_flagged_but_their_properties_are(
 
 
 def test_a_tag_no_rule_gives_is_an_error_when_no_mapping_brings_tags(project: Path) -> None:
-    edit(project / "mappings/shop_customers.toml", 'shop_tags = "Tags"', "")
+    edit(
+        project / "mappings/shop_customers.toml",
+        'shop_tags = { field = "Tags", type = "list" }',
+        "",
+    )
     edit(project / "config.toml", 'tag_attributes = ["shop_tags"]', "tag_attributes = []")
     edit(project / "mappings/rules.toml", 'tag "vip" or ', 'tag "Added_To_Kart" or ')
     problems = problems_of(project)

@@ -41,6 +41,60 @@ def clean_text(value: Any, strip_chars: str | None = None) -> str | None:
     return text or None
 
 
+def clean_list(
+    value: Any, separator: str = ",", strip_chars: str | None = None
+) -> list[str] | None:
+    """A list of trimmed, non-empty text items, or None when there is none.
+
+    A JSON array is a list already. A text cell is split at `separator`; an item may be bare
+    (Shopify's `a, b`) or double-quoted with `""` for a quote inside (Mailchimp's
+    `"Customer","VIP"`), so a quoted item can hold the separator.
+    """
+    raw: list[str | None]
+    if isinstance(value, list | tuple):
+        raw = [clean_text(item) for item in value if item is not None]
+    else:
+        raw = list(_split_list(str(value), separator))
+    items = [clean_text(item, strip_chars) for item in raw if item is not None]
+    kept = [item for item in items if item]
+    return kept or None
+
+
+def _split_list(text: str, separator: str) -> list[str]:
+    items: list[str] = []
+    at, end = 0, len(text)
+    while True:
+        start = at
+        while start < end and text[start].isspace() and not text.startswith(separator, start):
+            start += 1
+        if start < end and text[start] == '"':
+            parts, at = [], start + 1
+            while True:
+                close = text.find('"', at)
+                if close == -1:
+                    raise ValueError(f"unclosed quote in a list (at character {start + 1})")
+                parts.append(text[at:close])
+                if text.startswith('"', close + 1):  # "" is a quote inside the item
+                    parts.append('"')
+                    at = close + 2
+                    continue
+                at = close + 1
+                break
+            while at < end and text[at].isspace() and not text.startswith(separator, at):
+                at += 1
+            if at < end and not text.startswith(separator, at):
+                raise ValueError(f"text after a closing quote in a list (at character {at + 1})")
+            items.append("".join(parts))
+        else:
+            at = text.find(separator, start)
+            if at == -1:
+                at = end
+            items.append(text[start:at])
+        if at >= end:
+            return items
+        at += len(separator)
+
+
 def clean_number(value: Any) -> int | float:
     """Numbers from locale-free strings: `1234.5`, `-3`, `1e3`.
 

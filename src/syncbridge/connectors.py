@@ -49,6 +49,11 @@ class Stream(ABC):
     snapshot: bool = False
     """True when a full read returns every live record, so records not returned were deleted."""
 
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        """The source fields the primary key is read from (for `validate`)."""
+        return self.primary_key
+
     def columns(self) -> Sequence[str] | None:
         """The fields records carry, when known without reading them all (for `validate`)."""
         return None

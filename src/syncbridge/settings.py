@@ -27,6 +27,7 @@ from .connectors import Connector, build_connector, connector_class
 from .errors import ConfigError, FatalError, Problem, SyncbridgeError
 from .references import catalog, check_config, check_references, did_you_mean
 from .rules.config import RulesConfig
+from .transform import case_clashes
 
 
 def load_settings(path: str | Path, env: AnyMapping[str, str] | None = None) -> Settings:
@@ -166,7 +167,7 @@ def _check_columns(
         def missing(name: str, known: set[str] = known) -> bool:
             return name not in known and name.split(".", 1)[0] not in known
 
-        for key in stream.primary_key:
+        for key in stream.key_columns:
             if missing(key):
                 problems.append(
                     Problem(
@@ -180,16 +181,33 @@ def _check_columns(
         if mapping is None:
             continue
         mapping_file = str(connector.base_dir / connector.stream_configs[j].mapping)
+        ignore_case = mapping.columns == "ignore-case"
+        if ignore_case:
+            for first, second in case_clashes(list(columns)):
+                msg = (
+                    f"stream {stream.name!r} has columns {first!r} and {second!r}, which differ "
+                    'only by case: columns = "ignore-case" cannot tell them apart'
+                )
+                problems.append(Problem(mapping_file, "columns", msg))
+        folded = {c.casefold() for c in columns}
         for key_path, column in mapping.field_references():
-            if missing(column):
+            if missing(column) if not ignore_case else _missing_folded(column, folded):
                 msg = f"unknown column {column!r} in stream {stream.name!r}{_hint(columns, column)}"
+                if not ignore_case and column.casefold() in folded:
+                    msg += '; or set columns = "ignore-case" in the mapping to match it as it is'
                 problems.append(Problem(mapping_file, key_path, msg))
+
+
+def _missing_folded(name: str, folded: set[str]) -> bool:
+    """`missing` for `columns = "ignore-case"`: the column, or a JSON path's first segment."""
+    return name.casefold() not in folded and name.split(".", 1)[0].casefold() not in folded
 
 
 def _hint(columns: Sequence[str], name: str, shown: int = 20) -> str:
     """A 'did you mean' for near misses, and the columns the stream does have."""
-    close = difflib.get_close_matches(name, list(columns), n=1, cutoff=0.6)
-    guess = f"; did you mean {close[0]!r}?" if close else ""
+    by_fold = {c.casefold(): c for c in reversed(columns)}  # case aside: `EMAIL` for `Email`
+    close = difflib.get_close_matches(name.casefold(), list(by_fold), n=1, cutoff=0.6)
+    guess = f"; did you mean {by_fold[close[0]]!r}?" if close else ""
     listed = ", ".join(repr(c) for c in columns[:shown])
     more = f", … {len(columns) - shown} more" if len(columns) > shown else ""
     return f"{guess} (columns: {listed}{more})"

@@ -57,9 +57,26 @@ def _empty(value: Any) -> bool:
     return value is None
 
 
-def _path_getter(path: str) -> Getter:
-    """Exact key first (CSV headers may contain dots), else a dotted path into nested objects."""
+def case_clashes(names: list[str]) -> list[tuple[str, str]]:
+    """Pairs of names that differ only by case: `ignore-case` cannot tell them apart."""
+    seen: dict[str, str] = {}
+    clashes = []
+    for name in names:
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            clashes.append((other, name))
+    return clashes
+
+
+def _path_getter(path: str, fold: bool = False) -> Getter:
+    """Exact key first (CSV headers may contain dots), else a dotted path into nested objects.
+
+    With `fold` the record's top-level keys are case-folded (see `_folded`), so the exact key and
+    the path's first segment are folded too; keys inside nested objects keep their case.
+    """
     parts = path.split(".")
+    if fold:
+        path, parts = path.casefold(), [parts[0].casefold(), *parts[1:]]
     if len(parts) == 1:
         return lambda record: record.get(path)
 
@@ -76,8 +93,8 @@ def _path_getter(path: str) -> Getter:
     return get
 
 
-def _getter(spec: FieldSpec) -> Getter:
-    getters = [_path_getter(f) for f in spec.fields]
+def _getter(spec: FieldSpec, fold: bool = False) -> Getter:
+    getters = [_path_getter(f, fold) for f in spec.fields]
     if len(getters) == 1:
         return getters[0]
 
@@ -113,7 +130,20 @@ def _cleaner(spec: FieldSpec) -> Cleaner:
         return cleaning.clean_country
     if kind == "phone":
         return lambda v: cleaning.clean_phone(v, spec.region)
+    if kind == "list":
+        separator = spec.separator or ","
+        return lambda v: cleaning.clean_list(v, separator, spec.strip_chars)
     return lambda v: v  # json: kept as the source sent it
+
+
+def constant_value(spec: FieldSpec) -> Any:
+    """A spec's constant `value`, cleaned like a value read from a record (ValueError if bad)."""
+    value = spec.value
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            raise ValueError("is empty")
+    return _cleaner(spec)(value)
 
 
 class FieldReader:
@@ -121,10 +151,11 @@ class FieldReader:
 
     __slots__ = ("clean", "column", "default", "fields", "get")
 
-    def __init__(self, spec: FieldSpec) -> None:
-        self.get = _getter(spec)
+    def __init__(self, spec: FieldSpec, fold: bool = False) -> None:
+        self.get = _getter(spec, fold)
         single = spec.fields[0] if len(spec.fields) == 1 else None
-        self.column = single if single and "." not in single else None
+        column = single if single and "." not in single else None
+        self.column = column.casefold() if column and fold else column
         self.clean = _cleaner(spec)
         self.default = spec.default
         self.fields = "|".join(spec.fields)
@@ -151,10 +182,10 @@ class PhoneReader(FieldReader):
 
     __slots__ = ("region", "region_get")
 
-    def __init__(self, spec: FieldSpec, default_region: str | None) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: FieldSpec, default_region: str | None, fold: bool = False) -> None:
+        super().__init__(spec, fold)
         self.region = spec.region or default_region
-        self.region_get = _path_getter(spec.region_field) if spec.region_field else None
+        self.region_get = _path_getter(spec.region_field, fold) if spec.region_field else None
 
     def read(self, record: dict[str, Any], errors: list[RecordError]) -> Any:
         raw = self.get(record)
@@ -174,20 +205,41 @@ class PhoneReader(FieldReader):
             return None
 
 
-def _reader(spec: FieldSpec, default_region: str | None) -> FieldReader:
+class ConstantReader(FieldReader):
+    """A constant `value`: the same for every record, cleaned once."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, spec: FieldSpec) -> None:
+        self.value = constant_value(spec)
+        self.fields = ""
+        self.default = None
+
+    def read(self, record: dict[str, Any], errors: list[RecordError]) -> Any:
+        return self.value
+
+
+def _reader(spec: FieldSpec, default_region: str | None, fold: bool = False) -> FieldReader:
+    if spec.value is not None:
+        return ConstantReader(spec)
     if spec.type == "phone":
-        return PhoneReader(spec, default_region)
-    return FieldReader(spec)
+        return PhoneReader(spec, default_region, fold)
+    return FieldReader(spec, fold)
 
 
 class _EventReader:
-    def __init__(self, index: int, spec: EventMapping) -> None:
+    def __init__(self, index: int, spec: EventMapping, fold: bool = False) -> None:
         self.index = index
         self.spec = spec
-        self.type_get = _path_getter(spec.type_field) if spec.type_field else None
-        self.filters = [(_path_getter(f), accepts) for f, accepts in compile_filters(spec.when)]
-        self.time = FieldReader(spec.time)
-        self.properties = {n: FieldReader(s) for n, s in spec.properties.items()}
+        self.type_get = _path_getter(spec.type_field, fold) if spec.type_field else None
+        self.filters = [
+            (_path_getter(f, fold), accepts) for f, accepts in compile_filters(spec.when)
+        ]
+        self.time = FieldReader(spec.time, fold)
+        self.properties = {
+            n: ConstantReader(s) if s.value is not None else FieldReader(s, fold)
+            for n, s in spec.properties.items()
+        }
 
     def read(self, record: dict[str, Any], errors: list[RecordError]) -> Event | None:
         for get, accepts in self.filters:
@@ -235,21 +287,37 @@ def mapping_fingerprint(mapping: Mapping, default_phone_region: str | None = Non
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+def _folded(record: dict[str, Any], errors: list[RecordError]) -> dict[str, Any]:
+    """The record with case-folded top-level keys; keys that clash are an error, and neither is
+    read (which one the mapping means is a guess)."""
+    folded = {k.casefold(): v for k, v in record.items()}
+    if len(folded) < len(record):
+        for first, second in case_clashes(list(record)):
+            folded.pop(first.casefold(), None)
+            reason = (
+                f"fields {first!r} and {second!r} differ only by case, which "
+                'columns = "ignore-case" cannot tell apart; rename one at the source'
+            )
+            errors.append(RecordError(f"{first}|{second}", None, reason))
+    return folded
+
+
 class RecordTransformer:
     """A mapping compiled for fast application to many records."""
 
     def __init__(self, mapping: Mapping, default_phone_region: str | None = None) -> None:
         self.fingerprint = mapping_fingerprint(mapping, default_phone_region)
+        self.ignore_case = fold = mapping.columns == "ignore-case"
         ids = mapping.identifiers
-        self.email = FieldReader(ids.email) if ids.email else None
+        self.email = FieldReader(ids.email, fold) if ids.email else None
         phone = ids.phone.model_copy(update={"type": "phone"}) if ids.phone else None
-        self.phone = PhoneReader(phone, default_phone_region) if phone else None
+        self.phone = PhoneReader(phone, default_phone_region, fold) if phone else None
         self.external = [
-            (EXTERNAL_PREFIX + ns, FieldReader(spec)) for ns, spec in ids.external.items()
+            (EXTERNAL_PREFIX + ns, FieldReader(spec, fold)) for ns, spec in ids.external.items()
         ]
         # Plain single-column text attributes (most of them) take a fast path in `apply`.
         self.plain_text = [
-            (n, s.field)
+            (n, s.field.casefold() if fold else s.field)
             for n, s in mapping.attributes.items()
             if s.type == "text"
             and isinstance(s.field, str)
@@ -259,17 +327,17 @@ class RecordTransformer:
         ]
         plain = {n for n, _ in self.plain_text}
         self.attributes = [
-            (n, _reader(s, default_phone_region))
+            (n, _reader(s, default_phone_region, fold))
             for n, s in mapping.attributes.items()
             if n not in plain
         ]
-        self.events = [_EventReader(i, e) for i, e in enumerate(mapping.events)]
+        self.events = [_EventReader(i, e, fold) for i, e in enumerate(mapping.events)]
         self.merged_into = [
-            (EXTERNAL_PREFIX + ns, FieldReader(spec)) for ns, spec in ids.merged_into.items()
+            (EXTERNAL_PREFIX + ns, FieldReader(spec, fold)) for ns, spec in ids.merged_into.items()
         ]
         rec = mapping.record
-        self.timestamp = FieldReader(rec.timestamp) if rec.timestamp else None
-        self.deleted = FieldReader(rec.deleted) if rec.deleted else None
+        self.timestamp = FieldReader(rec.timestamp, fold) if rec.timestamp else None
+        self.deleted = FieldReader(rec.deleted, fold) if rec.deleted else None
 
     def apply(self, record: dict[str, Any]) -> Transformed:
         if self.merged_into:
@@ -278,6 +346,8 @@ class RecordTransformer:
                 return alias
         out = Transformed()
         errors = out.errors
+        if self.ignore_case:
+            record = _folded(record, errors)
         if self.email is not None:
             raw = self.email.get(record)
             if not _empty(raw):

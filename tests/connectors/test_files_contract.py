@@ -144,3 +144,105 @@ class TestIncrementalJsonlContract(ConnectorContract):
     @pytest.fixture
     def harness(self, tmp_path: Path) -> IncrementalJsonlHarness:
         return IncrementalJsonlHarness(tmp_path)
+
+
+class QuotedKeyHarness(FilesHarness):
+    """Shopify-style ids (`'7101116718867`) keyed with `strip_chars`: the contract still holds."""
+
+    def put(self, people: list[dict[str, Any]]) -> None:
+        super().put(people)
+        for p in people:
+            self.rows[p["id"]]["Id"] = f"'{p['id']}"
+        self._write()
+
+    def settings(self, store_url: str) -> Settings:
+        data = {
+            "store": {"url": store_url},
+            "sources": [{"name": "files", "connector": "files", "streams": [{
+                "name": "people", "path": str(self.path),
+                "primary_key": {"field": "Id", "strip_chars": "'"},
+                "snapshot": True, "page_size": self.page_size, "mapping": "people.toml"}]}],
+        }  # fmt: skip
+        return settings_from(data, self.dir)
+
+
+class TestQuotedKeyContract(ConnectorContract):
+    @pytest.fixture
+    def harness(self, tmp_path: Path) -> QuotedKeyHarness:
+        return QuotedKeyHarness(tmp_path)
+
+
+# -- primary keys that need cleaning (issue 11, point 8) -----------------------------------------
+
+EMAIL_MAPPING = '[identifiers]\nemail = "Email"\n'
+
+
+def _stream(tmp_path: Path, rows: list[list[str]], primary_key: Any) -> Any:
+    from syncbridge.connectors import build_connector
+
+    tmp_path.mkdir(exist_ok=True)
+    with (tmp_path / "export.csv").open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    (tmp_path / "m.toml").write_text(EMAIL_MAPPING, encoding="utf-8")
+    data = {
+        "store": {"url": f"sqlite:///{tmp_path / 'c.db'}"},
+        "sources": [{"name": "shop", "connector": "files", "streams": [{
+            "name": "orders", "path": "export.csv", "primary_key": primary_key,
+            "mapping": "m.toml"}]}],
+    }  # fmt: skip
+    settings = settings_from(data, tmp_path)
+    return build_connector(settings.config.sources[0], tmp_path).streams()[0]
+
+
+def _keys(stream: Any) -> tuple[list[str | None], list[tuple[str, str]]]:
+    from syncbridge.prepare import record_key
+
+    keys, errors = [], []
+    for page in stream.read(None):
+        keys += [record_key(r, stream.primary_key) for r in page.records]
+        errors += page.errors
+    return keys, errors
+
+
+def test_strip_chars_on_a_primary_key_gives_the_same_key_with_or_without_the_quote(
+    tmp_path: Path,
+) -> None:
+    header = ["Customer ID", "Email"]
+    quoted = _stream(tmp_path, [header, ["'7000003164353", "a@x.io"]],
+                     {"field": "Customer ID", "strip_chars": "'"})  # fmt: skip
+    plain = _stream(tmp_path / "again", [header, ["7000003164353", "a@x.io"]],
+                    [{"field": "Customer ID", "strip_chars": "'"}])  # fmt: skip
+    assert _keys(quoted) == (["7000003164353"], []) == _keys(plain)
+
+
+LINES = [
+    ["Name", "Email", "Total", "Lineitem name", "Lineitem sku"],
+    ["#1001", "a@x.io", "70.00", "Gift Card - $50", ""],  # gift cards have no SKU
+    ["#1001", "", "", "Trail Runner - Blue / 42", "TR-2041-BLU-42"],
+    ["#1002", "b@x.io", "20.00", "Gift Card - $20", ""],
+]
+
+
+def test_a_fallback_key_column_keeps_lines_without_a_sku(tmp_path: Path) -> None:
+    stream = _stream(tmp_path, LINES, ["Name", {"field": ["Lineitem sku", "Lineitem name"]}])
+    keys, errors = _keys(stream)
+    assert keys == ["#1001|Gift Card - $50", "#1001|TR-2041-BLU-42", "#1002|Gift Card - $20"]
+    assert errors == []
+
+
+def test_a_row_without_any_key_value_is_reported_with_its_line(tmp_path: Path) -> None:
+    rows = [*LINES, ["", "c@x.io", "1.00", "Gift Card - $1", ""]]
+    stream = _stream(tmp_path, rows, ["Name", {"field": ["Lineitem sku", "Lineitem name"]}])
+    keys, errors = _keys(stream)
+    assert len(keys) == 3
+    assert errors == [("export.csv line 5",
+                       "record has no primary key value (Name, Lineitem sku|Lineitem name)")]  # fmt: skip
+
+
+def test_validate_checks_every_column_a_key_spec_reads(tmp_path: Path) -> None:
+    from syncbridge.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        _stream(tmp_path, LINES, ["Name", {"field": ["Lineitem SKU", "Lineitem name"]}])
+    text = "\n".join(str(p) for p in info.value.problems)
+    assert "primary_key: unknown column 'Lineitem SKU'; did you mean 'Lineitem sku'?" in text

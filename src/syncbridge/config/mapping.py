@@ -13,8 +13,19 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FieldType = Literal[
-    "text", "email", "number", "integer", "boolean", "datetime", "date", "country", "phone", "json"
+    "text",
+    "email",
+    "number",
+    "integer",
+    "boolean",
+    "datetime",
+    "date",
+    "country",
+    "phone",
+    "json",
+    "list",
 ]
+ColumnMatching = Literal["exact", "ignore-case"]
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 Scalar = str | bool | int | float
 
@@ -27,9 +38,12 @@ class FieldSpec(_Frozen):
     """Where a value comes from and how it is cleaned.
 
     `field` is a column name or a dotted path into nested JSON; a list means "the first non-empty".
+    `value` is a constant instead, for what a source means by construction (every row of a
+    sign-up form's export is consent): `value = true`. Give one of the two.
     """
 
-    field: str | list[str]
+    field: str | list[str] | None = None
+    value: Any = None
     type: FieldType = "text"
     format: str | None = None
     timezone: str | None = None
@@ -37,12 +51,32 @@ class FieldSpec(_Frozen):
     region_field: str | None = None
     """For phones: a field with the record's country, for numbers without a country code."""
     strip_chars: str | None = None
+    separator: str | None = None
+    """For lists: what separates the items of a text cell (default ",")."""
     default: Any = None
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
-        return {"field": value} if isinstance(value, str | list) else value
+        if isinstance(value, str | list):
+            return {"field": value}
+        if isinstance(value, dict) and "value" in value and "type" not in value:
+            # `value = true` means the boolean, not the text "True"
+            constant = value["value"]
+            inferred = (
+                "boolean"
+                if isinstance(constant, bool)
+                else "integer"
+                if isinstance(constant, int)
+                else "number"
+                if isinstance(constant, float)
+                else "list"
+                if isinstance(constant, list)
+                else None
+            )
+            if inferred:
+                return {**value, "type": inferred}
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -69,11 +103,42 @@ class FieldSpec(_Frozen):
             raise ValueError(f"'timezone' applies to datetime fields, not {self.type}")
         if (self.region or self.region_field) and self.type != "phone":
             raise ValueError(f"'region' and 'region_field' apply to phone fields, not {self.type}")
+        if self.separator is not None:
+            if self.type != "list":
+                raise ValueError(f"'separator' applies to list fields, not {self.type}")
+            if not self.separator or '"' in self.separator:
+                raise ValueError("'separator' must be non-empty text without a double quote")
+        return self
+
+    @model_validator(mode="after")
+    def _field_or_value(self) -> FieldSpec:
+        if (self.field is None) == (self.value is None):
+            raise ValueError("give one of 'field' (read from the record) or 'value' (a constant)")
+        if self.value is None:
+            return self
+        given = [o for o in ("strip_chars", "default", "region_field") if getattr(self, o)]
+        if given:
+            listed = ", ".join(repr(o) for o in given)
+            raise ValueError(f"{listed} cannot go with a constant 'value'")
+        from ..transform import constant_value  # the cleaners are compiled there
+
+        try:
+            constant_value(self)
+        except ValueError as exc:
+            raise ValueError(f"value {self.value!r} is not a valid {self.type}: {exc}") from None
         return self
 
     @property
     def fields(self) -> list[str]:
+        """The fields the spec reads (none for a constant)."""
+        if self.field is None:
+            return []
         return [self.field] if isinstance(self.field, str) else list(self.field)
+
+
+def _no_constant(spec: FieldSpec | None, what: str) -> None:
+    if spec is not None and spec.value is not None:
+        raise ValueError(f"{what} must be read from the record ('field'), not a constant 'value'")
 
 
 class RecordSpec(_Frozen):
@@ -81,6 +146,12 @@ class RecordSpec(_Frozen):
 
     timestamp: FieldSpec | None = None
     deleted: FieldSpec | None = None
+
+    @model_validator(mode="after")
+    def _read_from_records(self) -> RecordSpec:
+        _no_constant(self.timestamp, "record.timestamp")
+        _no_constant(self.deleted, "record.deleted")
+        return self
 
 
 class IdentifierSpec(_Frozen):
@@ -123,6 +194,15 @@ class IdentifierSpec(_Frozen):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _read_from_records(self) -> IdentifierSpec:
+        """A constant identifier would join every record of the stream into one person."""
+        _no_constant(self.email, "identifiers.email")
+        _no_constant(self.phone, "identifiers.phone")
+        for namespace, spec in self.external.items():
+            _no_constant(spec, f"identifiers.external.{namespace}")
+        return self
+
 
 class EventMapping(_Frozen):
     """Turns a record into one behaviour event, e.g. an order line into a `purchase`."""
@@ -142,11 +222,16 @@ class EventMapping(_Frozen):
             raise ValueError("give exactly one of 'type' (a constant) or 'type_field'")
         if self.time.type not in ("datetime", "date"):
             raise ValueError("'time' must be a datetime or date field")
+        _no_constant(self.time, "'time'")
         return self
 
 
 class Mapping(_Frozen):
     description: str = ""
+    columns: ColumnMatching = "exact"
+    """How field names match the record's: `"ignore-case"` for sources that change the case of
+    their headers (Salesforce Data Loader up to v60 upper-cases them, later versions do not).
+    Only a path's first segment (the column, or the top-level JSON key) is matched that way."""
     record: RecordSpec = RecordSpec()
     identifiers: IdentifierSpec = IdentifierSpec()
     attributes: dict[str, FieldSpec] = Field(default_factory=dict)

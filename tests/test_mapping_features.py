@@ -1,0 +1,294 @@
+"""Mapping features for real exports (issue 11): constants, header case, list cells, join keys."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from syncbridge.config.mapping import Mapping
+from syncbridge.errors import ConfigError
+from syncbridge.transform import RecordTransformer
+
+from .builders import settings_from
+
+
+def mapping(text: str) -> Mapping:
+    return Mapping.model_validate(tomllib.loads(text))
+
+
+def apply(text: str, record: dict[str, Any]) -> Any:
+    return RecordTransformer(mapping(text), "US").apply(record)
+
+
+# -- 5. constant attributes -------------------------------------------------------------------
+
+CONSENT_FORM = """
+[identifiers]
+email = "Email"
+[attributes]
+accepts_email_marketing = { value = true, type = "boolean" }
+signup_source = { value = "popup form" }
+[[events]]
+type = "signed_up"
+time = { field = "Submitted", type = "datetime" }
+properties = { form = { value = "footer" }, weight = { value = 2 } }
+"""
+
+
+def test_a_constant_attribute_is_set_on_every_record_typed() -> None:
+    out = apply(CONSENT_FORM, {"Email": "a@example.com", "Submitted": "2026-01-02T03:04:05Z"})
+    assert out.attributes["accepts_email_marketing"] is True
+    assert out.attributes["signup_source"] == "popup form"
+    assert out.events[0].properties == {"form": "footer", "weight": 2}
+    assert not out.errors
+
+
+def test_a_bare_constant_takes_its_type_from_toml() -> None:
+    spec = mapping('[identifiers]\nemail = "E"\n[attributes]\nok = { value = true }').attributes
+    assert spec["ok"].type == "boolean"
+    out = apply('[identifiers]\nemail = "E"\n[attributes]\nok = { value = true }', {"E": "x@y.io"})
+    assert out.attributes["ok"] is True  # not the text "True"
+
+
+@pytest.mark.parametrize(
+    ("attribute", "reason"),
+    [
+        ('{ field = "A", value = true }', "give one of 'field'"),
+        ('{ type = "boolean" }', "give one of 'field'"),
+        ('{ value = "maybe", type = "boolean" }', "value 'maybe' is not a valid boolean"),
+        ('{ value = "lots", type = "number" }', "value 'lots' is not a valid number"),
+        ('{ value = "x", default = "y" }', "'default' cannot go with a constant 'value'"),
+    ],
+)
+def test_a_constant_that_cannot_work_is_a_clear_error(attribute: str, reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        mapping(f'[identifiers]\nemail = "E"\n[attributes]\nc = {attribute}')
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[identifiers]\nemail = { value = "everyone@example.com" }',
+        '[identifiers]\nemail = "E"\nexternal = { "x:y" = { value = "1" } }',
+        '[identifiers]\nemail = "E"\n[record]\ndeleted = { value = true }',
+        '[identifiers]\nemail = "E"\n[[events]]\ntype = "t"\n'
+        'time = { value = "2026-01-01", type = "date" }',
+    ],
+)
+def test_a_constant_is_refused_where_it_would_mean_nonsense(text: str) -> None:
+    with pytest.raises(ValidationError, match="must be read from the record"):
+        mapping(text)
+
+
+# -- 6. header case -----------------------------------------------------------------------------
+
+DATA_LOADER = """
+columns = "ignore-case"
+[identifiers]
+email = "Email"
+external = { "salesforce:contact" = "Id" }
+[attributes]
+first_name = "FirstName"
+account = "Account.Name"
+opted_out = { field = "HasOptedOutOfEmail", type = "boolean" }
+"""
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"ID": "003A", "EMAIL": "A@X.IO", "FIRSTNAME": "Ann", "ACCOUNT.NAME": "Acme",
+         "HASOPTEDOUTOFEMAIL": "true"},  # Data Loader up to v60
+        {"Id": "003A", "Email": "A@X.IO", "FirstName": "Ann", "Account.Name": "Acme",
+         "HasOptedOutOfEmail": "true"},  # v61 and later: the query's case
+    ],
+)  # fmt: skip
+def test_ignore_case_reads_upper_cased_and_query_cased_headers_alike(
+    record: dict[str, str],
+) -> None:
+    out = apply(DATA_LOADER, record)
+    assert out.attributes == {"email": "a@x.io", "email_valid": True, "first_name": "Ann",
+                              "account": "Acme", "opted_out": True}  # fmt: skip
+    assert ("ext:salesforce:contact", "003A") in out.identifiers
+    assert not out.errors
+
+
+def test_exact_is_still_the_default() -> None:
+    out = apply(DATA_LOADER.replace('columns = "ignore-case"', ""), {"EMAIL": "a@x.io"})
+    assert "email" not in out.attributes
+
+
+def test_ignore_case_folds_only_the_first_segment_of_a_json_path() -> None:
+    text = """
+columns = "ignore-case"
+[identifiers]
+email = "Traits.email"
+[attributes]
+plan = "Traits.planName"
+"""
+    out = apply(text, {"TRAITS": {"email": "b@x.io", "planName": "pro", "PLANNAME": "no"}})
+    assert out.attributes["email"] == "b@x.io" and out.attributes["plan"] == "pro"
+
+
+def test_two_fields_that_differ_only_by_case_are_an_error_not_a_guess() -> None:
+    out = apply(DATA_LOADER, {"Email": "a@x.io", "EMAIL": "b@x.io", "Id": "003A"})
+    assert "email" not in out.attributes
+    assert any("differ only by case" in e.reason for e in out.errors)
+    assert ("ext:salesforce:contact", "003A") in out.identifiers  # the rest still loads
+
+
+def _project(tmp_path: Path, header: list[str], mapping_text: str) -> dict[str, Any]:
+    with (tmp_path / "contacts.csv").open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([header, ["003A"] + ["x"] * (len(header) - 1)])
+    (tmp_path / "contacts.toml").write_text(mapping_text, encoding="utf-8")
+    return {
+        "store": {"url": f"sqlite:///{tmp_path / 'cache.db'}"},
+        "sources": [{"name": "crm", "connector": "files", "streams": [
+            {"name": "contacts", "path": "contacts.csv", "primary_key": header[0],
+             "mapping": "contacts.toml"}]}],
+    }  # fmt: skip
+
+
+UPPER = ["ID", "EMAIL", "FIRSTNAME", "ACCOUNT.NAME", "HASOPTEDOUTOFEMAIL"]
+
+
+def test_validate_accepts_other_case_headers_with_ignore_case(tmp_path: Path) -> None:
+    settings_from(_project(tmp_path, UPPER, DATA_LOADER), tmp_path)  # no ConfigError
+
+
+def test_validate_says_did_you_mean_across_case_in_exact_mode(tmp_path: Path) -> None:
+    exact = DATA_LOADER.replace('columns = "ignore-case"', "")
+    with pytest.raises(ConfigError) as info:
+        settings_from(_project(tmp_path, UPPER, exact), tmp_path)
+    text = "\n".join(str(p) for p in info.value.problems)
+    assert "attributes.first_name: unknown column 'FirstName'" in text
+    assert "did you mean 'FIRSTNAME'?" in text
+    assert 'columns = "ignore-case"' in text
+
+
+def test_validate_says_did_you_mean_in_ignore_case_mode(tmp_path: Path) -> None:
+    typo = DATA_LOADER.replace('"FirstName"', '"FirstNam"')
+    with pytest.raises(ConfigError) as info:
+        settings_from(_project(tmp_path, UPPER, typo), tmp_path)
+    text = "\n".join(str(p) for p in info.value.problems)
+    assert "unknown column 'FirstNam'" in text and "did you mean 'FIRSTNAME'?" in text
+
+
+def test_validate_refuses_headers_that_differ_only_by_case(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_from(_project(tmp_path, [*UPPER, "Email"], DATA_LOADER), tmp_path)
+    text = "\n".join(str(p) for p in info.value.problems)
+    assert "'EMAIL' and 'Email', which differ only by case" in text
+
+
+# -- 7. list-valued cells -------------------------------------------------------------------------
+
+TAGS = """
+[identifiers]
+email = "Email"
+[attributes]
+tags = { field = "TAGS", type = "list" }
+"""
+
+
+@pytest.mark.parametrize(
+    ("cell", "items"),
+    [
+        ('"Customer","VIP"', ["Customer", "VIP"]),  # Mailchimp audience export
+        ("wholesale, vip", ["wholesale", "vip"]),  # Shopify
+        ('"Customer", "VIP" ', ["Customer", "VIP"]),
+        ('"Smith, Jones","say ""hi"""', ["Smith, Jones", 'say "hi"']),
+        ("a,, b ,", ["a", "b"]),
+        ('5" screen, b', ['5" screen', "b"]),
+        (["a", " b ", "", None], ["a", "b"]),  # JSON arrays are lists already
+        ("vip", ["vip"]),
+    ],
+)
+def test_list_cells_in_either_quoting_are_read_as_lists(cell: Any, items: list[str]) -> None:
+    out = apply(TAGS, {"Email": "a@x.io", "TAGS": cell})
+    assert out.attributes["tags"] == items and not out.errors
+
+
+def test_a_list_of_nothing_is_no_value() -> None:
+    out = apply(TAGS, {"Email": "a@x.io", "TAGS": ' , "" '})
+    assert "tags" not in out.attributes and not out.errors
+
+
+def test_a_broken_quoted_list_is_a_record_error() -> None:
+    out = apply(TAGS, {"Email": "a@x.io", "TAGS": '"Customer,"VIP'})
+    assert "tags" not in out.attributes
+    assert [e.field for e in out.errors] == ["TAGS"]
+
+
+def test_a_list_separator_can_be_chosen_and_only_for_lists() -> None:
+    text = TAGS.replace('type = "list"', 'type = "list", separator = ";"')
+    out = apply(text, {"Email": "a@x.io", "TAGS": "a, b; c"})
+    assert out.attributes["tags"] == ["a, b", "c"]
+    with pytest.raises(ValidationError, match="'separator' applies to list fields"):
+        mapping(TAGS.replace('type = "list"', 'separator = ";"'))
+
+
+def test_list_tags_become_mailchimp_tags_without_being_split_again() -> None:
+    from syncbridge.config.models import AudienceConfig
+    from syncbridge.push.desired import AudienceRules
+
+    text = TAGS.replace("tags = ", "shop_tags = ")
+    out = apply(text, {"Email": "a@x.io", "TAGS": '"Customer","VIP, gold"'})
+    audience = AudienceConfig(name="customers", list_id="L1", tag_attributes=["shop_tags"])
+    member = AudienceRules(audience).desire(1, out.attributes)
+    assert member is not None and member.tags == {"Customer", "VIP, gold"}
+
+
+# -- 8. the shipped Shopify orders setup ------------------------------------------------------------
+
+
+def test_shipped_orders_setup_keeps_every_line_and_counts_orders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gift-card lines (blank SKU) used to be dropped for want of a key, and follow-up rows
+    without Email made no one's purchase; now every line is a record of the order's buyer and
+    `order_count` counts that buyer's orders, not lines."""
+    from sqlalchemy import text
+    from typer.testing import CliRunner
+
+    from syncbridge.bundled import data_dir
+    from syncbridge.cli import app
+    from syncbridge.demo import DEMO_DB
+    from syncbridge.store.engine import open_engine
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAILCHIMP_API_KEY", raising=False)
+    result = CliRunner().invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    with (data_dir("examples") / "shop" / "orders.csv").open(encoding="utf-8-sig") as fh:
+        rows = list(csv.DictReader(fh))
+    assert any(not r["Lineitem sku"] and r["Total"] for r in rows)  # the sample has such a line
+    assert any(not r["Email"] for r in rows)  # and a follow-up row without Email
+    engine = open_engine(f"sqlite:///{tmp_path / DEMO_DB}")
+    with engine.connect() as conn:
+        stored = conn.execute(text(
+            "SELECT external_id, profile_id FROM source_record WHERE stream = 'orders'"
+        )).all()  # fmt: skip
+        assert len(stored) == len(rows)  # no line lost
+        owner = dict(stored)
+        for r in rows:  # every line belongs to the person of its order's first row
+            first = next(f for f in rows if f["Name"] == r["Name"])
+            assert owner[_line_key(r)] == owner[_line_key(first)]
+        buyer = owner[_line_key(next(r for r in rows if r["Name"] == "#1421"))]
+        traits = conn.execute(
+            text("SELECT traits FROM profile_rules WHERE profile_id = :p"), {"p": buyer}
+        ).scalar_one()
+        emails = {r["Email"].strip().lower() for r in rows if r["Name"] == "#1421" and r["Email"]}
+    engine.dispose()
+    orders = {r["Name"] for r in rows if r["Email"].strip().lower() in emails}
+    assert json.loads(traits)["order_count"] == len(orders)
+
+
+def _line_key(row: dict[str, str]) -> str:
+    return f"{row['Name']}|{row['Lineitem sku'] or row['Lineitem name']}"
