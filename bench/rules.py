@@ -79,7 +79,7 @@ def populate(url: str, profiles: int, seed: int = 3) -> None:
                 "attributes": {"email": f"p{pid}@gmail.com", "email_valid": True,
                                "city": rng.choice(CITIES), "country": rng.choice(["US", "CA", "DE"])},
                 "attribute_sources": {}, "created_at": now, "updated_at": now, "dirty": False,
-                "push_dirty": False, "deleted": False,
+                "deleted": False,
             })  # fmt: skip
             recs.append({
                 "id": pid, "source": "bench", "stream": "people", "external_id": str(pid),

@@ -86,3 +86,20 @@ def profile_of(engine: Engine, source: str, stream: str, key: str) -> int | None
         return conn.execute(
             select(r.profile_id).where(r.source == source, r.stream == stream, r.external_id == key)
         ).scalar_one()
+
+
+def journal_head(engine: Engine) -> int:
+    """The newest journal sequence number: later entries are what happened since."""
+    from syncbridge.store import journal
+
+    with engine.connect() as conn:
+        return journal.head(conn)
+
+
+def journaled(engine: Engine, kind: str, since: int = 0) -> list[int]:
+    """Subjects of journal entries of one kind above `since`, each once, in order."""
+    from syncbridge.store import journal
+
+    with engine.connect() as conn:
+        found = conn.execute(journal.subjects([kind], since, journal.head(conn))).scalars()
+        return list(dict.fromkeys(found))

@@ -21,6 +21,7 @@ from .builders import (
     write_salesforce_report,
     write_shopify_customers,
 )
+from .streams import journal_head, journaled
 
 R = SourceRecord.__table__.c
 P = Profile.__table__.c
@@ -126,13 +127,15 @@ def test_second_run_on_unchanged_files_writes_nothing_and_dirties_nothing(
     settings, engine = project
     run_cycle(settings, engine)
     with engine.begin() as conn:
-        conn.execute(update(Profile.__table__).values(dirty=False, push_dirty=False))
+        conn.execute(update(Profile.__table__).values(dirty=False))
+    head = journal_head(engine)
     counter = WriteCounter(engine)
     report = run_cycle(settings, engine)
     assert counter.statements == []
     assert report.totals.read == 0
+    assert journal_head(engine) == head  # nothing journaled: nothing for any later stage
     with engine.connect() as conn:
-        assert conn.execute(select(P.id).where(P.dirty | P.push_dirty)).all() == []
+        assert conn.execute(select(P.id).where(P.dirty)).all() == []
 
 
 def test_rewritten_but_identical_file_costs_hash_checks_only(
@@ -151,8 +154,7 @@ def test_rewritten_but_identical_file_costs_hash_checks_only(
 def test_changed_row_updates_only_its_profile(project: tuple[Any, Engine], tmp_path: Path) -> None:
     settings, engine = project
     run_cycle(settings, engine)
-    with engine.begin() as conn:
-        conn.execute(update(Profile.__table__).values(dirty=False, push_dirty=False))
+    head = journal_head(engine)
     write_shopify_customers(
         tmp_path / "shop" / "customers.csv",
         [
@@ -170,8 +172,9 @@ def test_changed_row_updates_only_its_profile(project: tuple[Any, Engine], tmp_p
     )
     report = run_cycle(settings, engine)
     assert report.streams["shop/customers"].updated == 1
+    changed = journaled(engine, "profile", since=head)
     with engine.connect() as conn:
-        dirty = conn.execute(select(P.email, P.attributes).where(P.push_dirty.is_(True))).all()
+        dirty = conn.execute(select(P.email, P.attributes).where(P.id.in_(changed))).all()
     assert [(email, attrs["shop_total_spent"]) for email, attrs in dirty] == [
         ("zoe.muller@gmail.com", 1300.0)
     ]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from syncbridge.config.mapping import Mapping
 from syncbridge.config.models import (
@@ -111,8 +111,12 @@ def state(engine: Engine, email: str) -> dict[str, Any]:
 
 
 def redirty(engine: Engine) -> None:
+    """Journal every profile as changed: the next push plans them all again."""
+    from syncbridge.store import journal
+
     with engine.begin() as conn:
-        conn.execute(update(Profile.__table__).values(push_dirty=True))
+        ids = conn.execute(select(Profile.__table__.c.id)).scalars().all()
+        journal.append(conn, journal.PROFILE, ids)
 
 
 def test_provisioning_creates_missing_fields_once(fake: FakeMailchimp) -> None:

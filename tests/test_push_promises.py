@@ -20,7 +20,7 @@ from syncbridge.push.guard import MassRemovalError
 from syncbridge.push.sync import push
 from syncbridge.rules.config import RulesConfig
 from syncbridge.rules.stage import hand_over, run_rules
-from syncbridge.store.tables import Profile, SegmentMembership
+from syncbridge.store.tables import DestinationQueue, Profile, SegmentMembership
 from syncbridge.transform import RecordTransformer
 
 from .fakes.mailchimp import FakeMailchimp
@@ -151,10 +151,9 @@ def test_every_way_out_of_the_audience_reaches_mailchimp(
     assert report.audiences[0].errors == []
     with engine.connect() as conn:
         waiting = conn.execute(
-            select(Profile.__table__.c.id).where(
-                (Profile.__table__.c.dirty.is_(True)) | (Profile.__table__.c.push_dirty.is_(True))
-            )
+            select(Profile.__table__.c.id).where(Profile.__table__.c.dirty)
         ).all()
+        waiting += conn.execute(select(DestinationQueue.__table__.c.profile_id)).all()
         open_rows = conn.execute(
             select(SegmentMembership.__table__.c.profile_id)
             .join(

@@ -14,7 +14,7 @@ from syncbridge import remap
 from syncbridge.config.loader import Settings
 from syncbridge.pipeline import run_cycle
 from syncbridge.store.engine import open_engine
-from syncbridge.store.tables import Event, Profile, RecordErrorRow, SourceRecord
+from syncbridge.store.tables import Change, Event, Profile, RecordErrorRow, SourceRecord
 
 from .builders import (
     CRM_MAPPING,
@@ -81,9 +81,10 @@ def forbid_file_reads(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def settle(engine: Engine) -> None:
-    """As after a push: nothing is waiting for the rules or Mailchimp."""
+    """As after a push: nothing is waiting for the rules or Mailchimp (the journal is empty)."""
     with engine.begin() as conn:
-        conn.execute(update(Profile.__table__).values(dirty=False, push_dirty=False))
+        conn.execute(update(Profile.__table__).values(dirty=False))
+        conn.execute(Change.__table__.delete())
 
 
 def live_profiles(engine: Engine) -> dict[str, dict[str, Any]]:
@@ -94,7 +95,8 @@ def live_profiles(engine: Engine) -> dict[str, dict[str, Any]]:
 
 def pushed(engine: Engine) -> list[str]:
     with engine.connect() as conn:
-        return sorted(conn.execute(select(P.email).where(P.push_dirty.is_(True))).scalars())
+        changed = select(Change.__table__.c.subject).where(Change.__table__.c.kind == "profile")
+        return sorted(conn.execute(select(P.email).where(P.id.in_(changed))).scalars())
 
 
 NOT_A_COUNTRY = "not a known country name or ISO 3166 code"

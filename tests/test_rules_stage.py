@@ -6,7 +6,7 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, event, select, update
+from sqlalchemy import Engine, event, select
 
 from syncbridge.config.mapping import Mapping
 from syncbridge.config.models import IdentityConfig
@@ -17,7 +17,7 @@ from syncbridge.rules.stage import run_rules
 from syncbridge.store.tables import Profile, ProfileRules, SegmentMembership
 from syncbridge.transform import RecordTransformer
 
-from .streams import ListStream
+from .streams import ListStream, journal_head, journaled
 
 ORDERS = Mapping.model_validate(tomllib.loads("""
 [identifiers]
@@ -83,8 +83,7 @@ def test_profile_leaves_active_on_day_31_without_new_data(engine: Engine) -> Non
     load(engine, [order(1, 1, 150, DAY0)])
     run_rules(engine, RULES, DAY0 + timedelta(hours=1))
     assert set(results(engine)["p1@gmail.com"]["segments"]) == {"Active", "Big"}
-    with engine.begin() as conn:
-        conn.execute(update(Profile.__table__).values(push_dirty=False))
+    head = journal_head(engine)
     quiet = run_rules(engine, RULES, DAY0 + timedelta(days=29))
     assert quiet.evaluated == 0  # nothing changed, nothing expired
     day31 = run_rules(engine, RULES, DAY0 + timedelta(days=31))
@@ -94,9 +93,9 @@ def test_profile_leaves_active_on_day_31_without_new_data(engine: Engine) -> Non
         history = conn.execute(
             select(SegmentMembership.__table__.c.segment, SegmentMembership.__table__.c.exited_at)
         ).all()
-        push_dirty = conn.execute(select(Profile.__table__.c.push_dirty)).scalars().all()
+        profile_ids = conn.execute(select(Profile.__table__.c.id)).scalars().all()
     assert {(s, e is not None) for s, e in history} == {("Active", True), ("Big", False)}
-    assert push_dirty == [True]  # leaving a segment is news for Mailchimp
+    assert journaled(engine, "rules", since=head) == profile_ids  # news for Mailchimp
 
 
 def test_steady_state_cycle_reads_only_dirty_and_expiring_profiles(engine: Engine) -> None:

@@ -24,17 +24,26 @@ from . import render, views
 from .bundled import data_dir, example_config
 from .config.loader import Settings, StreamKey
 from .connectors import available_connectors, build_connector
+from .destinations import queue
 from .errors import CacheBusyError, ConfigError, FatalError, SyncbridgeError
 from .logs import setup_logging
-from .pipeline import CycleReport, ProgressHook, run_cycle, select_streams
+from .pipeline import CycleReport, ProgressHook, push_upstream, run_cycle, select_streams
 from .push.client import MailchimpClient
 from .push.guard import mass_removal
 from .push.plan import plan_as_dict
-from .push.state import dirty_profile_ids, live_member_count
-from .push.sync import PushReport, build_plan, check_provisioning, push
+from .push.state import live_member_count
+from .push.sync import (
+    PushReport,
+    build_plan,
+    check_provisioning,
+    destination_name,
+    everyone_for,
+    push,
+)
 from .redaction import redact
 from .rules.compute import explain as explain_results
 from .settings import load_settings
+from .store import journal
 from .store.engine import create_store_engine, open_engine
 from .store.failures import store_failure
 from .store.migrate import current_revision, upgrade
@@ -553,8 +562,13 @@ def demo(
 
 
 def _print_plans(settings: Settings, engine: Any, json_out: Path | None) -> None:
-    ids = dirty_profile_ids(engine)
-    plans = [build_plan(engine, a, ids) for a in settings.config.mailchimp.audiences]
+    plans = []
+    kinds = [push_upstream(settings), journal.MEMBER]
+    for audience in settings.config.mailchimp.audiences:
+        with engine.connect() as conn:
+            name, everyone = destination_name(audience), everyone_for(audience)
+            ids = queue.waiting(conn, name, kinds, everyone)
+        plans.append(build_plan(engine, audience, ids))
     unchecked = None
     if settings.config.mailchimp.api_key is not None and plans:
         unchecked = _check_provisioning(settings, plans)
@@ -645,7 +659,7 @@ def push_command(
             with _progress() as hook:
                 result = push(
                     engine, settings.config.mailchimp, client, progress=hook,
-                    allow_mass_removal=allow_mass_removal,
+                    allow_mass_removal=allow_mass_removal, upstream=push_upstream(settings),
                 )  # fmt: skip
     _print_push(result)
 

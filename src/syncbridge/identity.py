@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, select, update
 from .config.models import IdentityConfig
 from .counts import Counts
 from .gc_tuning import bulk_gc
+from .store import journal
 from .store.bulk import utcnow
 from .store.rawsql import (
     allocate_ids,
@@ -39,6 +40,8 @@ from .transform import EMAIL, PHONE
 
 log = logging.getLogger(__name__)
 
+CONSUMER = "identity"
+"""Identity resolution's name in the journal's consumer offsets."""
 RECORDS = SourceRecord.__table__
 PROFILES = Profile.__table__
 IDENTITIES = Identity.__table__
@@ -159,6 +162,7 @@ class Resolver:
 
     def run(self, engine: Engine, batch_size: int = BATCH_SIZE) -> ResolveStats:
         self._reresolve_if_rules_changed(engine)
+        claim(engine)
         with engine.connect() as conn:
             order = self._pending_by_email(conn)
         statistics = TableStatistics(engine)
@@ -359,6 +363,8 @@ class Resolver:
         self._retire(conn, components, profiles - kept, now)
         self._write_records(conn, records)
         self._write_identities(conn, components, profiles)
+        changed = [c.profile_id for c in components if c.profile_id is not None]
+        journal.append(conn, journal.PROFILE, changed + sorted(profiles - kept))
 
     def _retire(
         self, conn: Connection, components: list[_Component], gone: set[int], now: datetime
@@ -425,6 +431,27 @@ class Resolver:
         identities = [(kind, value, pid) for (kind, value), pid in rows.items()]
         insert_tuples(conn, IDENTITIES, ("kind", "value", "profile_id"), identities)
         self.identities_written += len(identities)
+
+
+def claim(engine: Engine) -> int:
+    """Claim the journal's record changes above identity's offset into its work set (the
+    `pending` mark) and advance the offset, in one transaction. Ingest marks what it writes as
+    pending already (the fast path of a bulk load); the claim catches every change that a pass
+    cleared while it ran, and every other writer's."""
+    with engine.begin() as conn:
+        after, upto, _first = journal.claim_range(conn, CONSUMER)
+        if not journal.has(conn, [journal.RECORD], after, upto):
+            return 0  # nothing of ours: an idle cycle writes nothing
+        marked = conn.execute(
+            update(RECORDS)
+            .where(
+                RECORDS.c.pending.is_(False),
+                RECORDS.c.id.in_(journal.subjects([journal.RECORD], after, upto)),
+            )
+            .values(pending=True)
+        ).rowcount
+        journal.advance(conn, CONSUMER, upto)
+    return int(marked or 0)
 
 
 def resolve_pending(

@@ -32,6 +32,7 @@ from .errors import FatalError, SyncbridgeError
 from .gc_tuning import bulk_gc
 from .prepare import PreparedPage, PreparedRecord, prepare_page, transform
 from .redaction import redact
+from .store import journal
 from .store.bulk import chunks, utcnow
 from .store.rawsql import allocate_ids, datetime_binder, insert_many, insert_tuples, select_in
 from .store.statistics import TableStatistics
@@ -304,6 +305,7 @@ def write_changed(
     if not rows and not error_rows:
         return
     insert_tuples(conn, RECORDS, _RECORD_COLUMNS, rows, _RECORD_KEY, _RECORD_UPDATE)
+    journal.append(conn, journal.RECORD, [row[0] for row in rows])
     replaced = [stored[r.key][0] for r in changed if r.key in stored]
     for part in chunks(replaced):
         conn.execute(delete(EVENTS).where(EVENTS.c.record_id.in_(part)))
@@ -376,6 +378,7 @@ def _delete_unseen(conn: Connection, job: StreamIngest, seen: set[str]) -> int:
             )
         )
         conn.execute(delete(EVENTS).where(EVENTS.c.record_id.in_(part)))
+    journal.append(conn, journal.RECORD, gone)
     return len(gone)
 
 

@@ -27,6 +27,7 @@ from .push.client import MailchimpClient
 from .push.sync import PushReport, push
 from .remap import RemapStats, remap_changed_mappings
 from .rules.stage import RulesStats, hand_over, run_rules
+from .store import journal
 from .store.bulk import utcnow
 from .store.tables import Run
 from .transform import RecordTransformer
@@ -73,6 +74,12 @@ class CycleReport:
                 for a in self.push.audiences
             }
         return counts
+
+
+def push_upstream(settings: Settings) -> str:
+    """The journal kind that tells destinations a desired member may have changed: the rules'
+    entries when a rules file is configured (they follow evaluation), else identity's."""
+    return journal.RULES if settings.rules is not None else journal.PROFILE
 
 
 def start_run(engine: Engine) -> int:
@@ -179,7 +186,7 @@ def run_cycle(
             client = client or MailchimpClient(config.mailchimp)
             report.push = push(
                 engine, config.mailchimp, client, progress=progress,
-                allow_mass_removal=allow_mass_removal,
+                allow_mass_removal=allow_mass_removal, upstream=push_upstream(settings),
             )  # fmt: skip
     except Exception as exc:
         report.status = "failed"

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, func, select, update
 
 from ..store.bulk import as_utc, chunks, utcnow
 from ..store.rawsql import insert_many
@@ -33,16 +33,6 @@ def profiles(conn: Connection, ids: list[int]) -> dict[int, tuple[dict[str, Any]
     return out
 
 
-def dirty_profile_ids(engine: Engine) -> list[int]:
-    """Profiles the push still owes Mailchimp."""
-    with engine.connect() as conn:
-        return list(
-            conn.execute(
-                select(PROFILES.c.id).where(PROFILES.c.push_dirty.is_(True)).order_by(PROFILES.c.id)
-            ).scalars()
-        )
-
-
 def acked_states(conn: Connection, audience: str, ids: list[int]) -> dict[int, Acked]:
     s = STATES.c
     out: dict[int, Acked] = {}
@@ -67,6 +57,36 @@ def address_holders(conn: Connection, audience: str, emails: Iterable[str]) -> d
         )
         for email, pid in conn.execute(query):
             out.setdefault(email, set()).add(pid)
+    return out
+
+
+def status_changed(conn: Connection, list_id: str, members: list[dict[str, Any]]) -> list[str]:
+    """Addresses among these read-back members whose status differs from the one stored
+    (a member the push itself just wrote is no news; an unsubscribe in Mailchimp is)."""
+    if not members:
+        return []
+    m = MEMBERS.c
+    hashes = [member["id"] for member in members]
+    before: dict[str, str] = {}
+    for part in chunks(hashes):
+        query = select(m.subscriber_hash, m.status).where(
+            m.list_id == list_id, m.subscriber_hash.in_(part)
+        )
+        before.update(dict(conn.execute(query).all()))
+    return [
+        member["email_address"].lower()
+        for member in members
+        if member["id"] in before and before[member["id"]] != member["status"]
+    ]
+
+
+def profiles_at(conn: Connection, audience: str, emails: Iterable[str]) -> list[int]:
+    """Profiles whose acknowledged member in this audience is at one of these addresses."""
+    s = STATES.c
+    out: list[int] = []
+    for part in chunks(sorted(set(emails))):
+        query = select(s.profile_id).where(s.audience == audience, s.email.in_(part))
+        out.extend(conn.execute(query).scalars())
     return out
 
 
@@ -155,12 +175,6 @@ def write_sync(
 ) -> None:
     row = {"list_id": list_id, "members_read_until": read_until, "segment_ids": segment_ids}
     insert_many(conn, SYNC, [row], ["list_id"], ["members_read_until", "segment_ids"])
-
-
-def clear_dirty(engine: Engine, ids: list[int]) -> None:
-    with engine.begin() as conn:
-        for part in chunks(sorted(set(ids))):
-            conn.execute(update(PROFILES).where(PROFILES.c.id.in_(part)).values(push_dirty=False))
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Select, select
 
 from ..config.models import AudienceConfig, MailchimpConfig
+from ..destinations import queue
 from ..rules.stage import results_for
+from ..store import journal
 from .batches import MAX_OPERATIONS, run_batch
 from .client import ApiError, MailchimpClient
 from .desired import AudienceRules, subscriber_hash
@@ -34,18 +36,20 @@ from .provision import (
     static_segments,
 )
 from .state import (
+    PROFILES,
+    STATES,
     acked_states,
     address_holders,
-    clear_dirty,
-    dirty_profile_ids,
     drop_states,
     forget_mailchimp_member,
     live_member_count,
     mailchimp_statuses,
     now,
     profiles,
+    profiles_at,
     read_watermark,
     set_mailchimp_status,
+    status_changed,
     write_mailchimp_members,
     write_states,
     write_sync,
@@ -146,7 +150,10 @@ def read_back(client: MailchimpClient, engine: Engine, audience: AudienceConfig)
             page = client.call(client.sdk.lists.get_list_members_info, audience.list_id, **kwargs)
             members = page.get("members", [])
             with engine.begin() as conn:
+                moved = status_changed(conn, audience.list_id, members)
                 write_mailchimp_members(conn, audience.list_id, members)
+                holders = profiles_at(conn, audience.name, moved)
+                journal.append(conn, journal.MEMBER, holders)
             seen += len(members)
             offset += READ_PAGE
             if offset >= page.get("total_items", 0) or not members:
@@ -535,30 +542,72 @@ def push(
     engine: Engine,
     config: MailchimpConfig,
     client: MailchimpClient,
-    profile_ids: list[int] | None = None,
     progress: Callable[[str, int], None] | None = None,
     allow_mass_removal: bool = False,
+    upstream: str = journal.PROFILE,
 ) -> PushReport:
-    """Provision, read back, plan and apply every audience; then clear the profiles' dirty mark.
+    """Each audience as a destination: provision, read back, claim from the journal, plan,
+    apply, acknowledge; what was acknowledged leaves the audience's queue.
 
-    Raises MassRemovalError, before applying that audience's plan, when it would remove more
-    of the audience than `max_removal_share` (unless `allow_mass_removal`)."""
-    ids = dirty_profile_ids(engine) if profile_ids is None else profile_ids
+    `upstream` is the journal kind that says a profile's desired member may have changed:
+    the rules' entries when a rules file is configured (they come after evaluation), else
+    identity's. Raises MassRemovalError, before applying that audience's plan, when it would
+    remove more of the audience than `max_removal_share` (unless `allow_mass_removal`)."""
     result = PushReport()
-    failed: set[int] = set()
     for audience in config.audiences:
-        report = AudienceReport(audience.name, progress=progress)
+        destination = MailchimpAudience(audience, config, client, upstream, progress)
+        destination.allow_mass_removal = allow_mass_removal
+        destination.sync(engine)
+        result.audiences.append(destination.report)
+    return result
+
+
+def destination_name(audience: AudienceConfig) -> str:
+    return f"mailchimp:{audience.name}"
+
+
+class MailchimpAudience:
+    """One Mailchimp audience as a destination (see `syncbridge.destinations`)."""
+
+    def __init__(
+        self,
+        audience: AudienceConfig,
+        config: MailchimpConfig,
+        client: MailchimpClient,
+        upstream: str = journal.PROFILE,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.audience, self.config, self.client = audience, config, client
+        self.name = destination_name(audience)
+        self.kinds = [upstream, journal.MEMBER]
+        self.report = AudienceReport(audience.name, progress=progress)
+        self.allow_mass_removal = False
+
+    def everyone(self) -> Select[Any]:
+        """A first pass takes every live profile, and every profile the audience holds."""
+        return everyone_for(self.audience)
+
+    def sync(self, engine: Engine) -> set[int]:
+        audience, client, report = self.audience, self.client, self.report
         report.created_fields = provision_merge_fields(client, audience)
         report.segments_changed = provision_segments(client, audience)
         report.read_back = read_back(client, engine, audience)
+        queue.claim(engine, self.name, self.kinds, self.everyone())
+        with engine.connect() as conn:
+            ids = queue.queued(conn, self.name)
         plan = build_plan(engine, audience, ids)
         report.planned = plan.counts()
-        if not allow_mass_removal:
+        if not self.allow_mass_removal:
             with engine.connect() as conn:
                 members = live_member_count(conn, audience.list_id)
             if (why := mass_removal(plan, members)) is not None:
                 raise MassRemovalError(why)
-        failed |= apply_plan(client, engine, plan, report, config)
-        result.audiences.append(report)
-    clear_dirty(engine, [i for i in ids if i not in failed])
-    return result
+        failed = apply_plan(client, engine, plan, report, self.config)
+        queue.release(engine, self.name, [i for i in ids if i not in failed])
+        return failed
+
+
+def everyone_for(audience: AudienceConfig) -> Select[Any]:
+    held = select(STATES.c.profile_id).where(STATES.c.audience == audience.name)
+    live = select(PROFILES.c.id).where(PROFILES.c.deleted.is_(False))
+    return live.union(held)  # type: ignore[return-value]

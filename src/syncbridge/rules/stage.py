@@ -24,6 +24,7 @@ from ..counts import Counts
 from ..errors import FatalError
 from ..gc_tuning import bulk_gc
 from ..redaction import redact
+from ..store import journal
 from ..store.bulk import as_utc, chunks, utcnow
 from ..store.engine import create_store_engine
 from ..store.rawsql import insert_many, update_many
@@ -38,6 +39,8 @@ RESULTS = ProfileRules.__table__
 MEMBERSHIP = SegmentMembership.__table__
 SETTINGS = CacheSetting.__table__
 RULES_KEY = "rules"
+CONSUMER = "rules"
+"""The rules stage's name in the journal's consumer offsets."""
 BATCH = 5000
 PARALLEL_FROM = 50_000
 """From this many profiles, a pass runs in two processes."""
@@ -116,6 +119,7 @@ def _run_rules(engine: Engine, config: RulesConfig, now: datetime | None) -> Rul
     stats = RulesStats()
     current = item_hashes(config)
     only: set[str] | None = None
+    claim(engine)
     with engine.begin() as conn:
         stats.retired = retire_deleted(conn, now)
     with engine.connect() as conn:
@@ -280,7 +284,7 @@ def _evaluate_batch(
             .values(exited_at=now)
         )
     stats.exited += len(exited)
-    update_many(conn, PROFILES, [{"id": pid, "push_dirty": True} for pid in dirty], "id")
+    journal.append(conn, journal.RULES, dirty)
     update_many(conn, PROFILES, [{"id": pid, "dirty": False} for pid in sorted(was_dirty)], "id")
 
 
@@ -304,14 +308,34 @@ def retire_deleted(conn: Connection, now: datetime) -> int:
             .values(exited_at=now)
         )
         conn.execute(RESULTS.delete().where(RESULTS.c.profile_id.in_(part)))
-    update_many(
-        conn, PROFILES, [{"id": pid, "dirty": False, "push_dirty": True} for pid in gone], "id"
-    )
+    update_many(conn, PROFILES, [{"id": pid, "dirty": False} for pid in gone], "id")
+    journal.append(conn, journal.RULES, gone)
     return len(gone)
 
 
+def claim(engine: Engine) -> int:
+    """Claim the journal's profile changes above the rules' offset into the rules' work set
+    (the `dirty` mark) and advance the offset, in one transaction. Identity resolution marks
+    what it writes as dirty already; the claim catches every change cleared while a pass ran."""
+    with engine.begin() as conn:
+        after, upto, _first = journal.claim_range(conn, CONSUMER)
+        if not journal.has(conn, [journal.PROFILE], after, upto):
+            return 0  # an idle cycle writes nothing
+        marked = conn.execute(
+            update(PROFILES)
+            .where(
+                PROFILES.c.dirty.is_(False),
+                PROFILES.c.id.in_(journal.subjects([journal.PROFILE], after, upto)),
+            )
+            .values(dirty=True)
+        ).rowcount
+        journal.advance(conn, CONSUMER, upto)
+    return int(marked or 0)
+
+
 def hand_over(engine: Engine) -> int:
-    """Without rules: every changed profile goes straight to the push."""
+    """Without rules nothing evaluates profiles: destinations read identity's journal entries
+    directly, and the rules' work set (`dirty`) is simply emptied."""
     with engine.begin() as conn:
         waiting = conn.execute(
             select(PROFILES.c.id).where(PROFILES.c.dirty.is_(True)).limit(1)
@@ -319,7 +343,7 @@ def hand_over(engine: Engine) -> int:
         if waiting is None:  # the steady state: no statement that writes
             return 0
         return conn.execute(
-            update(PROFILES).where(PROFILES.c.dirty.is_(True)).values(dirty=False, push_dirty=True)
+            update(PROFILES).where(PROFILES.c.dirty.is_(True)).values(dirty=False)
         ).rowcount
 
 

@@ -269,3 +269,40 @@ class SegmentMembership(CacheTable, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+class Change(CacheTable, table=True):
+    """One entry of the change journal: a record or a profile changed, and how (`kind`).
+
+    Every writer appends in the same transaction as the change itself; every consumer reads
+    the entries above its offset. Sequence numbers only grow (AUTOINCREMENT on SQLite, so that
+    compaction emptying the table never lets a number come back)."""
+
+    __tablename__ = "change"
+    __table_args__ = (Index("ix_change_kind_seq", "kind", "seq"), {"sqlite_autoincrement": True})
+
+    seq: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    kind: str = Field(max_length=40)
+    subject: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ConsumerOffset(CacheTable, table=True):
+    """How far one consumer (identity, rules, a destination) has read the journal."""
+
+    __tablename__ = "consumer_offset"
+
+    consumer: str = Field(primary_key=True, max_length=200)
+    seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime | None = _ts()
+
+
+class DestinationQueue(CacheTable, table=True):
+    """Profiles a destination still owes its remote system: claimed from the journal by the
+    destination itself, removed once they are acknowledged."""
+
+    __tablename__ = "destination_queue"
+
+    destination: str = Field(primary_key=True, max_length=200)
+    profile_id: int = Field(sa_column=Column(BigInteger, primary_key=True))

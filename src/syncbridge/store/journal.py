@@ -1,0 +1,124 @@
+"""The change journal: what changed, in order, for every consumer to read from its own offset.
+
+Every writer appends `(seq, kind, subject)` in the same transaction as the change itself:
+
+    record   a source record was written or deleted (ingest, re-map)    subject: record id
+    profile  identity resolution wrote a profile (new, changed, merged,  subject: profile id
+             split, deleted, email changed)
+    rules    the rules stage re-evaluated a profile whose results or     subject: profile id
+             attributes changed, or that left (deleted, merged away)
+    member   Mailchimp's view of a member changed (read back)            subject: profile id
+
+A consumer (identity resolution, the rules stage, each destination) *claims* the entries above
+its offset into its own work set and advances the offset in one transaction, then works
+through that set and clears its own marks. Upstream writers never clear a consumer's marks, so
+a change that arrives while a consumer runs has a sequence number above the claimed range and
+is claimed by the next pass; a crash leaves the claimed work set in place to be finished.
+
+On PostgreSQL, transactions that take sequence numbers commit in any order; a reader that saw
+11 before 10 committed would pass 10 by. Appends are therefore serialised with a
+transaction-scoped advisory lock taken before the first number is drawn and held until commit:
+whatever a reader sees committed is a prefix of the sequence. SQLite has one writer anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Select, func, select
+
+from .bulk import utcnow
+from .rawsql import insert_many, insert_tuples
+from .tables import Change, ConsumerOffset
+
+CHANGES = Change.__table__
+OFFSETS = ConsumerOffset.__table__
+RECORD, PROFILE, RULES, MEMBER = "record", "profile", "rules", "member"
+_APPEND_LOCK = 0x534A524E  # "SJRN"; the writer lock (store/writer_lock.py) uses "SYNC"
+COMPACT_BATCH = 50_000
+
+
+def append(conn: Connection, kind: str, subjects: Iterable[int]) -> int:
+    """Journal that these subjects changed, in the caller's transaction; returns how many."""
+    unique = list(dict.fromkeys(subjects))
+    if not unique:
+        return 0
+    serialise_appends(conn)
+    insert_tuples(conn, CHANGES, ("kind", "subject"), [(kind, s) for s in unique])
+    return len(unique)
+
+
+def serialise_appends(conn: Connection) -> None:
+    """Hold the journal's append lock until this transaction ends (PostgreSQL; see above)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
+
+
+def head(conn: Connection) -> int:
+    """The newest committed sequence number (0 for an empty journal)."""
+    return int(conn.execute(select(func.coalesce(func.max(CHANGES.c.seq), 0))).scalar_one())
+
+
+def offset(conn: Connection, consumer: str) -> int | None:
+    """How far `consumer` has read, or None when it has never read."""
+    query = select(OFFSETS.c.seq).where(OFFSETS.c.consumer == consumer)
+    found = conn.execute(query).scalar_one_or_none()
+    return None if found is None else int(found)
+
+
+def advance(conn: Connection, consumer: str, seq: int) -> None:
+    row = {"consumer": consumer, "seq": seq, "updated_at": utcnow()}
+    insert_many(conn, OFFSETS, [row], ["consumer"], ["seq", "updated_at"])
+
+
+def subjects(kinds: Sequence[str], after: int, upto: int) -> Select[Any]:
+    """The subjects of entries of these kinds in (after, upto], as a sub-select."""
+    c = CHANGES.c
+    return select(c.subject).where(c.kind.in_(kinds), c.seq > after, c.seq <= upto)
+
+
+def has(conn: Connection, kinds: Sequence[str], after: int, upto: int) -> bool:
+    """Whether any entry of these kinds lies in (after, upto] (an index probe)."""
+    c = CHANGES.c
+    query = select(c.seq).where(c.kind.in_(kinds), c.seq > after, c.seq <= upto).limit(1)
+    return conn.execute(query).first() is not None
+
+
+def claim_range(conn: Connection, consumer: str) -> tuple[int, int, bool]:
+    """(after, upto, first): the range a consumer claims now, and whether it never read
+    before. Call `advance(conn, consumer, upto)` in the same transaction as the claim."""
+    after = offset(conn, consumer)
+    return after or 0, head(conn), after is None
+
+
+def compact(engine: Engine, consumers: Sequence[str], batch: int = COMPACT_BATCH) -> int:
+    """Delete, in bounded transactions, entries every one of these consumers has read; the
+    newest entry always stays. Returns how many went."""
+    with engine.connect() as conn:
+        read = [offset(conn, c) for c in consumers]
+        newest = head(conn)
+    if not consumers or any(r is None for r in read):
+        return 0
+    horizon = min(min(r for r in read if r is not None), newest - 1)
+    removed = 0
+    while True:
+        with engine.begin() as conn:
+            oldest = select(CHANGES.c.seq).where(CHANGES.c.seq <= horizon)
+            oldest = oldest.order_by(CHANGES.c.seq).limit(batch)
+            done = conn.execute(CHANGES.delete().where(CHANGES.c.seq.in_(oldest))).rowcount
+        removed += done
+        if done < batch:
+            return removed
+
+
+def lags(conn: Connection, consumers: Sequence[str]) -> dict[str, dict[str, int | None]]:
+    """Each consumer's offset and how many journal entries lie above it."""
+    newest = head(conn)
+    out: dict[str, dict[str, int | None]] = {}
+    for consumer in consumers:
+        read = offset(conn, consumer)
+        above = select(func.count()).where(CHANGES.c.seq > (read or 0))
+        out[consumer] = {"offset": read, "lag": int(conn.execute(above).scalar_one()),
+                         "head": newest}  # fmt: skip
+    return out
