@@ -105,9 +105,16 @@ class IncrementalJsonlHarness(Harness):
             "".join(lines), encoding="utf-8"
         )
 
-    def _stamp(self) -> str:
+    def _stamp(self, fraction: str = ".500") -> str:
         self.clock += 1
-        return f"2026-11-20T10:{self.clock // 60:02d}:{self.clock % 60:02d}Z"
+        return f"2026-11-20T10:{self.clock // 60:02d}:{self.clock % 60:02d}{fraction}Z"
+
+    def put_older(self, people: list[dict[str, Any]]) -> None:
+        # Half a second before the newest stamp, without the fraction: later *as text*.
+        import json
+
+        self.clock -= 1
+        self._emit([json.dumps({**p, "updated_at": self._stamp("")}) + "\n" for p in people])
 
     def put(self, people: list[dict[str, Any]]) -> None:
         import json
