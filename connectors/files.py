@@ -12,17 +12,22 @@ import csv
 import gzip
 import io
 import json
+import logging
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from syncbridge.cleaning import format_datetime, parse_datetime
 from syncbridge.connectors import Connector, Page, Stream, StreamOptions
+from syncbridge.cursors import cursor_moment, cursor_text, later, stored_moment
 from syncbridge.errors import FatalError
+from syncbridge.prepare import record_key
 
-csv.field_size_limit(16 * 1024 * 1024)
+MAX_CELL_SIZE = 16 * 1024 * 1024
+csv.field_size_limit(MAX_CELL_SIZE)
+log = logging.getLogger(__name__)
 KEY = "__key__"
 """Where a stream whose primary key needs cleaning puts the cleaned key on each record."""
 
@@ -67,6 +72,10 @@ class FileStreamOptions(StreamOptions):
     stop_at_blank_row: bool = False
     snapshot: bool = False
     page_size: int = Field(default=5000, ge=1, le=100_000)
+    max_cell_size: int = Field(default=MAX_CELL_SIZE, ge=1024)
+    """Characters a CSV cell may hold; a larger one is a per-record error, not a failed read."""
+    max_cell_lines: int = Field(default=1000, ge=2)
+    """Lines a quoted CSV cell may span before it is taken for a quote left open."""
 
     @field_validator("primary_key", mode="before")
     @classmethod
@@ -149,10 +158,18 @@ class FileStream(Stream):
 
     # -- reading -------------------------------------------------------------------------------
 
+    def position(self, cursor: Any | None) -> datetime | None:
+        return stored_moment((cursor or {}).get("max"))
+
     def read(self, cursor: Any | None) -> Iterator[Page]:
         state = dict(cursor or {})
         seen_files: dict[str, str] = dict(state.get("files", {}))
-        threshold = state.get("max")
+        threshold = self.position(cursor)
+        if state.get("max") is not None and threshold is None:
+            log.warning(
+                "%s: the saved cursor %r is not a date/time; reading every row again",
+                self.name, state["max"],
+            )  # fmt: skip
         newest = threshold
         files = self.files()
         changed = [f for f in files if seen_files.get(self._name(f)) != self._fingerprint(f)]
@@ -162,20 +179,28 @@ class FileStream(Stream):
             return
         buffer: list[dict[str, Any]] = []
         errors: list[tuple[str, str]] = []
+        repeats = _Repeats()
         for index, path in enumerate(changed):
-            for row in self._rows(path, errors):
-                if self.cursor_field:
-                    value = self._cursor_value(row.get(self.cursor_field))
-                    if value is not None:
-                        if threshold is not None and value < threshold:
-                            continue
-                        newest = value if newest is None or value > newest else newest
+            if not self.snapshot:  # a later file of a folder is a newer export, not a repeat
+                repeats = _Repeats()
+            for line, row in self._rows(path, errors):
+                where = f"{path.name} line {line}"
+                if self.cursor_field and (moment := self._cursor_moment(row, where, errors)):
+                    if threshold is not None and moment < threshold:
+                        continue
+                    newest = later(newest, moment)
+                key = self._key(row)
+                if key is None:
+                    errors.append((where, self._no_key()))
+                    continue
+                if earlier := repeats.add(key, path.name, line):
+                    errors.append((earlier, _repeat(key, where)))
                 buffer.append(row)
                 if len(buffer) >= self.options.page_size:
                     yield Page(buffer, cursor, errors=errors)
                     buffer, errors = [], []
             seen_files = {**seen_files, self._name(path): self._fingerprint(path)}
-            cursor = {"files": seen_files, "max": newest}
+            cursor = {"files": seen_files, "max": cursor_text(newest)}
             last = index == len(changed) - 1
             if buffer or errors or last:
                 yield Page(buffer, cursor, complete=last and self.snapshot, errors=errors)
@@ -189,16 +214,32 @@ class FileStream(Stream):
         stat = path.stat()
         return f"{stat.st_size}:{stat.st_mtime_ns}"
 
-    def _cursor_value(self, raw: Any) -> str | None:
+    def _cursor_moment(
+        self, row: dict[str, Any], where: str, errors: list[tuple[str, str]]
+    ) -> datetime | None:
+        """The row's cursor value as a moment. One that does not parse is a per-record error:
+        the row still loads (its data is fine) but cannot move the cursor, nor be skipped."""
+        assert self.cursor_field
+        raw = row.get(self.cursor_field)
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             return None
+        o = self.options
         try:
-            moment = parse_datetime(raw, self.options.cursor_format, self.options.cursor_timezone)
-        except ValueError:
-            return str(raw)
-        return format_datetime(moment)
+            return cursor_moment(raw, o.cursor_format, o.cursor_timezone)
+        except ValueError as exc:
+            errors.append((where, f"cursor field {self.cursor_field!r}: {str(raw)[:80]!r} is "
+                           f"{exc}; the row loads but does not move the cursor"))  # fmt: skip
+            return None
 
-    def _rows(self, path: Path, errors: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
+    def _key(self, record: dict[str, Any]) -> str | None:
+        if self.key_parts:
+            return record[KEY] if self._keyed(record) else None
+        return record_key(record, self.primary_key)
+
+    def _rows(
+        self, path: Path, errors: list[tuple[str, str]]
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(line, record) pairs of one file; what cannot be a record goes to `errors`."""
         try:
             with _open_text(path, self.options.encoding) as fh:
                 if _format_of(path, self.options.format) == "jsonl":
@@ -206,33 +247,73 @@ class FileStream(Stream):
                 else:
                     yield from self._csv(path, fh, errors)
         except UnicodeDecodeError as exc:
-            raise FatalError(
-                f"{path}: not {self.options.encoding} text at byte {exc.start} "
-                '(set the stream\'s encoding, e.g. encoding = "cp1252")'
-            ) from None
+            raise FatalError(_decode_problem(path, self.options.encoding, exc)) from None
 
-    def _csv(self, path: Path, fh: Any, errors: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
-        reader = csv.reader(fh, delimiter=self.options.delimiter)
+    def _csv(
+        self, path: Path, fh: Any, errors: list[tuple[str, str]]
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        csv.field_size_limit(self.options.max_cell_size)
+        lines = _Lines(fh)
+        reader = csv.reader(lines, delimiter=self.options.delimiter)
         header = [h.strip() for h in next(reader, [])]
+        lines.take()
         width = len(header)
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # the reader goes on at the next line
+                first, taken = lines.take()
+                errors.append((f"{path.name} line {first}", self._unreadable(exc, first, taken)))
+                lines.again(first + 1, taken[1:])
+                continue
+            first, taken = lines.take()
+            if len(taken) > 1 and self._runaway(row, taken, width):
+                errors.append((f"{path.name} line {first}", _runaway_message(first, taken)))
+                lines.again(first + 1, taken[1:])  # the swallowed lines are rows: read them
+                continue
             if not "".join(row).strip():  # blank, or only whitespace
                 if self.options.stop_at_blank_row:
                     return
                 continue
             if len(row) > width:
-                where = f"{path.name} line {reader.line_num}"
+                where = f"{path.name} line {first}"
                 errors.append((where, f"row has {len(row)} fields, the header has {width}"))
                 continue
-            record = dict(zip(header, row, strict=False))
-            if self.key_parts and not self._keyed(record):
-                errors.append((f"{path.name} line {reader.line_num}", self._no_key()))
-                continue
-            yield record
+            yield first, dict(zip(header, row, strict=False))
+
+    def _runaway(self, row: list[str], taken: list[str], width: int) -> bool:
+        """A quoted cell spanning lines is a quote left open when it spans more than
+        `max_cell_lines`, or when every line it swallowed reads, on its own, as a row of the
+        header's width (a real note or address line almost never holds that many delimiters).
+        The cell's last line counts too unless the cell is the row's first: then that line
+        ends with the rest of a real row and proves nothing."""
+        if len(taken) > self.options.max_cell_lines:
+            return True
+        column = next((i for i, cell in enumerate(row) if "\n" in cell or "\r" in cell), None)
+        if column is None or width < 2:
+            return False
+        swallowed = taken[1:] if column > 0 else taken[1:-1]
+        delimiter = self.options.delimiter
+        return bool(swallowed) and all(
+            len(next(csv.reader([line], delimiter=delimiter), [])) == width for line in swallowed
+        )
+
+    def _unreadable(self, exc: csv.Error, first: int, taken: list[str]) -> str:
+        text = str(exc)
+        if "field larger than field limit" in text:
+            limit = self.options.max_cell_size
+            text = f"a cell holds more than {limit} characters (the stream's max_cell_size)"
+        else:
+            text = f"unreadable CSV: {text}"
+        if len(taken) > 1:
+            text += f"; lines {first + 1}-{first + len(taken) - 1} are read again as rows"
+        return text
 
     def _jsonl(
         self, path: Path, fh: Any, errors: list[tuple[str, str]]
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -241,13 +322,13 @@ class FileStream(Stream):
             except json.JSONDecodeError as exc:
                 errors.append((f"{path.name} line {number}", f"invalid JSON: {exc.msg}"))
                 continue
+            except RecursionError:
+                errors.append((f"{path.name} line {number}", "JSON nested too deeply to read"))
+                continue
             if not isinstance(record, dict):
                 errors.append((f"{path.name} line {number}", "a line must hold a JSON object"))
                 continue
-            if self.key_parts and not self._keyed(record):
-                errors.append((f"{path.name} line {number}", self._no_key()))
-                continue
-            yield record
+            yield number, record
 
     def _keyed(self, record: dict[str, Any]) -> bool:
         """Put the cleaned primary key on the record; False when a part of it is empty."""
@@ -261,8 +342,93 @@ class FileStream(Stream):
         return True
 
     def _no_key(self) -> str:
-        parts = ", ".join("|".join(p.fields) for p in self.key_parts)
+        parts = ", ".join("|".join(p.fields) for p in self.key_parts) or ", ".join(self.primary_key)
         return f"record has no primary key value ({parts})"
+
+
+class _Lines:
+    """The lines under a csv reader: numbered, kept for the record being read, and able to
+    take lines back (those a quote left open swallowed) so the reader reads them again."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = iter(fh)
+        self._again: list[str] = []  # reversed: pop() gives the next line
+        self._next = 1  # number of the next line handed out
+        self.first = 1
+        self.taken: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._again.pop() if self._again else next(self._fh)
+        if not self.taken:
+            self.first = self._next
+        self._next += 1
+        self.taken.append(line)
+        return line
+
+    def take(self) -> tuple[int, list[str]]:
+        """The first line number and the lines of the record just read."""
+        first, taken = self.first, self.taken
+        self.taken = []
+        return first, taken
+
+    def again(self, first: int, lines: list[str]) -> None:
+        """Hand these lines (numbered from `first`) out again before reading on."""
+        self._again.extend(reversed(lines))
+        self._next = first
+
+
+class _Repeats:
+    """Where each primary key of one read was seen, to report a key that repeats."""
+
+    def __init__(self) -> None:
+        self._where: dict[str, tuple[str, int]] = {}
+
+    def add(self, key: str, file: str, line: int) -> str | None:
+        """Note the key's new line; return where it was before, if it was."""
+        before = self._where.get(key)
+        self._where[key] = (file, line)
+        return None if before is None else f"{before[0]} line {before[1]}"
+
+
+def _repeat(key: str, where: str) -> str:
+    # The later line wins, as a later upsert would: an export lists a record's newer state after.
+    return f"primary key {key!r} appears again at {where}; that later row is kept, this one is not"
+
+
+def _runaway_message(first: int, taken: list[str]) -> str:
+    last = first + len(taken) - 1
+    return (
+        f"a quote opened on this line is not closed before line {last}; this row is skipped "
+        f"and lines {first + 1}-{last} are read as rows"
+    )
+
+
+def _decode_problem(path: Path, encoding: str, exc: UnicodeDecodeError) -> str:
+    """Where the first undecodable byte is, by line and byte offset in the file (a text
+    reader's own offset counts from the start of its last chunk), and the encoding to try."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    offset = 0
+    with opener(path, "rb") as raw:
+        for number, line in enumerate(raw, start=1):
+            try:
+                line.decode(encoding)
+            except UnicodeDecodeError as bad:
+                byte = line[bad.start]
+                try:
+                    line.decode("cp1252")
+                    guess = "cp1252"
+                except UnicodeDecodeError:
+                    guess = "latin-1"
+                return (
+                    f"{path}: line {number}, byte offset {offset + bad.start}: byte "
+                    f"0x{byte:02X} is not {encoding} text; if the file was saved on Windows "
+                    f'or by Excel, set the stream\'s encoding = "{guess}"'
+                )
+            offset += len(line)
+    return f"{path}: not {encoding} text ({exc.reason}); set the stream's encoding"
 
 
 class FileConnector(Connector):

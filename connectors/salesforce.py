@@ -137,6 +137,9 @@ class SalesforceStream(Stream):
         columns = ", ".join(self.fields())
         return f"SELECT {columns} FROM {self.object}{where} ORDER BY SystemModstamp, Id"
 
+    def position(self, cursor: Any | None) -> datetime | None:
+        return parse_datetime(cursor) if cursor else None
+
     def read(self, cursor: Any | None) -> Iterator[Page]:
         since = None
         if cursor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from .builders import (
     write_salesforce_report,
     write_shopify_customers,
 )
-from .streams import journal_head, journaled
+from .streams import PERSON_MAPPING, ListStream, journal_head, journaled
 
 R = SourceRecord.__table__.c
 P = Profile.__table__.c
@@ -307,7 +308,7 @@ def test_malformed_jsonl_lines_are_errors_and_the_rest_loads(
     assert errors == [
         ("events.jsonl line 2", "invalid JSON: Expecting property name enclosed in double quotes"),
         ("events.jsonl line 3", "a line must hold a JSON object"),
-        (None, "record has no primary key value"),
+        ("events.jsonl line 4", "record has no primary key value (messageId)"),
     ]
     engine.dispose()
 
@@ -344,3 +345,76 @@ def test_crash_mid_stream_repeats_the_page_and_loses_nothing(
     with engine.connect() as conn:
         assert len(conn.execute(select(P.id).where(P.deleted.is_(False))).all()) == 25
     engine.dispose()
+
+
+# -- bad files: reported, never lost silently (issue 11, points 1-4) ---------------------------
+
+
+def test_a_failing_stream_does_not_hold_back_the_others(
+    project: tuple[Any, Engine], tmp_path: Path
+) -> None:
+    """The CRM export (read first) is not UTF-8: the run fails, naming the line, but the shop's
+    customers are still read and resolved into profiles."""
+    from syncbridge.errors import FatalError
+    from syncbridge.store.tables import Run
+
+    settings, engine = project
+    path = tmp_path / "crm" / "contacts.csv"
+    path.write_bytes(path.read_bytes().replace("Zoë".encode(), b"Zo\xeb"))
+    with pytest.raises(FatalError) as info:
+        run_cycle(settings, engine)
+    with engine.connect() as conn:
+        emails = conn.execute(select(P.email).where(P.deleted.is_(False))).scalars().all()
+        run = conn.execute(select(Run.__table__.c.status, Run.__table__.c.message)).one()
+    assert sorted(emails) == ["ann.lee@yahoo.com", "zoe.muller@gmail.com"]
+    assert run.status == "failed" and "contacts.csv: line 2" in run.message
+    assert re.search(r"contacts.csv: line 2, byte offset \d+: byte 0xEB", str(info.value))
+
+
+def test_a_repeated_key_across_pages_keeps_the_later_row_and_reports_both_lines(
+    tmp_path: Path, store_url: str
+) -> None:
+    rows = [shopify_row("7391094784034", "old@gmail.com"), shopify_row("7391094784035", "b@x.io"),
+            shopify_row("7391094784034", "new@gmail.com")]  # fmt: skip
+    write_shopify_customers(tmp_path / "shop" / "customers.csv", rows)
+    data = two_source_config(tmp_path, store_url)
+    data["sources"] = data["sources"][1:]
+    data["sources"][0]["streams"][0]["page_size"] = 1  # the repeat lands in another page
+    data["identity"] = {}
+    engine = open_engine(store_url)
+    run_cycle(settings_from(data, tmp_path), engine)
+    with engine.connect() as conn:
+        emails = conn.execute(select(P.email).where(P.deleted.is_(False))).scalars().all()
+        errors = conn.execute(
+            select(RecordErrorRow.__table__.c.external_id, RecordErrorRow.__table__.c.message)
+        ).all()
+    engine.dispose()
+    assert sorted(emails) == ["b@x.io", "new@gmail.com"]
+    assert [tuple(e) for e in errors] == [("customers.csv line 2", "primary key "
+            "\"'7391094784034\" appears again at customers.csv line 4; that later row is kept, "
+            "this one is not")]  # fmt: skip
+
+
+class _BackwardStream(ListStream):
+    """Pages whose cursors go 10:00, then 09:00: a connector bug the engine must not save."""
+
+    def position(self, cursor: Any | None) -> Any:
+        from syncbridge.cleaning import parse_datetime
+
+        return parse_datetime(cursor) if cursor else None
+
+    def read(self, cursor: Any | None) -> Any:
+        from syncbridge.connectors import Page
+
+        yield Page([{"id": "1", "email": "a@x.io"}], "2026-11-20T10:00:00Z")
+        yield Page([{"id": "2", "email": "b@x.io"}], "2026-11-20T09:00:00Z")
+
+
+def test_the_engine_never_moves_a_cursor_back(engine: Engine) -> None:
+    from syncbridge.ingest import StreamIngest, ingest_stream, load_cursor
+    from syncbridge.transform import RecordTransformer
+
+    stream = _BackwardStream("people", [])
+    stats = ingest_stream(engine, StreamIngest("src", stream, RecordTransformer(PERSON_MAPPING)))
+    assert stats.inserted == 2  # the records of the page are stored all the same
+    assert load_cursor(engine, "src", "people") == "2026-11-20T10:00:00Z"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,6 +57,12 @@ class Stream(ABC):
 
     def columns(self) -> Sequence[str] | None:
         """The fields records carry, when known without reading them all (for `validate`)."""
+        return None
+
+    def position(self, cursor: Any | None) -> datetime | None:
+        """The high-water mark a cursor of this stream stands for, as a moment (None: the
+        cursor has none, e.g. only file fingerprints). The engine refuses to save a cursor
+        whose position is before the saved one's (see `cursors.goes_back`)."""
         return None
 
     @abstractmethod

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 from .children import end_with_parent
 from .connectors import Stream
 from .counts import Counts
+from .cursors import goes_back
 from .errors import FatalError, SyncbridgeError
 from .gc_tuning import bulk_gc
 from .prepare import PreparedPage, PreparedRecord, prepare_page, transform
@@ -101,21 +102,49 @@ def ingest_streams(engine: Engine, jobs: list[StreamIngest], workers: int = 2) -
     First reads of `parallel` jobs run in up to `workers` producer processes at once while this
     process writes whichever page is ready (SQLite has one writer; pages of different streams
     are independent transactions). The other jobs are read here, one after the other.
+
+    A stream that fails (a FatalError or other SyncbridgeError from its source) does not stop
+    the others: they are read to the end, then `StreamsFailed` reports every failure. Any other
+    exception (the store failing, a crash) stops everything at once.
     """
+    failures: list[SyncbridgeError] = []
     with bulk_gc():
         statistics = TableStatistics(engine)
         writers = [_StreamWriter(engine, job, statistics) for job in jobs]
         forking = "fork" in multiprocessing.get_all_start_methods()
         produced = [w for w in writers if forking and w.job.parallel and w.first_read]
         if produced:
-            _write_produced(produced, max(1, workers))
+            failures += _write_produced(produced, max(1, workers))
         for writer in writers:
             if writer not in produced:
                 writer.announce()
-                for page in writer.job.stream.read(writer.cursor):
-                    writer.write(prepare_page(page, writer.job.stream.primary_key))
+                try:
+                    for page in writer.job.stream.read(writer.cursor):
+                        writer.write(prepare_page(page, writer.job.stream.primary_key))
+                except SyncbridgeError as exc:
+                    failures.append(_failed(writer, exc))
+                    continue
                 writer.finish()
+    if failures:
+        raise StreamsFailed(failures)
     return [job.stats for job in jobs]
+
+
+class StreamsFailed(FatalError):
+    """Some streams failed; the others were read. `failures` holds each stream's error."""
+
+    def __init__(self, failures: list[SyncbridgeError]) -> None:
+        super().__init__("; ".join(str(f) for f in failures))
+        self.failures = failures
+
+    def first(self) -> SyncbridgeError:
+        """The error to raise on: the only one as it is (an AuthError stays one), or all."""
+        return self.failures[0] if len(self.failures) == 1 else self
+
+
+def _failed(writer: _StreamWriter, exc: SyncbridgeError) -> SyncbridgeError:
+    log.error("%s failed: %s; reading the other streams", writer.where, exc)
+    return exc
 
 
 class _StreamWriter:
@@ -133,6 +162,8 @@ class _StreamWriter:
         self.first_read = self.cursor is None
         self.seen: set[str] | None = set() if job.stream.snapshot else None
         self.complete = False
+        self.reported: set[tuple[str | None, str | None, str]] = set()
+        """Located page errors already stored by this read: a repeated page adds none."""
 
     def announce(self) -> None:
         log.info("reading %s%s", self.where, " (first read)" if self.first_read else "")
@@ -140,9 +171,11 @@ class _StreamWriter:
     def write(self, page: PreparedPage) -> None:
         stats = self.job.stats
         inserted, events = stats.inserted, stats.events
+        page.errors = [e for e in page.errors if e[0] is None or e not in self.reported]
+        self.reported.update(e for e in page.errors if e[0] is not None)
         with self.engine.begin() as conn:
             _write_page(conn, self.job, page, self.seen)
-            if page.cursor is not None and page.cursor != self.cursor:
+            if page.cursor is not None and page.cursor != self.cursor and self._forward(page):
                 _save_cursor(conn, self.job.source, self.job.stream.name, page.cursor)
                 self.cursor = page.cursor
         self.statistics.wrote(RECORDS.name, stats.inserted - inserted)
@@ -150,6 +183,16 @@ class _StreamWriter:
         self.complete = page.complete
         if self.job.on_page:
             self.job.on_page(page.read)
+
+    def _forward(self, page: PreparedPage) -> bool:
+        """False for a cursor whose position is before the saved one's: saving it would
+        read again what was read (at best). The page's records are stored all the same."""
+        stream = self.job.stream
+        before, after = stream.position(self.cursor), stream.position(page.cursor)
+        if goes_back(before, after):
+            log.warning("%s: not moving the cursor back from %s to %s", self.where, before, after)
+            return False
+        return True
 
     def finish(self) -> None:
         if self.seen is None or not self.complete:
@@ -164,9 +207,11 @@ class _StreamWriter:
             self.job.stats.deleted += _delete_unseen(conn, self.job, self.seen)
 
 
-def _write_produced(writers: list[_StreamWriter], workers: int) -> None:
+def _write_produced(writers: list[_StreamWriter], workers: int) -> list[SyncbridgeError]:
     """Run a producer process per stream, at most `workers` at once, and write their pages
-    as they arrive on one shared queue (tagged with the stream's index)."""
+    as they arrive on one shared queue (tagged with the stream's index). Returns the errors of
+    streams that failed; the others are read to the end."""
+    failures: list[SyncbridgeError] = []
     context = multiprocessing.get_context("fork")
     pages: Any = context.Queue(maxsize=_QUEUE_PAGES * workers)
     waiting = list(enumerate(writers))
@@ -185,20 +230,25 @@ def _write_produced(writers: list[_StreamWriter], workers: int) -> None:
             except queue.Empty:
                 # Dead and silent for a whole wait: whatever it sent before dying has arrived.
                 dead = {i for i, process in running.items() if not process.is_alive()}
-                if lost := sorted(dead & suspects):
-                    raise FatalError(
-                        f"{writers[lost[0]].where}: the reader process died "
-                        f"(exit code {running[lost[0]].exitcode})"
-                    ) from None
-                suspects = dead
+                for lost in sorted(dead & suspects):
+                    process = running.pop(lost)
+                    died = f"the reader process died (exit code {process.exitcode})"
+                    failures.append(
+                        _failed(writers[lost], FatalError(f"{writers[lost].where}: {died}"))
+                    )
+                suspects = dead - suspects
                 continue
             if item is None:
                 running.pop(index).join(timeout=5)
                 writers[index].finish()
+            elif isinstance(item, SyncbridgeError):
+                running.pop(index).join(timeout=5)
+                failures.append(_failed(writers[index], item))
             elif isinstance(item, BaseException):
                 raise item
             else:
                 writers[index].write(PreparedPage.from_wire(item))
+        return failures
     finally:
         for process in running.values():
             if process.is_alive():
@@ -385,6 +435,7 @@ def _delete_unseen(conn: Connection, job: StreamIngest, seen: set[str]) -> int:
 __all__ = [
     "StreamIngest",
     "StreamStats",
+    "StreamsFailed",
     "error_row",
     "forget_cursors",
     "ingest_stream",

@@ -22,7 +22,7 @@ from .config.loader import Settings, StreamKey
 from .connectors import build_connector
 from .errors import FatalError
 from .identity import ResolveStats, resolve_pending
-from .ingest import StreamIngest, StreamStats, forget_cursors, ingest_streams
+from .ingest import StreamIngest, StreamsFailed, StreamStats, forget_cursors, ingest_streams
 from .push.client import MailchimpClient
 from .push.sync import PushReport, push
 from .remap import RemapStats, remap_changed_mappings
@@ -143,9 +143,11 @@ def run_cycle(
     allow_mass_removal: bool = False,
 ) -> CycleReport:
     """Pull → resolve → push. A failure marks the run failed and re-raises; committed pages
-    and acknowledged members stay. The push runs when audiences are configured and a client is
-    given (or an API key is set). Streams in `full_refresh` forget their saved position first
-    and are read from scratch (their stored records stay; see `ingest.forget_cursors`)."""
+    and acknowledged members stay. A stream that fails does not hold back the others: they are
+    read and resolved, then the run fails (before rules and push, which need every stream).
+    The push runs when audiences are configured and a client is given (or an API key is set).
+    Streams in `full_refresh` forget their saved position first and are read from scratch
+    (their stored records stay; see `ingest.forget_cursors`)."""
     config = settings.config
     report = CycleReport(run_id=start_run(engine))
     started = time.perf_counter()
@@ -173,9 +175,15 @@ def run_cycle(
             log.info("full refresh: reading %s from scratch", ", ".join(map(str, full_refresh)))
             forget_cursors(engine, [(k.source, k.stream) for k in full_refresh])
         report.remaps = remap_changed_mappings(engine, list(jobs.values()))
-        ingest_streams(engine, list(jobs.values()), config.ingest.workers)
+        failed: StreamsFailed | None = None
+        try:
+            ingest_streams(engine, list(jobs.values()), config.ingest.workers)
+        except StreamsFailed as exc:
+            failed = exc
         log.info("resolving identities")
         report.resolve = resolve_pending(engine, config.identity, report.run_id)
+        if failed:  # the streams that were read are resolved; rules and push wait for all
+            raise failed.first()
         if settings.rules is not None:
             log.info("evaluating rules")
             report.rules = run_rules(engine, settings.rules, now)

@@ -105,9 +105,16 @@ class IncrementalJsonlHarness(Harness):
             "".join(lines), encoding="utf-8"
         )
 
-    def _stamp(self) -> str:
+    def _stamp(self, fraction: str = ".500") -> str:
         self.clock += 1
-        return f"2026-11-20T10:{self.clock // 60:02d}:{self.clock % 60:02d}Z"
+        return f"2026-11-20T10:{self.clock // 60:02d}:{self.clock % 60:02d}{fraction}Z"
+
+    def put_older(self, people: list[dict[str, Any]]) -> None:
+        # Half a second before the newest stamp, without the fraction: later *as text*.
+        import json
+
+        self.clock -= 1
+        self._emit([json.dumps({**p, "updated_at": self._stamp("")}) + "\n" for p in people])
 
     def put(self, people: list[dict[str, Any]]) -> None:
         import json
@@ -246,3 +253,190 @@ def test_validate_checks_every_column_a_key_spec_reads(tmp_path: Path) -> None:
         _stream(tmp_path, LINES, ["Name", {"field": ["Lineitem SKU", "Lineitem name"]}])
     text = "\n".join(str(p) for p in info.value.problems)
     assert "primary_key: unknown column 'Lineitem SKU'; did you mean 'Lineitem sku'?" in text
+
+
+# -- bad files: reported, never lost silently (issue 11, points 1-4) ---------------------------
+
+
+def _raw_stream(tmp_path: Path, name: str, data: bytes | str, **options: Any) -> Any:
+    """A stream over one file written byte for byte (what csv.writer cannot produce)."""
+    from syncbridge.connectors import build_connector
+
+    tmp_path.mkdir(exist_ok=True)
+    path = tmp_path / name
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    (tmp_path / "m.toml").write_text(EMAIL_MAPPING, encoding="utf-8")
+    stream = {"name": "people", "path": name, "primary_key": "Id", "mapping": "m.toml", **options}
+    data_ = {"store": {"url": f"sqlite:///{tmp_path / 'c.db'}"},
+             "sources": [{"name": "files", "connector": "files", "streams": [stream]}]}  # fmt: skip
+    settings = settings_from(data_, tmp_path)
+    return build_connector(settings.config.sources[0], tmp_path).streams()[0]
+
+
+def _read(stream: Any, cursor: Any = None) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    records, errors = [], []
+    for page in stream.read(cursor):
+        records += page.records
+        errors += page.errors
+    return records, errors
+
+
+RUNAWAY = (
+    "Id,Email,Note\n"
+    "1,a@x.io,fine\n"
+    '2,b@x.io,"the quote of this note is never closed\n'  # line 3
+    "3,c@x.io,fine\n"
+    "4,d@x.io,fine\n"
+    "5,e@x.io,\n"
+    '6,f@x.io,"quoted, and closed"\n'  # line 7: its opening quote ends the runaway cell
+    "7,g@x.io,fine\n"
+)
+
+
+def test_a_quote_left_open_is_reported_and_the_rows_it_swallowed_load(tmp_path: Path) -> None:
+    records, errors = _read(_raw_stream(tmp_path, "export.csv", RUNAWAY))
+    assert [r["Id"] for r in records] == ["1", "3", "4", "5", "6", "7"]
+    assert records[4]["Note"] == "quoted, and closed"
+    assert errors == [("export.csv line 3", "a quote opened on this line is not closed before "
+                       "line 7; this row is skipped and lines 4-7 are read as rows")]  # fmt: skip
+
+
+def test_a_quote_left_open_to_the_end_of_the_file_is_reported_too(tmp_path: Path) -> None:
+    text = 'Id,Email,Note\n1,a@x.io,"open\n2,b@x.io,x\n3,c@x.io,y\n'
+    records, errors = _read(_raw_stream(tmp_path, "export.csv", text))
+    assert [r["Id"] for r in records] == ["2", "3"]
+    assert [w for w, _ in errors] == ["export.csv line 2"]
+
+
+def test_a_cell_spanning_more_than_max_cell_lines_is_taken_for_an_open_quote(
+    tmp_path: Path,
+) -> None:
+    text = 'Id,Email,Note\n1,a@x.io,"open\nx\ny\nz"\n2,b@x.io,ok\n'
+    records, errors = _read(_raw_stream(tmp_path, "export.csv", text, max_cell_lines=3))
+    assert errors[0][0] == "export.csv line 2" and "not closed before line 5" in errors[0][1]
+    assert "2" in [r["Id"] for r in records]  # the row after the run-on loads
+
+
+def test_real_multi_line_cells_still_load(tmp_path: Path) -> None:
+    """Shopify's Note column, a two-line address, and a note in the first column whose last
+    line ends with a whole row's worth of cells: none is a quote left open."""
+    notes = ["Prefers email.\nCall before 5pm, not on weekends.", "Line one\n\nLine three"]
+    rows = [["Id", "Email", "Address", "Note"],
+            ["1", "a@x.io", "12 Main St\nApt 4", notes[0]],
+            ["2", "b@x.io", "", notes[1]],
+            ["3", "c@x.io", "x", "VIP, wholesale, net 30\nsee contract, p. 4, item 2"]]  # fmt: skip
+    stream = _stream(tmp_path, rows, "Id")
+    records, errors = _read(stream)
+    assert errors == []
+    assert [r["Note"] for r in records][:2] == notes and records[0][
+        "Address"
+    ] == "12 Main St\nApt 4"
+    first = [["Note", "Id", "Email"], ["Gift wrap\nplease,1,a@x.io", "1", "a@x.io"]]
+    again = _stream(tmp_path / "first", first, "Id")
+    assert _read(again) == (
+        [{"Note": "Gift wrap\nplease,1,a@x.io", "Id": "1", "Email": "a@x.io"}],
+        [],
+    )
+
+
+def test_a_repeated_primary_key_names_both_lines_and_the_later_row_wins(tmp_path: Path) -> None:
+    text = "Id,Email\n1,old@x.io\n2,b@x.io\n1,new@x.io\n"
+    records, errors = _read(_raw_stream(tmp_path, "export.csv", text))
+    assert errors == [("export.csv line 2", "primary key '1' appears again at export.csv line 4; "
+                       "that later row is kept, this one is not")]  # fmt: skip
+    from syncbridge.connectors import Page
+    from syncbridge.prepare import prepare_page
+
+    kept = prepare_page(Page(records, None), ("Id",)).records
+    assert sorted(r.payload for r in kept) == ['{"Email":"b@x.io","Id":"2"}',
+                                               '{"Email":"new@x.io","Id":"1"}']  # fmt: skip
+
+
+def test_a_repeated_key_across_a_snapshot_folder_is_reported_but_not_across_change_files(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "parts"
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text("Id,Email\n1,a@x.io\n", encoding="utf-8")
+    (folder / "b.csv").write_text("Id,Email\n2,b@x.io\n1,a2@x.io\n", encoding="utf-8")
+    snapshot = _raw_stream(tmp_path, "unused.csv", "Id\n", path="parts", snapshot=True)
+    assert _read(snapshot)[1] == [("a.csv line 2", "primary key '1' appears again at b.csv "
+                                   "line 3; that later row is kept, this one is not")]  # fmt: skip
+    changes = _raw_stream(tmp_path, "unused.csv", "Id\n", path="parts")
+    assert _read(changes)[1] == []  # a later change file is the newer state of the record
+
+
+def test_a_cell_over_the_size_limit_is_a_per_record_error_and_the_rest_loads(
+    tmp_path: Path,
+) -> None:
+    huge = "x" * (20 * 1024 * 1024)
+    text = f"Id,Email,Note\n1,a@x.io,ok\n2,b@x.io,{huge}\n3,c@x.io,ok\n"
+    records, errors = _read(_raw_stream(tmp_path, "export.csv", text))
+    assert [r["Id"] for r in records] == ["1", "3"]
+    assert errors == [("export.csv line 3", "a cell holds more than 16777216 characters "
+                       "(the stream's max_cell_size)")]  # fmt: skip
+
+
+def test_a_deeply_nested_json_line_is_a_per_record_error_and_the_rest_loads(
+    tmp_path: Path,
+) -> None:
+    deep = '{"Id": "2", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    text = f'{{"Id": "1"}}\n{deep}\n{{"Id": "3"}}\n'
+    records, errors = _read(_raw_stream(tmp_path, "export.jsonl", text))
+    assert [r["Id"] for r in records] == ["1", "3"]
+    assert errors == [("export.jsonl line 2", "JSON nested too deeply to read")]
+
+
+def test_a_cp1252_byte_deep_in_a_utf8_file_is_located_by_line_and_byte(tmp_path: Path) -> None:
+    from syncbridge.errors import FatalError
+
+    lines = [b"Id,Email\n"] + [b"%d,person%d@x.io\n" % (i, i) for i in range(1, 2000)]
+    lines[1500] = b"1500,Ren\xe9e@x.io\n"  # an e-acute saved by Excel on Windows
+    offset = sum(len(line) for line in lines[:1500]) + len(b"1500,Ren")
+    with pytest.raises(FatalError) as info:
+        _read(_raw_stream(tmp_path, "export.csv", b"".join(lines)))
+    message = str(info.value)
+    assert f"line 1501, byte offset {offset}: byte 0xE9 is not utf-8-sig text" in message
+    assert 'encoding = "cp1252"' in message
+
+
+def _cursor_stream(tmp_path: Path, text: str) -> Any:
+    return _raw_stream(tmp_path, "changes.csv", text, cursor_field="Updated")
+
+
+def test_an_unparseable_cursor_value_is_a_per_record_error_and_never_moves_the_cursor(
+    tmp_path: Path,
+) -> None:
+    text = ("Id,Email,Updated\n1,a@x.io,2026-11-20T10:00:00Z\n2,b@x.io,N/A\n"
+            "3,c@x.io,2026-11-20T11:00:00Z\n")  # fmt: skip
+    stream = _cursor_stream(tmp_path, text)
+    pages = list(stream.read(None))
+    records = [r for p in pages for r in p.records]
+    assert [r["Id"] for r in records] == ["1", "2", "3"]  # the row's data is fine: it loads
+    assert [e for p in pages for e in p.errors] == [("changes.csv line 3", "cursor field "
+            "'Updated': 'N/A' is not a date/time in ISO 8601; the row loads but does not move "
+            "the cursor")]  # fmt: skip
+    cursor = pages[-1].cursor
+    assert cursor["max"] == "2026-11-20T11:00:00Z"
+    later_rows = text + "4,d@x.io,2026-11-21T09:00:00Z\n"
+    (tmp_path / "changes.csv").write_text(later_rows, encoding="utf-8")
+    # nothing is skipped for good; the N/A row cannot be placed, so it is read (and reported)
+    # again, which costs a hash comparison
+    assert [r["Id"] for r in _read(stream, cursor)[0]] == ["2", "3", "4"]
+
+
+def test_cursor_values_compare_as_moments_not_text(tmp_path: Path) -> None:
+    # As text "10:00:05Z" sorts after "10:00:05.500Z"; as moments it is half a second before.
+    text = "Id,Email,Updated\n1,a@x.io,2026-11-20T10:00:05.500Z\n"
+    stream = _cursor_stream(tmp_path, text)
+    cursor = list(stream.read(None))[-1].cursor
+    (tmp_path / "changes.csv").write_text(text + "2,b@x.io,2026-11-20T10:00:05Z\n", "utf-8")
+    pages = list(stream.read(cursor))
+    assert [r["Id"] for p in pages for r in p.records] == ["1"]  # older: skipped
+    assert pages[-1].cursor["max"] == "2026-11-20T10:00:05.500Z"
+
+
+def test_a_saved_cursor_that_is_not_a_moment_does_not_skip_rows(tmp_path: Path) -> None:
+    text = "Id,Email,Updated\n1,a@x.io,2026-11-20T10:00:00Z\n"
+    stream = _cursor_stream(tmp_path, text)
+    assert [r["Id"] for r in _read(stream, {"files": {}, "max": "N/A"})[0]] == ["1"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,12 @@ class SalesforceHarness(Harness):
                 self.fake.update("Contact", self.ids[p["id"]], **fields)
             else:
                 self.ids[p["id"]] = self.fake.insert("Contact", **fields)
+
+    def put_older(self, people: list[dict[str, Any]]) -> None:
+        now = self.fake.now
+        self.fake.set_clock(now - timedelta(hours=1))
+        self.put(people)
+        self.fake.set_clock(now)
 
     def delete(self, ids: list[str]) -> None:
         self.fake.advance(5)
