@@ -82,6 +82,10 @@ def main_options(
     """syncbridge: sync CRM and commerce data into Mailchimp."""
     if log_format not in (None, "text", "json"):
         raise typer.BadParameter("--log-format must be text or json")
+    if log_level is not None:
+        log_level = log_level.upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise typer.BadParameter("--log-level must be DEBUG, INFO, WARNING or ERROR")
     state.log_format, state.log_level = log_format, log_level
     setup_logging(log_level or "INFO", log_format or "text")
 

@@ -75,6 +75,21 @@ class CycleReport:
         return counts
 
 
+def _log_stage(stage: str, counts: dict[str, Any]) -> None:
+    """A stage's counts at DEBUG, as the run log stores them (numbers only: no emails)."""
+    log.debug("stage %s done: %s", stage, counts)
+
+
+def _push_counts(report: PushReport) -> dict[str, Any]:
+    """Per audience: planned and applied operations, members read back, errors (counted, as
+    their text names members)."""
+    return {
+        a.audience: {"planned": a.planned, "applied": a.applied, "read_back": a.read_back,
+                     "errors": len(a.errors)}
+        for a in report.audiences
+    }  # fmt: skip
+
+
 def start_run(engine: Engine) -> int:
     """A new run row. Runs still marked running belong to a process that died (a SIGKILL, a
     power cut): only one writer holds the cache at a time, so they become `interrupted`."""
@@ -167,11 +182,14 @@ def run_cycle(
             forget_cursors(engine, [(k.source, k.stream) for k in full_refresh])
         report.remaps = remap_changed_mappings(engine, list(jobs.values()))
         ingest_streams(engine, list(jobs.values()), config.ingest.workers)
+        _log_stage("ingest", {k: v.as_dict() for k, v in report.streams.items()})
         log.info("resolving identities")
         report.resolve = resolve_pending(engine, config.identity, report.run_id)
+        _log_stage("identity", report.resolve.as_dict())
         if settings.rules is not None:
             log.info("evaluating rules")
             report.rules = run_rules(engine, settings.rules, now)
+            _log_stage("rules", report.rules.as_dict())
         else:
             hand_over(engine)
         if config.mailchimp.audiences and (client or config.mailchimp.api_key):
@@ -181,6 +199,7 @@ def run_cycle(
                 engine, config.mailchimp, client, progress=progress,
                 allow_mass_removal=allow_mass_removal,
             )  # fmt: skip
+            _log_stage("push", _push_counts(report.push))
     except Exception as exc:
         report.status = "failed"
         report.seconds = time.perf_counter() - started
