@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from syncbridge.cli import app
 from syncbridge.config.mapping import Mapping
+from syncbridge.config.models import IdentityConfig
 from syncbridge.ingest import StreamIngest, ingest_stream
 from syncbridge.lookup import find_profiles
 from syncbridge.store.tables import ProfileRules, SegmentMembership
@@ -203,3 +204,10 @@ def test_list_refuses_a_malformed_attribute_filter(config: Path) -> None:
     result = runner.invoke(app, ["profiles", "list", "-c", str(config), "--attribute", "city"])
     assert result.exit_code == 2
     assert "expected KEY=VALUE" in result.output
+
+
+def test_phone_as_join_key_is_found_through_its_identity(engine: Engine) -> None:
+    ingest(engine, "crm", "contacts", [{"id": "c1", "crm_id": "003A", "phone": "415 555 0132"}])
+    resolve(engine, IdentityConfig(match_on_phone=True))
+    matches = find_profiles(engine, "(415) 555-0132", "US")
+    assert matches.found == {profile_of(engine, "crm", "contacts", "c1"): ["phone"]}
