@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from pydantic import Field, SecretStr, model_validator
@@ -240,6 +241,7 @@ class SalesforceConnector(Connector):
         o = self.options
         if self._http is None:
             self._http = type(self).session_factory()
+            self._http.hooks["response"].append(_log_call)
         if o.session_id is not None and o.instance_url:
             instance, session_id = o.instance_url, o.session_id.get_secret_value()
         else:
@@ -350,6 +352,17 @@ class SalesforceConnector(Connector):
                 f"max_api_share = {self.options.max_api_share:.0%}; the next run continues from "
                 "the saved cursor"
             )
+
+
+def _log_call(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+    """A debug line for every HTTP call on the connector's session (logins, REST, Bulk API
+    2.0 and its result pages all go through it): method, path, status, time. The query string
+    is left out: a SOQL `where` may hold an email, a result page's locator nothing of use."""
+    if log.isEnabledFor(logging.DEBUG):
+        method = response.request.method if response.request is not None else "?"
+        path = urlsplit(response.url).path
+        ms = response.elapsed.total_seconds() * 1000
+        log.debug("Salesforce %s %s -> %s in %.0f ms", method, path, response.status_code, ms)
 
 
 def _without_attributes(value: Any) -> Any:

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from . import demo as demo_module
-from . import render, views
+from . import lookup, render, views
 from .bundled import data_dir, example_config
 from .config.loader import Settings, StreamKey
 from .connectors import available_connectors, build_connector
@@ -91,6 +91,10 @@ def main_options(
     """syncbridge: sync CRM and commerce data into Mailchimp."""
     if log_format not in (None, "text", "json"):
         raise typer.BadParameter("--log-format must be text or json")
+    if log_level is not None:
+        log_level = log_level.upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise typer.BadParameter("--log-level must be DEBUG, INFO, WARNING or ERROR")
     state.log_format, state.log_level = log_format, log_level
     setup_logging(log_level or "INFO", log_format or "text")
 
@@ -369,18 +373,90 @@ def status(config: ConfigOption = Path("config.toml"), demo: DemoOption = False)
 
 @profiles_app.command("show")
 def profiles_show(
-    email: Annotated[str, typer.Argument(help="Any email address of the person.")],
+    query: Annotated[
+        str,
+        typer.Argument(
+            help="An email (also an invalid one), a phone, an external id such as "
+            "shopify:customer:7101116718867, a record key source/stream/key, or #123 / id:123."
+        ),
+    ],
     config: ConfigOption = Path("config.toml"),
     demo: DemoOption = False,
 ) -> None:
-    """The resolved profile of EMAIL: attributes and their sources, identifiers, events."""
+    """The resolved profile QUERY names: attributes and their sources, identifiers, events.
+    When several profiles match (an invalid email is no join key), lists them."""
     with _guard():
         engine = _engine(config, demo)
-        view = views.find_profile(engine, email)
-    if view is None:
-        err.print(f"no profile with email {email!r}")
+        matches = lookup.find_profiles(engine, query, _phone_region(config, demo))
+        ids = matches.ids
+        if len(ids) == 1:
+            view = views.profile_view(engine, ids[0])
+        elif ids:
+            rows = lookup.summaries(engine, ids)
+        else:
+            suggestion = lookup.suggest_email(engine, query) if "@" in query else None
+    if not ids:
+        kinds = " or ".join(matches.kinds)
+        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+        err.print(f"no profile matches {query!r} (looked up as {kinds}){hint}", highlight=False)
         raise typer.Exit(1)
+    if len(ids) > 1:
+        for row in rows:
+            row["matched"] = matches.found[row["id"]]
+        out.print(render.profiles_table(f"Profiles matching {query!r}", rows, matched=True))
+        out.print(
+            f"{len(ids)} profiles match; show one with `profiles show id:{ids[0]}`",
+            highlight=False,
+        )
+        return
     out.print(render.profile_group(view, explain=_explanations(config, demo, view)))
+
+
+@profiles_app.command("list")
+def profiles_list(
+    config: ConfigOption = Path("config.toml"),
+    demo: DemoOption = False,
+    source: Annotated[str | None, typer.Option(help="Holding a record from this source.")] = None,
+    segment: Annotated[str | None, typer.Option(help="A current member of this segment.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Carrying this behaviour tag.")] = None,
+    attribute: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE: the attribute equals VALUE (text, true/false, a number)."),
+    ] = None,
+    has_errors: Annotated[bool, typer.Option(help="With record errors kept.")] = False,
+    invalid_email: Annotated[bool, typer.Option(help="Whose email is not valid.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
+) -> None:
+    """Live profiles passing every filter given, by id: a first look at the cache."""
+    try:
+        pairs = tuple(lookup.parse_attribute_filter(a) for a in attribute or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    filters = lookup.ProfileFilter(
+        source=source, segment=segment, tag=tag, attributes=pairs, has_errors=has_errors,
+        invalid_email=invalid_email, limit=limit,
+    )  # fmt: skip
+    with _guard():
+        rows, more = lookup.list_profiles(_engine(config, demo), filters)
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return
+    if not rows:
+        out.print("No profile matches these filters.")
+        return
+    out.print(render.profiles_table(f"Profiles ({len(rows)}{'+' if more else ''})", rows))
+    if more:
+        out.print(f"More profiles match: --limit {limit * 5} shows more.", highlight=False)
+
+
+def _phone_region(config: Path, demo: bool) -> str | None:
+    settings = (
+        demo_module.demo_settings(Path(demo_module.DEMO_DB).resolve()) if demo
+        else _settings(config)
+    )  # fmt: skip
+    return settings.config.identity.default_phone_region
 
 
 def _explanations(config: Path, demo: bool, view: views.ProfileView) -> dict[str, str]:

@@ -173,13 +173,17 @@ class _StreamWriter:
         inserted, events = stats.inserted, stats.events
         page.errors = [e for e in page.errors if e[0] is None or e not in self.reported]
         self.reported.update(e for e in page.errors if e[0] is not None)
+        before = stats.as_dict()
+        moved = False
         with self.engine.begin() as conn:
             _write_page(conn, self.job, page, self.seen)
             if page.cursor is not None and page.cursor != self.cursor and self._forward(page):
                 _save_cursor(conn, self.job.source, self.job.stream.name, page.cursor)
-                self.cursor = page.cursor
+                self.cursor, moved = page.cursor, True
         self.statistics.wrote(RECORDS.name, stats.inserted - inserted)
         self.statistics.wrote(EVENTS.name, stats.events - events)
+        if log.isEnabledFor(logging.DEBUG):
+            _log_page(self.where, page.read, before, stats.as_dict(), moved, self.cursor)
         self.complete = page.complete
         if self.job.on_page:
             self.job.on_page(page.read)
@@ -205,6 +209,28 @@ class _StreamWriter:
             return
         with self.engine.begin() as conn:
             self.job.stats.deleted += _delete_unseen(conn, self.job, self.seen)
+
+
+def _log_page(
+    where: str,
+    records: int,
+    before: dict[str, int],
+    after: dict[str, int],
+    moved: bool,
+    cursor: Any,
+) -> None:
+    """The debug line of a committed page: what it changed, and where the cursor stands (its
+    value, unless it could be an email address, as a SQL source's cursor on email might be)."""
+    changed = " ".join(
+        f"{k}={after[k] - before[k]}"
+        for k in ("inserted", "updated", "unchanged", "deleted", "events", "errors")
+    )
+    text = str(cursor)
+    shown = "(value not shown)" if "@" in text else (text[:200] + "…" if len(text) > 200 else text)
+    log.debug(
+        "%s: page committed: %d read, %s; cursor %s",
+        where, records, changed, f"moved to {shown}" if moved else "not moved",
+    )  # fmt: skip
 
 
 def _write_produced(writers: list[_StreamWriter], workers: int) -> list[SyncbridgeError]:

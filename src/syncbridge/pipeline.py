@@ -82,6 +82,21 @@ def push_upstream(settings: Settings) -> str:
     return journal.RULES if settings.rules is not None else journal.PROFILE
 
 
+def _log_stage(stage: str, counts: dict[str, Any]) -> None:
+    """A stage's counts at DEBUG, as the run log stores them (numbers only: no emails)."""
+    log.debug("stage %s done: %s", stage, counts)
+
+
+def _push_counts(report: PushReport) -> dict[str, Any]:
+    """Per audience: planned and applied operations, members read back, errors (counted, as
+    their text names members)."""
+    return {
+        a.audience: {"planned": a.planned, "applied": a.applied, "read_back": a.read_back,
+                     "errors": len(a.errors)}
+        for a in report.audiences
+    }  # fmt: skip
+
+
 def start_run(engine: Engine) -> int:
     """A new run row. Runs still marked running belong to a process that died (a SIGKILL, a
     power cut): only one writer holds the cache at a time, so they become `interrupted`."""
@@ -180,13 +195,16 @@ def run_cycle(
             ingest_streams(engine, list(jobs.values()), config.ingest.workers)
         except StreamsFailed as exc:
             failed = exc
+        _log_stage("ingest", {k: v.as_dict() for k, v in report.streams.items()})
         log.info("resolving identities")
         report.resolve = resolve_pending(engine, config.identity, report.run_id)
+        _log_stage("identity", report.resolve.as_dict())
         if failed:  # the streams that were read are resolved; rules and push wait for all
             raise failed.first()
         if settings.rules is not None:
             log.info("evaluating rules")
             report.rules = run_rules(engine, settings.rules, now)
+            _log_stage("rules", report.rules.as_dict())
         else:
             hand_over(engine)
         if config.mailchimp.audiences and (client or config.mailchimp.api_key):
@@ -196,6 +214,7 @@ def run_cycle(
                 engine, config.mailchimp, client, progress=progress,
                 allow_mass_removal=allow_mass_removal, upstream=push_upstream(settings),
             )  # fmt: skip
+            _log_stage("push", _push_counts(report.push))
     except Exception as exc:
         report.status = "failed"
         report.seconds = time.perf_counter() - started

@@ -228,3 +228,16 @@ def fields_table(title: str, fields: list[dict[str, Any]]) -> Table:
         flags = ["yes" if f.get(key) else "" for key in ("custom", "nillable")]
         table.add_row(str(f.get("name")), str(f.get("type")), str(f.get("label") or ""), *flags)
     return table
+
+
+def profiles_table(title: str, rows: list[dict[str, Any]], matched: bool = False) -> Table:
+    """Profile summaries (`lookup.summaries`), with how each matched when `matched`."""
+    table = Table(title=title)
+    columns = ["id", "email", "name", "sources", "records", "errors"]
+    for col in columns + (["matched by"] if matched else []):
+        table.add_column(col, justify="right" if col in ("id", "records", "errors") else "left")
+    for r in rows:
+        cells = [str(r["id"]), r["email"] or "(no email)", r["name"], ", ".join(r["sources"]),
+                 str(r["records"]), str(r["errors"])]  # fmt: skip
+        table.add_row(*cells, *([", ".join(r.get("matched", []))] if matched else []))
+    return table

@@ -153,8 +153,12 @@ def find_profile(engine: Engine, email: str, events: int = 20) -> ProfileView | 
                 .scalars()
                 .first()
             )
-        if pid is None:
-            return None
+    return None if pid is None else profile_view(engine, pid, events)
+
+
+def profile_view(engine: Engine, pid: int, events: int = 20) -> ProfileView:
+    """Everything the cache knows about one profile (`lookup.find_profiles` finds its id)."""
+    with engine.connect() as conn:
         profile = conn.execute(select(Profile.__table__).where(P.id == pid)).mappings().one()
         identifiers = [
             (k, v)

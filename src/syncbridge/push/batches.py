@@ -18,7 +18,7 @@ from typing import Any
 import requests
 
 from ..errors import FatalError, RetriableError
-from .client import MailchimpClient
+from .client import MailchimpClient, log_call
 
 log = logging.getLogger(__name__)
 MAX_OPERATIONS = 1000
@@ -46,10 +46,13 @@ def run_batch(
 
 def _results(client: MailchimpClient, url: str) -> dict[str, tuple[int, Any]]:
     def download() -> bytes:
+        started = time.perf_counter()
         try:
             response = client.session.get(url, timeout=120)  # a pre-signed URL: no API key
         except (requests.ConnectionError, requests.Timeout) as exc:
+            log_call("GET", url, type(exc).__name__, started)
             raise RetriableError(f"batch results: {type(exc).__name__}") from None
+        log_call("GET", url, response.status_code, started)  # its signature is cut off
         if response.status_code >= 500:
             raise RetriableError(f"batch results: {response.status_code}")
         if not response.ok:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,6 +30,9 @@ from ..references import data_centre
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_attempt = threading.local()
+"""The retry attempt of the call this thread is making (`MailchimpClient.retrying` sets it),
+for the transport's debug line."""
 
 
 class ApiError(FatalError):
@@ -73,14 +77,17 @@ class _SessionTransport:
         body: Any = None,
     ) -> requests.Response:
         data = None if method in ("GET", "HEAD", "DELETE", "OPTIONS") else json.dumps(body)
+        started = time.perf_counter()
         try:
             response = self.session.request(
                 method, url, params=query_params, headers=headers, data=data, auth=self.auth,
                 timeout=self.timeout,
             )  # fmt: skip
         except (requests.ConnectionError, requests.Timeout) as exc:
+            log_call(method, url, type(exc).__name__, started)
             raise RetriableError(f"Mailchimp {method} {_path(url)}: {type(exc).__name__}") from None
         status = response.status_code
+        log_call(method, url, status, started)
         if status == 429 or status >= 500:
             retry_after = _seconds(response.headers.get("Retry-After"))
             raise RetriableError(f"Mailchimp {method} {_path(url)}: {status}", retry_after)
@@ -93,6 +100,23 @@ class _SessionTransport:
                 )
             )
         return response
+
+
+def log_call(method: str, url: str, outcome: int | str, started: float) -> None:
+    """One debug line per HTTP call: method, path, status (or the network error), time and
+    retry attempt. The path only: query values (a members search, a pre-signed URL's signature)
+    could hold an email or a credential; member paths carry the address's MD5 hash, and a
+    segment that is an address anyway is masked."""
+    if log.isEnabledFor(logging.DEBUG):
+        ms = (time.perf_counter() - started) * 1000
+        attempt = getattr(_attempt, "number", 1)
+        path = "/".join(
+            "<email>" if "@" in part or "%40" in part.lower() else part
+            for part in _path(url).split("?", 1)[0].split("/")
+        )
+        log.debug(
+            "Mailchimp %s %s -> %s in %.0f ms (attempt %d)", method, path, outcome, ms, attempt
+        )
 
 
 def _path(url: str) -> str:
@@ -162,6 +186,7 @@ class MailchimpClient:
         )
         for attempt in retrying:
             with attempt, self.slots:
+                _attempt.number = attempt.retry_state.attempt_number
                 return work()
         raise AssertionError("unreachable")  # pragma: no cover
 
