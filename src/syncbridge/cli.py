@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -363,11 +364,20 @@ def _engine(config: Path, demo: bool) -> Any:
 
 
 @app.command()
-def status(config: ConfigOption = Path("config.toml"), demo: DemoOption = False) -> None:
+def status(
+    config: ConfigOption = Path("config.toml"),
+    demo: DemoOption = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print it all as one JSON object.")
+    ] = False,
+) -> None:
     """The cache's writer (if a run holds it), last runs, records and errors per stream,
-    cursors, profile counts."""
+    cursors, profile counts, and each journal consumer's offset and lag."""
     with _guard():
         view = views.status(_engine(config, demo))
+    if as_json:
+        out.out(json.dumps(dataclasses.asdict(view), default=str, ensure_ascii=False, indent=2))
+        return
     out.print(render.status_group(view))
 
 

@@ -40,8 +40,7 @@ from .transform import EMAIL, PHONE
 
 log = logging.getLogger(__name__)
 
-CONSUMER = "identity"
-"""Identity resolution's name in the journal's consumer offsets."""
+CONSUMER = journal.IDENTITY_CONSUMER
 RECORDS = SourceRecord.__table__
 PROFILES = Profile.__table__
 IDENTITIES = Identity.__table__

@@ -24,7 +24,7 @@ from .errors import FatalError
 from .identity import ResolveStats, resolve_pending
 from .ingest import StreamIngest, StreamsFailed, StreamStats, forget_cursors, ingest_streams
 from .push.client import MailchimpClient
-from .push.sync import PushReport, push
+from .push.sync import PushReport, destination_name, push
 from .remap import RemapStats, remap_changed_mappings
 from .rules.stage import RulesStats, hand_over, run_rules
 from .store import journal
@@ -50,6 +50,8 @@ class CycleReport:
     push: PushReport | None = None
     seconds: float = 0.0
     status: str = "ok"
+    compacted: int = 0
+    """Journal entries every consumer had read, deleted at the end of the cycle."""
 
     @property
     def totals(self) -> StreamStats:
@@ -74,6 +76,18 @@ class CycleReport:
                 for a in self.push.audiences
             }
         return counts
+
+
+def consumers_of(settings: Settings, pushing: bool) -> list[str]:
+    """The journal's consumers in this setup, in pipeline order: what compaction waits for.
+    Destinations count only when they run (with no API key they read nothing; a first pass
+    takes every profile, so entries from before it are not needed)."""
+    names = [journal.IDENTITY_CONSUMER]
+    if settings.rules is not None:
+        names.append(journal.RULES_CONSUMER)
+    if pushing:
+        names += [destination_name(a) for a in settings.config.mailchimp.audiences]
+    return names
 
 
 def push_upstream(settings: Settings) -> str:
@@ -215,6 +229,7 @@ def run_cycle(
                 allow_mass_removal=allow_mass_removal, upstream=push_upstream(settings),
             )  # fmt: skip
             _log_stage("push", _push_counts(report.push))
+        report.compacted = journal.compact(engine, consumers_of(settings, report.push is not None))
     except Exception as exc:
         report.status = "failed"
         report.seconds = time.perf_counter() - started

@@ -73,6 +73,19 @@ def errors_table(rows: list[dict[str, Any]], title: str = "Recent record errors"
     return table
 
 
+def consumers_table(view: StatusView) -> Table:
+    """Journal consumers: how far each has read, how much lies above, what it still holds."""
+    table = Table(title=f"Change journal (newest entry {view.journal_head})")
+    for col in ("consumer", "offset", "lag (entries above)", "claimed, not done", "read"):
+        table.add_column(col, justify="left" if col in ("consumer", "read") else "right")
+    for c in view.consumers:
+        table.add_row(
+            c["consumer"], str(c["offset"]), str(c["lag"]), str(c["claimed"]),
+            _when(c["updated_at"]),
+        )  # fmt: skip
+    return table
+
+
 def status_group(view: StatusView) -> Group:
     runs = Table(title="Last runs")
     for col in ("run", "started", "took", "status", "read", "changed", "errors", "profiles+"):
@@ -107,12 +120,13 @@ def status_group(view: StatusView) -> Group:
         )
     profiles = Table(title="Profiles")
     profiles.add_column("live")
-    profiles.add_column("dirty (waiting for later stages)")
     profiles.add_column("merges")
     p = view.profiles
-    profiles.add_row(str(p["live"]), str(p["dirty"]), str(p["merges"]))
+    profiles.add_row(str(p["live"]), str(p["merges"]))
     writer = view.writer.describe() if view.writer is not None else "none"
     parts: list[Any] = [Text(f"writer: {writer}"), runs, streams, profiles]
+    if view.consumers:
+        parts.append(consumers_table(view))
     parts.append(errors_table(view.recent_errors))
     if view.audiences:
         audiences = Table(title="Mailchimp audiences (acknowledged)")

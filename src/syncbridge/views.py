@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Connection, Engine, case, func, select
 
 from .cleaning import normalize_email
+from .store import journal
 from .store.bulk import as_utc
 from .store.tables import (
+    ConsumerOffset,
+    DestinationQueue,
     Event,
     Identity,
     MemberState,
@@ -41,6 +44,9 @@ class StatusView:
     """Per audience: members by acknowledged status, and members Mailchimp refused."""
     writer: Holder | None = None
     """The process holding the cache's writer lock now (None: no one is writing)."""
+    consumers: list[dict[str, Any]] = field(default_factory=list)
+    """Per journal consumer: its offset, the entries above it, and its claimed work."""
+    journal_head: int = 0
 
 
 def status(engine: Engine, runs: int = 10, errors: int = 10) -> StatusView:
@@ -65,9 +71,8 @@ def status(engine: Engine, runs: int = 10, errors: int = 10) -> StatusView:
             (c.source, c.stream): c for c in conn.execute(select(StreamCursor.__table__)).mappings()
         }
         live = conn.execute(select(func.count()).where(P.deleted.is_(False))).scalar_one()
-        dirty = conn.execute(
-            select(func.count()).where(P.deleted.is_(False), P.dirty.is_(True))
-        ).scalar_one()
+        consumers = consumer_view(conn)
+        head = journal.head(conn)
         merges = conn.execute(select(func.count()).select_from(ProfileMerge)).scalar_one()
         recent = (
             conn.execute(select(RecordErrorRow.__table__).order_by(ERR.id.desc()).limit(errors))
@@ -107,10 +112,46 @@ def status(engine: Engine, runs: int = 10, errors: int = 10) -> StatusView:
         audiences=list(audiences.values()),
         runs=[dict(r) for r in run_rows],
         streams=streams,
-        profiles={"live": live, "dirty": dirty, "merges": merges},
+        profiles={"live": live, "merges": merges},
         recent_errors=[dict(r) for r in recent],
         writer=current_holder(engine),
+        consumers=consumers,
+        journal_head=head,
     )
+
+
+def consumer_view(conn: Connection) -> list[dict[str, Any]]:
+    """Each consumer that has read the journal: where it stands and what it still holds
+    (identity: records pending; rules: profiles dirty; a destination: profiles queued)."""
+    offsets = conn.execute(select(ConsumerOffset.__table__)).mappings().all()
+    names = [row["consumer"] for row in offsets]
+    lag = journal.lags(conn, names)
+    q = DestinationQueue.__table__.c
+    queued: dict[str, int] = dict(
+        conn.execute(select(q.destination, func.count()).group_by(q.destination)).all()
+    )
+    claimed = {
+        journal.IDENTITY_CONSUMER: conn.execute(
+            select(func.count()).where(R.pending.is_(True))
+        ).scalar_one(),
+        journal.RULES_CONSUMER: conn.execute(
+            select(func.count()).where(P.dirty.is_(True), P.deleted.is_(False))
+        ).scalar_one(),
+    }
+    return [
+        {
+            "consumer": row["consumer"],
+            "offset": row["seq"],
+            "lag": lag[row["consumer"]]["lag"],
+            "claimed": claimed.get(row["consumer"], queued.get(row["consumer"], 0)),
+            "updated_at": as_utc(row["updated_at"]),
+        }
+        for row in sorted(offsets, key=lambda r: _consumer_order(r["consumer"]))
+    ]
+
+
+def _consumer_order(name: str) -> tuple[int, str]:
+    return ({journal.IDENTITY_CONSUMER: 0, journal.RULES_CONSUMER: 1}.get(name, 2), name)
 
 
 def _cursor_summary(value: Any) -> str:

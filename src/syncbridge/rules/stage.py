@@ -39,8 +39,7 @@ RESULTS = ProfileRules.__table__
 MEMBERSHIP = SegmentMembership.__table__
 SETTINGS = CacheSetting.__table__
 RULES_KEY = "rules"
-CONSUMER = "rules"
-"""The rules stage's name in the journal's consumer offsets."""
+CONSUMER = journal.RULES_CONSUMER
 BATCH = 5000
 PARALLEL_FROM = 50_000
 """From this many profiles, a pass runs in two processes."""

@@ -35,6 +35,8 @@ from .tables import Change, ConsumerOffset
 CHANGES = Change.__table__
 OFFSETS = ConsumerOffset.__table__
 RECORD, PROFILE, RULES, MEMBER = "record", "profile", "rules", "member"
+IDENTITY_CONSUMER, RULES_CONSUMER = "identity", "rules"
+"""The consumer names of identity resolution and the rules stage (destinations: their own)."""
 _APPEND_LOCK = 0x534A524E  # "SJRN"; the writer lock (store/writer_lock.py) uses "SYNC"
 COMPACT_BATCH = 50_000
 

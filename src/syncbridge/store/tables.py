@@ -17,7 +17,6 @@ from sqlalchemy import (
     Integer,
     Table,
     UniqueConstraint,
-    false,
 )
 from sqlmodel import Field, SQLModel
 
@@ -89,7 +88,6 @@ class Profile(CacheTable, table=True):
     __tablename__ = "profile"
     __table_args__ = (
         Index("ix_profile_dirty", "dirty"),
-        Index("ix_profile_push_dirty", "push_dirty"),
         Index("ix_profile_email", "email"),
     )
 
@@ -103,9 +101,8 @@ class Profile(CacheTable, table=True):
     created_at: datetime | None = _ts()
     updated_at: datetime | None = _ts()
     dirty: bool = True
-    """Set when the profile changed; the rules stage evaluates it and hands it to the push."""
-    push_dirty: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
-    """Set when Mailchimp should hear about the profile; cleared by a successful push."""
+    """The rules stage's work set: claimed from the journal (and set by identity resolution
+    as it writes), cleared by the rules stage once evaluated."""
     deleted: bool = False
     """Set when its last record went away or it merged into another; the push removes it."""
     merged_into: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
