@@ -437,20 +437,7 @@ def claim(engine: Engine) -> int:
     `pending` mark) and advance the offset, in one transaction. Ingest marks what it writes as
     pending already (the fast path of a bulk load); the claim catches every change that a pass
     cleared while it ran, and every other writer's."""
-    with engine.begin() as conn:
-        after, upto, _first = journal.claim_range(conn, CONSUMER)
-        if not journal.has(conn, [journal.RECORD], after, upto):
-            return 0  # nothing of ours: an idle cycle writes nothing
-        marked = conn.execute(
-            update(RECORDS)
-            .where(
-                RECORDS.c.pending.is_(False),
-                RECORDS.c.id.in_(journal.subjects([journal.RECORD], after, upto)),
-            )
-            .values(pending=True)
-        ).rowcount
-        journal.advance(conn, CONSUMER, upto)
-    return int(marked or 0)
+    return journal.claim_into_mark(engine, CONSUMER, journal.RECORD, RECORDS, RECORDS.c.pending)
 
 
 def resolve_pending(

@@ -316,20 +316,7 @@ def claim(engine: Engine) -> int:
     """Claim the journal's profile changes above the rules' offset into the rules' work set
     (the `dirty` mark) and advance the offset, in one transaction. Identity resolution marks
     what it writes as dirty already; the claim catches every change cleared while a pass ran."""
-    with engine.begin() as conn:
-        after, upto, _first = journal.claim_range(conn, CONSUMER)
-        if not journal.has(conn, [journal.PROFILE], after, upto):
-            return 0  # an idle cycle writes nothing
-        marked = conn.execute(
-            update(PROFILES)
-            .where(
-                PROFILES.c.dirty.is_(False),
-                PROFILES.c.id.in_(journal.subjects([journal.PROFILE], after, upto)),
-            )
-            .values(dirty=True)
-        ).rowcount
-        journal.advance(conn, CONSUMER, upto)
-    return int(marked or 0)
+    return journal.claim_into_mark(engine, CONSUMER, journal.PROFILE, PROFILES, PROFILES.c.dirty)
 
 
 def hand_over(engine: Engine) -> int:

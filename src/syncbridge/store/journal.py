@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, func, select
+from sqlalchemy import Column, Connection, Engine, Select, Table, func, select, update
 
 from .bulk import utcnow
 from .rawsql import insert_many, insert_tuples
@@ -92,6 +92,25 @@ def claim_range(conn: Connection, consumer: str) -> tuple[int, int, bool]:
     before. Call `advance(conn, consumer, upto)` in the same transaction as the claim."""
     after = offset(conn, consumer)
     return after or 0, head(conn), after is None
+
+
+def claim_into_mark(
+    engine: Engine, consumer: str, kind: str, table: Table, mark: Column[Any]
+) -> int:
+    """Claim the entries of `kind` above the consumer's offset into its work set, a boolean
+    `mark` on `table` (by id), and advance the offset, in one transaction. Returns how many
+    rows were newly marked; with nothing of its kind above the offset nothing is written."""
+    with engine.begin() as conn:
+        after, upto, _first = claim_range(conn, consumer)
+        if not has(conn, [kind], after, upto):
+            return 0
+        marked = conn.execute(
+            update(table)
+            .where(mark.is_(False), table.c.id.in_(subjects([kind], after, upto)))
+            .values({mark.name: True})
+        ).rowcount
+        advance(conn, consumer, upto)
+    return int(marked or 0)
 
 
 def compact(engine: Engine, consumers: Sequence[str], batch: int = COMPACT_BATCH) -> int:
