@@ -246,3 +246,20 @@ def test_an_idle_cycle_claims_nothing_and_writes_nothing(engine: Engine) -> None
     with engine.connect() as conn:
         assert conn.execute(select(journal.OFFSETS)).all() == before
         assert journal.head(conn) == head
+
+
+def test_status_shows_each_consumer_with_its_lag(engine: Engine) -> None:
+    from syncbridge import views
+
+    ingest(engine, [person(1), person(2)])
+    resolve_pending(engine, IdentityConfig())
+    run_rules(engine, RULES, None)
+    ingest(engine, [person(1, ltv="700"), person(2)])  # not resolved yet
+    view = views.status(engine)
+    consumers = {c["consumer"]: c for c in view.consumers}
+    assert list(consumers) == ["identity", "rules"]
+    assert consumers["identity"]["lag"] == 1  # the one changed record
+    assert consumers["rules"]["lag"] == 0
+    resolve_pending(engine, IdentityConfig())
+    consumers = {c["consumer"]: c for c in views.status(engine).consumers}
+    assert consumers["identity"]["lag"] == 0 and consumers["rules"]["lag"] == 1

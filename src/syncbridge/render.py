@@ -76,7 +76,7 @@ def errors_table(rows: list[dict[str, Any]], title: str = "Recent record errors"
 def consumers_table(view: StatusView) -> Table:
     """Journal consumers: how far each has read, how much lies above, what it still holds."""
     table = Table(title=f"Change journal (newest entry {view.journal_head})")
-    for col in ("consumer", "offset", "lag (entries above)", "claimed, not done", "read"):
+    for col in ("consumer", "offset", "lag (its entries above)", "claimed, not done", "read"):
         table.add_column(col, justify="left" if col in ("consumer", "read") else "right")
     for c in view.consumers:
         table.add_row(

@@ -133,13 +133,23 @@ def compact(engine: Engine, consumers: Sequence[str], batch: int = COMPACT_BATCH
             return removed
 
 
+def kinds_read_by(consumer: str) -> list[str]:
+    """The kinds a consumer claims (a destination: either upstream kind, and member)."""
+    if consumer == IDENTITY_CONSUMER:
+        return [RECORD]
+    if consumer == RULES_CONSUMER:
+        return [PROFILE]
+    return [PROFILE, RULES, MEMBER]
+
+
 def lags(conn: Connection, consumers: Sequence[str]) -> dict[str, dict[str, int | None]]:
-    """Each consumer's offset and how many journal entries lie above it."""
+    """Each consumer's offset and how many entries of the kinds it reads lie above it."""
     newest = head(conn)
     out: dict[str, dict[str, int | None]] = {}
     for consumer in consumers:
         read = offset(conn, consumer)
-        above = select(func.count()).where(CHANGES.c.seq > (read or 0))
+        kinds = kinds_read_by(consumer)
+        above = select(func.count()).where(CHANGES.c.seq > (read or 0), CHANGES.c.kind.in_(kinds))
         out[consumer] = {"offset": read, "lag": int(conn.execute(above).scalar_one()),
                          "head": newest}  # fmt: skip
     return out
