@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from syncbridge_connectors.salesforce import POLICY_TABLE as SALESFORCE_TABLE
 
 from syncbridge.errors import AuthError, FatalError, RetriableError
 from syncbridge.push.client import POLICY_TABLE as MAILCHIMP_TABLE
@@ -105,6 +106,11 @@ def get(r: Remote, url: str) -> int:
         (Failure("", status=400), MAILCHIMP_TABLE, Action.FATAL),
         (Failure("", status=404), MAILCHIMP_TABLE, Action.FATAL),
         (Failure("", status=None), MAILCHIMP_TABLE, Action.FATAL),
+        (Failure("", status=401, code="INVALID_SESSION_ID"), SALESFORCE_TABLE, Action.RENEW),
+        (Failure("", status=403, code="REQUEST_LIMIT_EXCEEDED"), SALESFORCE_TABLE, Action.RETRY),
+        (Failure("", status=403, code="INSUFFICIENT_ACCESS"), SALESFORCE_TABLE, Action.AUTH),
+        (Failure("", status=400, code="INVALID_FIELD"), SALESFORCE_TABLE, Action.FATAL),
+        (Failure("", status=502), SALESFORCE_TABLE, Action.RETRY),
     ],
 )  # fmt: skip
 def test_policy_table_maps_each_outcome_to_its_action(
