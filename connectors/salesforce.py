@@ -162,13 +162,13 @@ class SalesforceStream(Stream):
         headers = {"Sforce-Query-Options": f"batchSize={self.connector.options.batch_size}"}
 
         def fetch(next_url: str | None) -> tuple[dict[str, Any], str | None]:
-            # the batch size is per call, so every page asks
-            if next_url is None:
-                work = lambda sf: sf.query(soql, include_deleted=True, headers=headers)  # noqa: E731
-            else:
-                work = lambda sf: sf.query_more(  # noqa: E731
+            def work(sf: Salesforce) -> dict[str, Any]:  # the batch size is per call: ask each
+                if next_url is None:
+                    return sf.query(soql, include_deleted=True, headers=headers)
+                return sf.query_more(
                     next_url, identifier_is_url=True, include_deleted=True, headers=headers
                 )
+
             result = self.connector.call(work, soql)
             done = bool(result.get("done", True))
             return result, None if done else str(result["nextRecordsUrl"])
