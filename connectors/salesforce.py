@@ -12,9 +12,11 @@ the default mappings declare as `merged_into` (an alias of the master). A read e
 (COUNT()) above `bulk_threshold` rows goes through a Bulk API 2.0 query job, streamed page by
 page (see salesforce_bulk.py), its CSV made to read like REST.
 
-Every HTTP call, REST or bulk, goes through `SalesforceConnector.call`: retries with backoff
-(5xx, resets, REQUEST_LIMIT_EXCEEDED), a new login when a login flow's session expired, and the
-daily-usage guard. Logins happen at `login_url` (salesforce_auth.py).
+Every HTTP call, REST or bulk, goes through `SalesforceConnector.call`, on syncbridge's
+remote-API layer (`syncbridge.remote`): the policy table below retries with backoff (5xx,
+resets, timeouts, REQUEST_LIMIT_EXCEEDED), logs in again once when a login flow's session
+expired, and stops on refusals; after each call the daily-usage guard runs. Logins happen at
+`login_url` (salesforce_auth.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import requests
 from pydantic import Field, SecretStr, model_validator
@@ -35,13 +36,13 @@ from simple_salesforce.exceptions import (
     SalesforceMalformedRequest,
     SalesforceRefusedRequest,
 )
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from syncbridge.cleaning import format_datetime, parse_datetime
 from syncbridge.config.loader import load_mapping
 from syncbridge.connectors import DELETED, Connector, Page, SourceOptions, Stream, StreamOptions
-from syncbridge.errors import AuthError, FatalError, RetriableError
+from syncbridge.errors import FatalError
 from syncbridge.redaction import redact, register_secret
+from syncbridge.remote import TRANSIENT, Action, Failure, Remote, RetryPolicy, cursor_pages
 
 from .salesforce_auth import Credentials, flow_of, log_in, login_url_for
 from .salesforce_bulk import BulkQueryJob, CsvToRest, csv_rows
@@ -51,6 +52,10 @@ T = TypeVar("T")
 BOOKKEEPING = ("Id", "SystemModstamp", "IsDeleted")
 EXTRA_BY_OBJECT = {"Contact": ("MasterRecordId",), "Lead": ("MasterRecordId", "IsConverted",
                    "ConvertedContactId"), "Account": ("MasterRecordId",)}  # fmt: skip
+POLICY_TABLE = {**TRANSIENT, "REQUEST_LIMIT_EXCEEDED": Action.RETRY, 401: Action.RENEW,
+                403: Action.AUTH}  # fmt: skip
+"""Busy or unreachable: retry; an expired session: log in again once; other refusals stop."""
+MAX_CONNECTIONS = 10
 
 
 class SalesforceOptions(SourceOptions):
@@ -78,6 +83,8 @@ class SalesforceOptions(SourceOptions):
     retries: int = Field(default=4, ge=0, le=10)
     retry_backoff_s: float = Field(default=1.0, ge=0)
     """The first retry waits up to this long (random), doubling each time, at most 60 s."""
+    timeout_s: float = Field(default=120, gt=0)
+    """Seconds to wait for Salesforce to connect, and between bytes of an answer."""
     bulk_poll_s: float = Field(default=2.0, ge=0)
     """Seconds between polls of a Bulk API job's state."""
     bulk_timeout_s: float = Field(default=3600, gt=0)
@@ -153,27 +160,27 @@ class SalesforceStream(Stream):
 
     def _rest(self, soql: str, cursor: Any) -> Iterator[Page]:
         headers = {"Sforce-Query-Options": f"batchSize={self.connector.options.batch_size}"}
-        result = self.connector.call(
-            lambda sf: sf.query(soql, include_deleted=True, headers=headers), soql
-        )
+
+        def fetch(next_url: str | None) -> tuple[dict[str, Any], str | None]:
+            def work(sf: Salesforce) -> dict[str, Any]:  # the batch size is per call: ask each
+                if next_url is None:
+                    return sf.query(soql, include_deleted=True, headers=headers)
+                return sf.query_more(
+                    next_url, identifier_is_url=True, include_deleted=True, headers=headers
+                )
+
+            result = self.connector.call(work, soql)
+            done = bool(result.get("done", True))
+            return result, None if done else str(result["nextRecordsUrl"])
+
         newest = cursor
-        while True:
+        for result in cursor_pages(fetch):
             records = [self._record(r) for r in result.get("records", [])]
             for r in records:
                 stamp = r.get("SystemModstamp")
                 if stamp and (newest is None or stamp > newest):
                     newest = stamp
-            done = bool(result.get("done", True))
             yield Page(records, newest, complete=False)
-            if done:
-                return
-            next_url = result["nextRecordsUrl"]
-            result = self.connector.call(  # the batch size is per call, so every page asks
-                lambda sf, url=next_url: sf.query_more(
-                    url, identifier_is_url=True, include_deleted=True, headers=headers
-                ),
-                soql,
-            )
 
     def _bulk(self, soql: str, cursor: Any) -> Iterator[Page]:
         """A Bulk API 2.0 query job, streamed. Its results are not ordered by SystemModstamp,
@@ -209,8 +216,8 @@ class SalesforceConnector(Connector):
 
     source_options = SalesforceOptions
     stream_options = SalesforceStreamOptions
-    session_factory: Callable[[], requests.Session] = requests.Session
-    """How HTTP sessions are made (tests route them to a local fake)."""
+    session_factory: Callable[[], requests.Session] | None = None
+    """How the HTTP session is made (tests route it to a local fake); None: a pooled one."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -220,7 +227,7 @@ class SalesforceConnector(Connector):
             if secret is not None:
                 register_secret(secret.get_secret_value())
         self._client: Salesforce | None = None
-        self._http: requests.Session | None = None
+        self._remote: Remote | None = None
         self._fields: dict[str, list[dict[str, Any]]] = {}
 
     def streams(self) -> list[Stream]:
@@ -236,12 +243,25 @@ class SalesforceConnector(Connector):
             self._client = self._login()
         return self._client
 
+    @property
+    def remote(self) -> Remote:
+        """The session, connection limit, policy and call log of every call (logins too)."""
+        if self._remote is None:
+            o = self.options
+            factory = type(self).session_factory
+            policy = RetryPolicy(POLICY_TABLE, attempts=o.retries + 1, backoff_s=o.retry_backoff_s,
+                                 backoff_max_s=60)  # fmt: skip
+            self._remote = Remote(
+                "Salesforce", policy, log, max_connections=MAX_CONNECTIONS, timeout_s=o.timeout_s,
+                session=factory() if factory is not None else None, classify=self._classify,
+                always_show_attempt=False,
+            )  # fmt: skip
+        return self._remote
+
     def _login(self) -> Salesforce:
         """A client on the session given, or on a fresh login at the login URL."""
         o = self.options
-        if self._http is None:
-            self._http = type(self).session_factory()
-            self._http.hooks["response"].append(_log_call)
+        http = self.remote.session
         if o.session_id is not None and o.instance_url:
             instance, session_id = o.instance_url, o.session_id.get_secret_value()
         else:
@@ -254,11 +274,11 @@ class SalesforceConnector(Connector):
                 privatekey_file=self.base_dir / o.privatekey_file if o.privatekey_file else None,
                 domain=o.domain,
             )  # fmt: skip
-            session = log_in(self._http, url, credentials, o.version)
+            session = log_in(http, url, credentials, o.version)
             register_secret(session.session_id)
             log.info("logged in to Salesforce at %s (%s)", url, flow_of(credentials))
             instance, session_id = session.instance_url, session.session_id
-        return Salesforce(instance_url=instance, session_id=session_id, session=self._http,
+        return Salesforce(instance_url=instance, session_id=session_id, session=http,
                           version=o.version)  # fmt: skip
 
     def describe(self, obj: str) -> list[dict[str, Any]]:
@@ -288,56 +308,43 @@ class SalesforceConnector(Connector):
     def call(self, work: Callable[[Salesforce], T], soql: str) -> T:
         """One API call, `work(client)`: retried when Salesforce is busy or unreachable, on a
         new session when a login flow's session expired, stopped near the daily limit."""
-        retrying = Retrying(
-            retry=retry_if_exception_type(RetriableError),
-            stop=stop_after_attempt(self.options.retries + 1),
-            wait=wait_random_exponential(multiplier=self.options.retry_backoff_s, max=60),
-            reraise=True,
-        )
-        for attempt in retrying:
-            with attempt:
-                result = self._once(work, soql)
+        renew = self._renew if self.renewable else None
+        result = self.remote.call(lambda: work(self.client()), soql, renew)
         self._check_usage()
         return result
 
-    def _once(self, work: Callable[[Salesforce], T], soql: str) -> T:
-        try:
-            try:
-                return work(self.client())
-            except SalesforceExpiredSession:
-                if not self.renewable:
-                    raise
-                log.info("Salesforce session expired; logging in again")
-                self._client = None
-                return work(self.client())
-        except SalesforceExpiredSession:
-            if self.renewable:
-                raise AuthError(
-                    "Salesforce refused a session it had just issued (INVALID_SESSION_ID)"
-                ) from None
-            raise AuthError(
-                "Salesforce session expired or invalid; a session_id cannot be renewed: use a "
-                "login flow (username + password, JWT or client credentials)"
-            ) from None
-        except SalesforceRefusedRequest as exc:
-            code = _error_code(exc)
+    def _renew(self) -> None:
+        log.info("Salesforce session expired; logging in again")
+        self._client = None
+
+    def _classify(self, exc: BaseException, soql: str) -> Failure | None:
+        """simple-salesforce's exceptions in the policy's terms, with Salesforce's own code and
+        message (and the query, when it was the query Salesforce rejected)."""
+        if not isinstance(exc, SalesforceError):
+            return None
+        code, status = _error_code(exc), int(getattr(exc, "status", 0) or 0) or None
+        if isinstance(exc, SalesforceExpiredSession):
+            if self.renewable:  # the policy renews once; this is what a second expiry means
+                message = "Salesforce refused a session it had just issued (INVALID_SESSION_ID)"
+            else:
+                message = (
+                    "Salesforce session expired or invalid; a session_id cannot be renewed: use "
+                    "a login flow (username + password, JWT or client credentials)"
+                )
+            return Failure(message, status=401, code=code or None)
+        if isinstance(exc, SalesforceRefusedRequest):
             if code == "REQUEST_LIMIT_EXCEEDED":
-                raise RetriableError("Salesforce: REQUEST_LIMIT_EXCEEDED") from None
-            raise AuthError(
-                redact(f"Salesforce refused the request ({code}): {_message(exc)}")
-            ) from None
-        except SalesforceMalformedRequest as exc:
-            raise FatalError(
-                f"Salesforce rejected the query ({_error_code(exc)}: {_message(exc)}): {soql}"
-            ) from None
-        except SalesforceGeneralError as exc:
-            if exc.status >= 500:
-                raise RetriableError(f"Salesforce {exc.status}") from None
-            raise FatalError(redact(f"Salesforce error {exc.status}: {_message(exc)}")) from None
-        except SalesforceError as exc:
-            raise FatalError(redact(f"Salesforce error: {_message(exc)}")) from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise RetriableError(f"Salesforce unreachable: {type(exc).__name__}") from None
+                return Failure("Salesforce: REQUEST_LIMIT_EXCEEDED", status=403, code=code)
+            message = redact(f"Salesforce refused the request ({code}): {_message(exc)}")
+            return Failure(message, status=403, code=code or None)
+        if isinstance(exc, SalesforceMalformedRequest):
+            message = f"Salesforce rejected the query ({code}: {_message(exc)}): {soql}"
+            return Failure(message, status=400, code=code or None)
+        if isinstance(exc, SalesforceGeneralError):
+            if status is not None and status >= 500:
+                return Failure(f"Salesforce {status}", status=status)
+            return Failure(redact(f"Salesforce error {status}: {_message(exc)}"), status=status)
+        return Failure(redact(f"Salesforce error: {_message(exc)}"), status=status)
 
     def _check_usage(self) -> None:
         if self._client is None:
@@ -352,17 +359,6 @@ class SalesforceConnector(Connector):
                 f"max_api_share = {self.options.max_api_share:.0%}; the next run continues from "
                 "the saved cursor"
             )
-
-
-def _log_call(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
-    """A debug line for every HTTP call on the connector's session (logins, REST, Bulk API
-    2.0 and its result pages all go through it): method, path, status, time. The query string
-    is left out: a SOQL `where` may hold an email, a result page's locator nothing of use."""
-    if log.isEnabledFor(logging.DEBUG):
-        method = response.request.method if response.request is not None else "?"
-        path = urlsplit(response.url).path
-        ms = response.elapsed.total_seconds() * 1000
-        log.debug("Salesforce %s %s -> %s in %.0f ms", method, path, response.status_code, ms)
 
 
 def _without_attributes(value: Any) -> Any:

@@ -29,6 +29,7 @@ from simple_salesforce import Salesforce
 from simple_salesforce.util import exception_handler
 
 from syncbridge.errors import FatalError, RetriableError
+from syncbridge.remote import cursor_pages
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,23 +68,24 @@ class BulkQueryJob:
         )
         self.id = str(job["id"])
         self._wait()
-        locator = ""
-        while True:
-            params: dict[str, Any] = {"maxRecords": self.page_size}
-            if locator:
-                params["locator"] = locator
-            reply = self.call(
-                lambda sf, p=params: bulk_request(
-                    sf, "GET", f"jobs/query/{self.id}/results", params=p,
-                    headers={"Accept": "text/csv"},
-                ),
-                f"results of Bulk API job {self.id}",
-            )  # fmt: skip
-            yield reply.content.decode("utf-8").replace("\x00", "")
-            locator = reply.headers.get("Sforce-Locator", "")
-            if locator in ("", "null"):
-                break
+        yield from cursor_pages(self._page)
         self._delete()
+
+    def _page(self, locator: str | None) -> tuple[str, str | None]:
+        """One result page's CSV text and the locator of the next (None after the last)."""
+        params: dict[str, Any] = {"maxRecords": self.page_size}
+        if locator:
+            params["locator"] = locator
+        reply = self.call(
+            lambda sf: bulk_request(
+                sf, "GET", f"jobs/query/{self.id}/results", params=params,
+                headers={"Accept": "text/csv"},
+            ),
+            f"results of Bulk API job {self.id}",
+        )  # fmt: skip
+        following = reply.headers.get("Sforce-Locator", "")
+        text = reply.content.decode("utf-8").replace("\x00", "")
+        return text, None if following in ("", "null") else following
 
     def _wait(self) -> None:
         deadline = time.monotonic() + self.timeout_s

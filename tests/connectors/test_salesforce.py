@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -275,6 +276,28 @@ def test_request_limit_exceeded_is_retried(
     fake.fail_next(1, 403, body=body, path_contains="/query")
     settings = sf_settings(fake, tmp_path, str(store.url), retries=3)
     assert run_cycle(settings, store).totals.inserted == 1
+
+
+def test_an_answer_that_never_comes_times_out_and_is_retried(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """simple-salesforce sets no timeout: without the connector's, a hung query hangs the run."""
+    fake.insert("Contact", Email="c@gmail.com", LastName="C")
+    real, hung = fake._handle, []
+
+    def slow(method: str, target: str, raw: bytes, headers: Any) -> Any:
+        if "/query" in target and not hung:
+            hung.append(target)
+            time.sleep(3)
+        return real(method, target, raw, headers)
+
+    monkeypatch.setattr(fake, "_handle", slow)
+    monkeypatch.setattr(fake._server, "handle_error", lambda *_: None)  # the hung reply's pipe
+    settings = sf_settings(fake, tmp_path, str(store.url), timeout_s=0.5, retries=2,
+                           retry_backoff_s=0)  # fmt: skip
+    started = time.monotonic()
+    assert run_cycle(settings, store).totals.inserted == 1
+    assert hung and time.monotonic() - started < 2.5
 
 
 def test_run_stops_before_passing_the_daily_api_share(

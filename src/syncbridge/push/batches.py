@@ -15,10 +15,8 @@ import tarfile
 import time
 from typing import Any
 
-import requests
-
-from ..errors import FatalError, RetriableError
-from .client import MailchimpClient, log_call
+from ..errors import FatalError
+from .client import MailchimpClient
 
 log = logging.getLogger(__name__)
 MAX_OPERATIONS = 1000
@@ -45,21 +43,11 @@ def run_batch(
 
 
 def _results(client: MailchimpClient, url: str) -> dict[str, tuple[int, Any]]:
-    def download() -> bytes:
-        started = time.perf_counter()
-        try:
-            response = client.session.get(url, timeout=120)  # a pre-signed URL: no API key
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            log_call("GET", url, type(exc).__name__, started)
-            raise RetriableError(f"batch results: {type(exc).__name__}") from None
-        log_call("GET", url, response.status_code, started)  # its signature is cut off
-        if response.status_code >= 500:
-            raise RetriableError(f"batch results: {response.status_code}")
-        if not response.ok:
-            raise FatalError(f"batch results could not be downloaded: {response.status_code}")
-        return response.content
-
-    archive = client.retrying(download)
+    # a pre-signed URL: no API key; its signature (the query string) is left out of the log
+    try:
+        archive = client.remote.call(lambda: client.remote.request("GET", url, timeout=120).content)
+    except FatalError as exc:
+        raise FatalError(f"batch results could not be downloaded: {exc}") from None
     results: dict[str, tuple[int, Any]] = {}
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         for member in tar:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..config.models import AudienceConfig
 from ..errors import FatalError
+from ..remote import offset_items
 from .client import ApiError, MailchimpClient
 
 log = logging.getLogger(__name__)
@@ -27,17 +28,11 @@ class Provisioned:
 
 
 def existing_merge_fields(client: MailchimpClient, list_id: str) -> dict[str, dict[str, Any]]:
-    fields: dict[str, dict[str, Any]] = {}
-    offset = 0
-    while True:
-        page = client.call(
-            client.sdk.lists.get_list_merge_fields, list_id, count=PAGE, offset=offset
-        )
-        for item in page.get("merge_fields", []):
-            fields[item["tag"]] = item
-        offset += PAGE
-        if offset >= page.get("total_items", 0):
-            return fields
+    def fetch(count: int, offset: int) -> dict[str, Any]:
+        lists = client.sdk.lists
+        return client.call(lists.get_list_merge_fields, list_id, count=count, offset=offset)
+
+    return {item["tag"]: item for item in offset_items(fetch, PAGE, "merge_fields")}
 
 
 def provision_merge_fields(client: MailchimpClient, audience: AudienceConfig) -> list[str]:
@@ -88,16 +83,12 @@ def provision_merge_fields(client: MailchimpClient, audience: AudienceConfig) ->
 
 def list_segments(client: MailchimpClient, list_id: str, kind: str) -> list[dict[str, Any]]:
     """Every segment of one type ("static": tags, or "saved"), all pages."""
-    found: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        page = client.call(
-            client.sdk.lists.list_segments, list_id, type=kind, count=PAGE, offset=offset
-        )
-        found.extend(page.get("segments", []))
-        offset += PAGE
-        if offset >= page.get("total_items", 0):
-            return found
+
+    def fetch(count: int, offset: int) -> dict[str, Any]:
+        lists = client.sdk.lists
+        return client.call(lists.list_segments, list_id, type=kind, count=count, offset=offset)
+
+    return list(offset_items(fetch, PAGE, "segments"))
 
 
 def static_segments(client: MailchimpClient, list_id: str) -> dict[str, int]:

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, Select, select
 
 from ..config.models import AudienceConfig, MailchimpConfig
 from ..destinations import queue
+from ..remote import offset_pages
 from ..rules.stage import results_for
 from ..store import journal
 from .batches import MAX_OPERATIONS, run_batch
@@ -140,24 +141,23 @@ def read_back(client: MailchimpClient, engine: Engine, audience: AudienceConfig)
     seen = 0
     # archived members are listed only when asked for by status
     for status in (None, "archived"):
-        offset = 0
-        while True:
-            kwargs: dict[str, Any] = {"count": READ_PAGE, "offset": offset}
-            if status is not None:
-                kwargs["status"] = status
-            if since is not None:
-                kwargs["since_last_changed"] = (since - READ_OVERLAP).isoformat()
-            page = client.call(client.sdk.lists.get_list_members_info, audience.list_id, **kwargs)
-            members = page.get("members", [])
+        kwargs: dict[str, Any] = {}
+        if status is not None:
+            kwargs["status"] = status
+        if since is not None:
+            kwargs["since_last_changed"] = (since - READ_OVERLAP).isoformat()
+
+        def fetch(count: int, offset: int, kwargs: dict[str, Any] = kwargs) -> dict[str, Any]:
+            members_info = client.sdk.lists.get_list_members_info
+            return client.call(members_info, audience.list_id, count=count, offset=offset, **kwargs)
+
+        for members in offset_pages(fetch, READ_PAGE, "members"):
             with engine.begin() as conn:
                 moved = status_changed(conn, audience.list_id, members)
                 write_mailchimp_members(conn, audience.list_id, members)
                 holders = profiles_at(conn, audience.name, moved)
                 journal.append(conn, journal.MEMBER, holders)
             seen += len(members)
-            offset += READ_PAGE
-            if offset >= page.get("total_items", 0) or not members:
-                break
     with engine.begin() as conn:
         write_sync(conn, audience.list_id, started, segments)
     return seen
