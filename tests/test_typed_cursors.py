@@ -228,3 +228,14 @@ def test_a_file_stream_with_a_number_cursor_skips_rows_below_the_mark(
     _write(path, [("1", "a@x.io", "9"), ("2", "b@x.io", "10"), ("3", "c@x.io", "11")])
     assert run_cycle(settings, engine).totals.read == 2  # 10 (at the mark) and 11; 9 skipped
     assert load_cursor(engine, "files", "people")["mark"] == 11
+
+
+def test_status_shows_the_engine_mark_and_the_files_seen(
+    tmp_path: Path, store_url: str, engine: Engine
+) -> None:
+    from syncbridge.views import status
+
+    _write(tmp_path / "people.csv", [("1", "a@x.io", "11/20/2026 10:00")])
+    run_cycle(_files_project(tmp_path, store_url), engine)
+    [row] = status(engine).streams
+    assert row["cursor"] == "mark 2026-11-20T10:00:00Z, 1 file(s) seen"
