@@ -2,8 +2,9 @@
 
 Incremental by file fingerprint (size and modification time): an unchanged file is not read at
 all, a changed one is read whole and unchanged rows cost only a hash comparison in the engine.
-With `cursor_field`, rows older than the saved cursor are skipped. With `snapshot = true` the
-export is taken as complete, so rows that disappear from it are deleted.
+With `cursor_field`, the stream declares a typed cursor: the engine keeps its high-water mark
+(and reports values that do not parse), and rows older than the mark are skipped. With
+`snapshot = true` the export is taken as complete, so rows that disappear from it are deleted.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import io
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from syncbridge.connectors import Connector, Page, Stream, StreamOptions
-from syncbridge.cursors import cursor_moment, cursor_text, later, stored_moment
+from syncbridge.cursors import Cursor, CursorType, Resume
 from syncbridge.errors import FatalError
 from syncbridge.prepare import record_key
 
@@ -65,6 +65,8 @@ class FileStreamOptions(StreamOptions):
     primary_key: list[str | KeyField] = Field(min_length=1)
     """Columns, or `KeyField` tables for parts that need cleaning or a fallback column."""
     cursor_field: str | None = None
+    cursor_type: CursorType = "datetime"
+    """How cursor values compare: as moments ("datetime"), numbers ("number") or "text"."""
     cursor_format: str | None = None
     cursor_timezone: str | None = None
     encoding: str = "utf-8-sig"
@@ -128,6 +130,12 @@ class FileStream(Stream):
         )
         self.primary_key = (KEY,) if self.key_parts else tuple(self._key_columns)
         self.cursor_field = options.cursor_field
+        self.cursor = (
+            Cursor(options.cursor_field, options.cursor_type, options.cursor_format,
+                   options.cursor_timezone)
+            if options.cursor_field
+            else None
+        )  # fmt: skip
         self.snapshot = options.snapshot
         path = Path(options.path).expanduser()
         self.path = path if path.is_absolute() else base_dir / path
@@ -158,19 +166,24 @@ class FileStream(Stream):
 
     # -- reading -------------------------------------------------------------------------------
 
-    def position(self, cursor: Any | None) -> datetime | None:
-        return stored_moment((cursor or {}).get("max"))
+    def legacy_resume(self, stored: Any) -> Resume:
+        """Before the engine kept the mark this stream stored `{"files": ..., "max": ...}`."""
+        state = dict(stored) if isinstance(stored, dict) else {}
+        saved = state.pop("max", None)
+        mark = self.cursor.load(saved) if self.cursor is not None else None
+        if saved is not None and mark is None and self.cursor is not None:
+            log.warning("%s: the saved cursor %r is not a date/time; reading every row again",
+                        self.name, saved)  # fmt: skip
+        return Resume(mark, {"files": state.get("files", {})})
 
     def read(self, cursor: Any | None) -> Iterator[Page]:
-        state = dict(cursor or {})
-        seen_files: dict[str, str] = dict(state.get("files", {}))
-        threshold = self.position(cursor)
-        if state.get("max") is not None and threshold is None:
-            log.warning(
-                "%s: the saved cursor %r is not a date/time; reading every row again",
-                self.name, state["max"],
-            )  # fmt: skip
-        newest = threshold
+        """Changed files, whole (rows older than the engine's mark skipped). The state saved
+        beside the mark is the fingerprints of the files read; it is handed over once a file
+        is read to its end (a checkpoint), since a file's rows are in no cursor order."""
+        resume = cursor if isinstance(cursor, Resume) else self.resume(cursor)
+        seen_files: dict[str, str] = dict((resume.state or {}).get("files", {}))
+        threshold = resume.mark
+        state = {"files": seen_files}
         files = self.files()
         changed = [f for f in files if seen_files.get(self._name(f)) != self._fingerprint(f)]
         if self.snapshot and changed:
@@ -185,10 +198,11 @@ class FileStream(Stream):
                 repeats = _Repeats()
             for line, row in self._rows(path, errors):
                 where = f"{path.name} line {line}"
-                if self.cursor_field and (moment := self._cursor_moment(row, where, errors)):
-                    if threshold is not None and moment < threshold:
+                if self.cursor is not None and threshold is not None:
+                    # a value that does not parse is never skipped; the engine reports it
+                    value = self.cursor.newest(row)
+                    if value is not None and value < threshold:
                         continue
-                    newest = later(newest, moment)
                 key = self._key(row)
                 if key is None:
                     errors.append((where, self._no_key()))
@@ -197,14 +211,16 @@ class FileStream(Stream):
                     errors.append((earlier, _repeat(key, where)))
                 buffer.append(row)
                 if len(buffer) >= self.options.page_size:
-                    yield Page(buffer, cursor, errors=errors)
+                    yield Page(buffer, state, errors=errors, checkpoint=False)
                     buffer, errors = [], []
             seen_files = {**seen_files, self._name(path): self._fingerprint(path)}
-            cursor = {"files": seen_files, "max": cursor_text(newest)}
+            state = {"files": seen_files}
             last = index == len(changed) - 1
             if buffer or errors or last:
-                yield Page(buffer, cursor, complete=last and self.snapshot, errors=errors)
+                yield Page(buffer, state, complete=last and self.snapshot, errors=errors)
                 buffer, errors = [], []
+            else:
+                yield Page([], state)
 
     def _name(self, path: Path) -> str:
         return path.name if self.path.is_dir() else str(path.name)
@@ -213,23 +229,6 @@ class FileStream(Stream):
     def _fingerprint(path: Path) -> str:
         stat = path.stat()
         return f"{stat.st_size}:{stat.st_mtime_ns}"
-
-    def _cursor_moment(
-        self, row: dict[str, Any], where: str, errors: list[tuple[str, str]]
-    ) -> datetime | None:
-        """The row's cursor value as a moment. One that does not parse is a per-record error:
-        the row still loads (its data is fine) but cannot move the cursor, nor be skipped."""
-        assert self.cursor_field
-        raw = row.get(self.cursor_field)
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
-            return None
-        o = self.options
-        try:
-            return cursor_moment(raw, o.cursor_format, o.cursor_timezone)
-        except ValueError as exc:
-            errors.append((where, f"cursor field {self.cursor_field!r}: {str(raw)[:80]!r} is "
-                           f"{exc}; the row loads but does not move the cursor"))  # fmt: skip
-            return None
 
     def _key(self, record: dict[str, Any]) -> str | None:
         if self.key_parts:

@@ -2,8 +2,9 @@
 
 Each stream is one object (Contact, Lead, Account, Opportunity, OpportunityContactRole,
 CampaignMember, or a custom `Thing__c`). Its fields are the ones its mapping file reads, plus
-the bookkeeping fields. Reads are ordered by SystemModstamp then Id; the cursor is the newest
-SystemModstamp of a committed page and the next read starts a little before it (`overlap_s`), so
+the bookkeeping fields. Reads are ordered by SystemModstamp then Id; the stream declares
+SystemModstamp its cursor, the engine keeps the newest of committed pages as the mark, and the
+next read starts a little before it (`overlap_s`), so
 records that share a timestamp across a page boundary, or that commit late, are never missed
 (their repeats cost a hash comparison). `queryAll` returns soft-deleted and merged records, so
 deletes reach the cache; converted leads carry their ConvertedContactId, which the default
@@ -40,6 +41,7 @@ from simple_salesforce.exceptions import (
 from syncbridge.cleaning import format_datetime, parse_datetime
 from syncbridge.config.loader import load_mapping
 from syncbridge.connectors import DELETED, Connector, Page, SourceOptions, Stream, StreamOptions
+from syncbridge.cursors import Cursor, Resume
 from syncbridge.errors import FatalError
 from syncbridge.redaction import redact, register_secret
 from syncbridge.remote import TRANSIENT, Action, Failure, Remote, RetryPolicy, cursor_pages
@@ -127,6 +129,7 @@ class SalesforceStream(Stream):
         self.object = options.object or options.name
         self.primary_key = ("Id",)
         self.cursor_field = "SystemModstamp"
+        self.cursor = Cursor("SystemModstamp", "datetime")
 
     def fields(self) -> list[str]:
         mapping = load_mapping(self.connector.base_dir / self.options.mapping)
@@ -145,20 +148,20 @@ class SalesforceStream(Stream):
         columns = ", ".join(self.fields())
         return f"SELECT {columns} FROM {self.object}{where} ORDER BY SystemModstamp, Id"
 
-    def position(self, cursor: Any | None) -> datetime | None:
-        return parse_datetime(cursor) if cursor else None
-
     def read(self, cursor: Any | None) -> Iterator[Page]:
+        """Records from a little before the engine's mark (`overlap_s`) on."""
+        resume = cursor if isinstance(cursor, Resume) else self.resume(cursor)
         since = None
-        if cursor:
-            since = parse_datetime(cursor) - timedelta(seconds=self.connector.options.overlap_s)
+        if isinstance(resume.mark, datetime):
+            since = resume.mark - timedelta(seconds=self.connector.options.overlap_s)
         soql = self.soql(since)
         if self.connector.estimate(self.object, since) > self.connector.options.bulk_threshold:
-            yield from self._bulk(soql, cursor)
+            yield from self._bulk(soql)
             return
-        yield from self._rest(soql, cursor)
+        yield from self._rest(soql)
 
-    def _rest(self, soql: str, cursor: Any) -> Iterator[Page]:
+    def _rest(self, soql: str) -> Iterator[Page]:
+        """Ordered by SystemModstamp: every page is a checkpoint for the engine's mark."""
         headers = {"Sforce-Query-Options": f"batchSize={self.connector.options.batch_size}"}
 
         def fetch(next_url: str | None) -> tuple[dict[str, Any], str | None]:
@@ -173,33 +176,23 @@ class SalesforceStream(Stream):
             done = bool(result.get("done", True))
             return result, None if done else str(result["nextRecordsUrl"])
 
-        newest = cursor
         for result in cursor_pages(fetch):
-            records = [self._record(r) for r in result.get("records", [])]
-            for r in records:
-                stamp = r.get("SystemModstamp")
-                if stamp and (newest is None or stamp > newest):
-                    newest = stamp
-            yield Page(records, newest, complete=False)
+            yield Page([self._record(r) for r in result.get("records", [])], None)
 
-    def _bulk(self, soql: str, cursor: Any) -> Iterator[Page]:
+    def _bulk(self, soql: str) -> Iterator[Page]:
         """A Bulk API 2.0 query job, streamed. Its results are not ordered by SystemModstamp,
-        so the cursor is saved only once the whole job is in: a crash repeats the job."""
+        so only the last page, once the whole job is in, is a checkpoint: the engine moves the
+        mark then, and a crash repeats the job."""
         o = self.connector.options
         log.info("%s: large read through a Bulk API 2.0 query job", self.object)
         job = BulkQueryJob(self.connector.call, soql, o.bulk_page_size, o.bulk_poll_s,
                            o.bulk_timeout_s)  # fmt: skip
         to_rest = CsvToRest(self.object, self.connector.fields_of)
-        newest = cursor
         for text in job.pages():
             records = [self._record(to_rest.record(row)) for row in csv_rows(text)]
-            for r in records:
-                stamp = r.get("SystemModstamp")
-                if stamp and (newest is None or stamp > newest):
-                    newest = stamp
             for start in range(0, len(records), o.batch_size):
-                yield Page(records[start : start + o.batch_size], None)
-        yield Page([], newest)
+                yield Page(records[start : start + o.batch_size], None, checkpoint=False)
+        yield Page([], None)
 
     def _record(self, raw: dict[str, Any]) -> dict[str, Any]:
         record = _without_attributes(raw)

@@ -225,7 +225,7 @@ def test_cursor_skips_rows_older_than_the_saved_position(
                 StreamCursor.__table__.c.stream == "contacts"
             )
         ).scalar_one()
-    assert saved["max"] == "2026-10-03T16:05:00Z"
+    assert saved["mark"] == "2026-10-03T16:05:00Z"
     write_salesforce_report(
         tmp_path / "crm" / "contacts.csv",
         [

@@ -4,6 +4,12 @@ A connector is configured from one `[[sources]]` table and offers streams. A str
 of raw records, each with the cursor that is safe to save once the page is committed. Connectors
 never write to the cache and never know about profiles: the ingest engine owns writing, cursors
 and errors, and the mapping file decides what fields mean.
+
+A stream that declares a `Cursor` (field and type) leaves its high-water mark to the engine:
+the engine takes the newest cursor value of the records it is handed, never moves the mark
+back, reports values that do not parse, and hands `read()` a `cursors.Resume` (the mark, typed,
+and the state the stream saved beside it as `Page.cursor`). A stream without one keeps an
+opaque cursor of its own, saved as it gives it (`position` guards it from going back).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from .config.models import SourceConfig, StreamConfig
+from .cursors import Cursor, Mark, Resume, is_saved_form
 from .errors import FatalError
 
 ENTRY_POINT_GROUP = "syncbridge.connectors"
@@ -36,9 +43,15 @@ class Page:
 
     records: list[dict[str, Any]]
     cursor: Any
+    """The cursor to save with the page; with a declared `Cursor`, the connector's own state
+    saved beside the engine's mark (None when it keeps none)."""
     complete: bool = False
     errors: list[tuple[str, str]] = field(default_factory=list)
     """(where, why) for input the connector could not turn into a record, e.g. a broken line."""
+    checkpoint: bool = True
+    """False when the pages so far are not in cursor order (a file read half-way, a bulk job's
+    unordered results): the engine saves nothing with this page and moves the mark only at the
+    next checkpoint page, so a crash before it repeats the pages, never skips one."""
 
 
 class Stream(ABC):
@@ -47,6 +60,8 @@ class Stream(ABC):
     name: str
     primary_key: tuple[str, ...]
     cursor_field: str | None = None
+    cursor: Cursor | None = None
+    """The declared cursor: the engine keeps its high-water mark from the records' values."""
     snapshot: bool = False
     """True when a full read returns every live record, so records not returned were deleted."""
 
@@ -59,11 +74,28 @@ class Stream(ABC):
         """The fields records carry, when known without reading them all (for `validate`)."""
         return None
 
-    def position(self, cursor: Any | None) -> datetime | None:
-        """The high-water mark a cursor of this stream stands for, as a moment (None: the
-        cursor has none, e.g. only file fingerprints). The engine refuses to save a cursor
-        whose position is before the saved one's (see `cursors.goes_back`)."""
-        return None
+    def position(self, cursor: Any | None) -> datetime | Mark | None:
+        """The high-water mark a stored cursor of this stream stands for (None: it has none,
+        e.g. only file fingerprints). With a declared `Cursor`, the engine's mark; a stream
+        without one may say, and the engine then refuses to save a cursor whose position is
+        before the saved one's (see `cursors.goes_back`)."""
+        return self.resume(cursor).mark if self.cursor is not None else None
+
+    def resume(self, stored: Any | None) -> Resume:
+        """A stored cursor as the engine hands it to `read()`: the saved form, or an older
+        shape this stream stored before the engine kept its mark (`legacy_resume`)."""
+        if stored is None:
+            return Resume()
+        if self.cursor is not None and is_saved_form(stored):
+            return Resume(self.cursor.load(stored["mark"]), stored["state"])
+        return self.legacy_resume(stored)
+
+    def legacy_resume(self, stored: Any) -> Resume:
+        """A cursor in the shape an older version of this stream stored (override to read it);
+        by default a bare value is the mark."""
+        if self.cursor is not None and not isinstance(stored, dict | list):
+            return Resume(self.cursor.load(stored), None)
+        return Resume(None, stored)
 
     @abstractmethod
     def read(self, cursor: Any | None) -> Iterator[Page]:

@@ -23,12 +23,13 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, delete, select, update
 
 from .children import end_with_parent
 from .connectors import Stream
 from .counts import Counts
-from .cursors import goes_back
+from .cursors import goes_back, later, saved_form
 from .errors import FatalError, SyncbridgeError
 from .gc_tuning import bulk_gc
 from .prepare import PreparedPage, PreparedRecord, prepare_page, transform
@@ -156,10 +157,19 @@ class _StreamWriter:
         self.job = job
         self.statistics = statistics
         self.where = f"{job.source}/{job.stream.name}"
-        self.cursor = load_cursor(engine, job.source, job.stream.name)
+        self.stored = load_cursor(engine, job.source, job.stream.name)
         # A first read is mostly new records: transforming them all in a producer process
         # pays. Later reads are mostly unchanged records, which the local path never transforms.
-        self.first_read = self.cursor is None
+        self.first_read = self.stored is None
+        self.cursor: Any = self.stored
+        """What `read()` is handed: the stored cursor, or with a declared `Cursor` a Resume
+        (the engine's mark and the stream's own state, older stored shapes read too)."""
+        self.mark: Any = None
+        self.pending: Any = None
+        """The newest cursor value of pages after the last checkpoint (not saved yet)."""
+        if job.stream.cursor is not None:
+            self.cursor = job.stream.resume(self.stored)
+            self.mark = self.cursor.mark
         self.seen: set[str] | None = set() if job.stream.snapshot else None
         self.complete = False
         self.reported: set[tuple[str | None, str | None, str]] = set()
@@ -175,24 +185,61 @@ class _StreamWriter:
         self.reported.update(e for e in page.errors if e[0] is not None)
         before = stats.as_dict()
         moved = False
+        saving = self._marked(page) if self.job.stream.cursor is not None else page.cursor
         with self.engine.begin() as conn:
             _write_page(conn, self.job, page, self.seen)
-            if page.cursor is not None and page.cursor != self.cursor and self._forward(page):
-                _save_cursor(conn, self.job.source, self.job.stream.name, page.cursor)
-                self.cursor, moved = page.cursor, True
+            if (
+                page.checkpoint
+                and saving is not None
+                and saving != self.stored
+                and (self.job.stream.cursor is not None or self._forward(page))
+            ):
+                _save_cursor(conn, self.job.source, self.job.stream.name, saving)
+                self.stored, moved = saving, True
+        if moved and self.job.stream.cursor is not None:
+            self.mark, self.pending = self.job.stream.resume(saving).mark, None
+        if self.job.stream.cursor is None:
+            self.cursor = self.stored
         self.statistics.wrote(RECORDS.name, stats.inserted - inserted)
         self.statistics.wrote(EVENTS.name, stats.events - events)
         if log.isEnabledFor(logging.DEBUG):
-            _log_page(self.where, page.read, before, stats.as_dict(), moved, self.cursor)
+            _log_page(self.where, page.read, before, stats.as_dict(), moved, self.stored)
         self.complete = page.complete
         if self.job.on_page:
             self.job.on_page(page.read)
+
+    def _marked(self, page: PreparedPage) -> Any:
+        """The cursor to save with a page of a stream with a declared `Cursor`: the newest of
+        the saved mark and the page's parsed cursor values (so it never moves back), beside
+        the page's state. A value that does not parse becomes an error of its record, which
+        still loads; it does not move the mark. On a page that is not a checkpoint the newest
+        value waits (`pending`) for the next one."""
+        spec = self.job.stream.cursor
+        assert spec is not None
+        newest = self.pending
+        for record in page.records:
+            raw = record.raw if record.raw is not None else orjson.loads(record.payload)
+            try:
+                value = spec.value_of(raw)
+            except ValueError as exc:
+                transform(record, self.job.transformer)  # its errors are complete, then ours
+                shown = str(raw.get(spec.field))
+                why = (f"cursor field {spec.field!r}: {shown[:80]!r} is {exc}; the record "
+                       "loads but does not move the stream's high-water mark")  # fmt: skip
+                if (spec.field, shown[:2000], why) not in record.errors:
+                    record.errors.append((spec.field, shown[:2000], why))
+                continue
+            newest = later(newest, value)
+        self.pending = newest
+        if not page.checkpoint:
+            return None
+        return saved_form(spec, later(self.mark, newest), page.cursor)
 
     def _forward(self, page: PreparedPage) -> bool:
         """False for a cursor whose position is before the saved one's: saving it would
         read again what was read (at best). The page's records are stored all the same."""
         stream = self.job.stream
-        before, after = stream.position(self.cursor), stream.position(page.cursor)
+        before, after = stream.position(self.stored), stream.position(page.cursor)
         if goes_back(before, after):
             log.warning("%s: not moving the cursor back from %s to %s", self.where, before, after)
             return False

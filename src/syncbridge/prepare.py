@@ -60,15 +60,18 @@ class PreparedPage:
     cursor: Any
     complete: bool
     read: int
+    checkpoint: bool = True
+    """See `Page.checkpoint`."""
 
     def to_wire(self) -> tuple[Any, ...]:
         records = [r.to_tuple() for r in self.records]
-        return (records, self.errors, self.cursor, self.complete, self.read)
+        return (records, self.errors, self.cursor, self.complete, self.read, self.checkpoint)
 
     @classmethod
     def from_wire(cls, wire: tuple[Any, ...]) -> PreparedPage:
-        records, errors, cursor, complete, read = wire
-        return cls([PreparedRecord.from_tuple(r) for r in records], errors, cursor, complete, read)
+        records, errors, cursor, complete, read, checkpoint = wire
+        prepared = [PreparedRecord.from_tuple(r) for r in records]
+        return cls(prepared, errors, cursor, complete, read, checkpoint)
 
 
 def canonical_json(record: dict[str, Any]) -> bytes:
@@ -119,7 +122,9 @@ def prepare_page(
         for record in records:
             transform(record, transformer)
             record.raw = None
-    return PreparedPage(records, errors, page.cursor, page.complete, len(page.records))
+    return PreparedPage(
+        records, errors, page.cursor, page.complete, len(page.records), page.checkpoint
+    )
 
 
 def transform(record: PreparedRecord, transformer: RecordTransformer) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, case, func, select
 
 from .cleaning import normalize_email
+from .cursors import is_saved_form
 from .store import journal
 from .store.bulk import as_utc
 from .store.tables import (
@@ -155,6 +156,12 @@ def _consumer_order(name: str) -> tuple[int, str]:
 
 
 def _cursor_summary(value: Any) -> str:
+    """A stored cursor in a few words: the engine's mark (`{"mark", "state"}`), or an older
+    shape's newest value, and how many files the state has seen."""
+    if is_saved_form(value):
+        state = value["state"]
+        mark = "" if value["mark"] is None else f"mark {value['mark']}"
+        return ", ".join(p for p in (mark, _cursor_summary(state) if state else "") if p)
     if isinstance(value, dict):
         parts = []
         if value.get("max"):

@@ -404,36 +404,67 @@ def _cursor_stream(tmp_path: Path, text: str) -> Any:
     return _raw_stream(tmp_path, "changes.csv", text, cursor_field="Updated")
 
 
+def _ingest(tmp_path: Path, stream: Any) -> tuple[Any, Any]:
+    """Read the stream into the cache at tmp_path/c.db: (stats, saved cursor)."""
+    from syncbridge.config.loader import load_mapping
+    from syncbridge.ingest import StreamIngest, ingest_stream, load_cursor
+    from syncbridge.store.engine import open_engine
+    from syncbridge.transform import RecordTransformer
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    transformer = RecordTransformer(load_mapping(tmp_path / "m.toml"))
+    stats = ingest_stream(engine, StreamIngest("files", stream, transformer))
+    saved = load_cursor(engine, "files", stream.name)
+    engine.dispose()
+    return stats, saved
+
+
+def _errors(tmp_path: Path) -> list[tuple[Any, ...]]:
+    from sqlalchemy import create_engine, select
+
+    from syncbridge.store.tables import RecordErrorRow
+
+    e = RecordErrorRow.__table__.c
+    engine = create_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    with engine.connect() as conn:
+        found = [tuple(r) for r in conn.execute(select(e.external_id, e.field, e.message))]
+    engine.dispose()
+    return found
+
+
 def test_an_unparseable_cursor_value_is_a_per_record_error_and_never_moves_the_cursor(
     tmp_path: Path,
 ) -> None:
     text = ("Id,Email,Updated\n1,a@x.io,2026-11-20T10:00:00Z\n2,b@x.io,N/A\n"
             "3,c@x.io,2026-11-20T11:00:00Z\n")  # fmt: skip
     stream = _cursor_stream(tmp_path, text)
-    pages = list(stream.read(None))
-    records = [r for p in pages for r in p.records]
-    assert [r["Id"] for r in records] == ["1", "2", "3"]  # the row's data is fine: it loads
-    assert [e for p in pages for e in p.errors] == [("changes.csv line 3", "cursor field "
-            "'Updated': 'N/A' is not a date/time in ISO 8601; the row loads but does not move "
-            "the cursor")]  # fmt: skip
-    cursor = pages[-1].cursor
-    assert cursor["max"] == "2026-11-20T11:00:00Z"
+    records, errors = _read(stream)
+    assert [r["Id"] for r in records] == ["1", "2", "3"] and errors == []  # the engine reports
+    stats, saved = _ingest(tmp_path, stream)
+    assert stats.inserted == 3  # the row's data is fine: it loads
+    assert _errors(tmp_path) == [("2", "Updated", "cursor field 'Updated': 'N/A' is not a "
+            "date/time in ISO 8601; the record loads but does not move the stream's high-water "
+            "mark")]  # fmt: skip
+    assert saved["mark"] == "2026-11-20T11:00:00Z"
     later_rows = text + "4,d@x.io,2026-11-21T09:00:00Z\n"
     (tmp_path / "changes.csv").write_text(later_rows, encoding="utf-8")
-    # nothing is skipped for good; the N/A row cannot be placed, so it is read (and reported)
-    # again, which costs a hash comparison
-    assert [r["Id"] for r in _read(stream, cursor)[0]] == ["2", "3", "4"]
+    # nothing is skipped for good; the N/A row cannot be placed, so it is read again, which
+    # costs a hash comparison (and reports nothing twice: the record did not change)
+    assert [r["Id"] for r in _read(stream, saved)[0]] == ["2", "3", "4"]
+    stats, saved = _ingest(tmp_path, stream)
+    assert (stats.read, stats.inserted, stats.errors) == (3, 1, 0)
+    assert saved["mark"] == "2026-11-21T09:00:00Z" and len(_errors(tmp_path)) == 1
 
 
 def test_cursor_values_compare_as_moments_not_text(tmp_path: Path) -> None:
     # As text "10:00:05Z" sorts after "10:00:05.500Z"; as moments it is half a second before.
     text = "Id,Email,Updated\n1,a@x.io,2026-11-20T10:00:05.500Z\n"
     stream = _cursor_stream(tmp_path, text)
-    cursor = list(stream.read(None))[-1].cursor
+    _ingest(tmp_path, stream)
     (tmp_path / "changes.csv").write_text(text + "2,b@x.io,2026-11-20T10:00:05Z\n", "utf-8")
-    pages = list(stream.read(cursor))
-    assert [r["Id"] for p in pages for r in p.records] == ["1"]  # older: skipped
-    assert pages[-1].cursor["max"] == "2026-11-20T10:00:05.500Z"
+    stats, saved = _ingest(tmp_path, stream)
+    assert stats.read == 1  # only row 1 (at the mark); row 2 is older: skipped
+    assert saved["mark"] == "2026-11-20T10:00:05.500Z"
 
 
 def test_a_saved_cursor_that_is_not_a_moment_does_not_skip_rows(tmp_path: Path) -> None:

@@ -704,8 +704,8 @@ def test_bulk_csv_reads_exactly_like_rest_for_every_field_type(
     stream: Any = build_connector(settings.config.sources[0], tmp_path).streams()[0]
     soql = ("SELECT Id, SystemModstamp, IsDeleted, Name, Score__c, Visits__c, Active__c, "
             "Joined__c, Renews__c, Fee__c, Account__r.Name FROM Membership__c")  # fmt: skip
-    by_rest = [r for page in stream._rest(soql, None) for r in page.records]
-    by_bulk = [r for page in stream._bulk(soql, None) for r in page.records]
+    by_rest = [r for page in stream._rest(soql) for r in page.records]
+    by_bulk = [r for page in stream._bulk(soql) for r in page.records]
     assert len(by_rest) == 2 and sorted(by_bulk, key=str) == sorted(by_rest, key=str)
     assert {r["Name"]: r["Account__r"] for r in by_bulk} == {"Gold": {"Name": "Acme"},
                                                             "Lapsed": None}  # fmt: skip
