@@ -8,8 +8,6 @@ push. When the rules themselves change (by hash), every profile is evaluated onc
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -23,6 +21,7 @@ from ..children import end_with_parent
 from ..counts import Counts
 from ..errors import FatalError
 from ..gc_tuning import bulk_gc
+from ..hashing import content_hash
 from ..redaction import redact
 from ..store import journal
 from ..store.bulk import as_utc, chunks, utcnow
@@ -74,17 +73,14 @@ def profiles_to_evaluate(conn: Connection, now: datetime) -> list[int]:
 
 def item_hashes(config: RulesConfig) -> dict[str, str]:
     """A hash per trait, score, tag, segment and content group: what changed, not just whether."""
-
-    def digest(model: Any) -> str:
-        text = json.dumps(model.model_dump(mode="json", by_alias=True), sort_keys=True)
-        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
     items: dict[str, str] = {}
     for kind, entries in (("trait", config.traits), ("score", config.scores),
                           ("tag", config.tags), ("segment", config.segments),
                           ("content", config.content)):  # fmt: skip
         for entry in entries:
-            items[f"{kind}:{entry.name}"] = digest(entry)
+            items[f"{kind}:{entry.name}"] = content_hash(
+                entry.model_dump(mode="json", by_alias=True)
+            )
     return items
 
 
