@@ -17,12 +17,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from ..children import end_with_parent
+from ..children import end_with_parent, reported
 from ..counts import Counts
-from ..errors import FatalError
+from ..errors import SyncbridgeError
 from ..gc_tuning import bulk_gc
 from ..hashing import content_hash
-from ..redaction import redact
 from ..store import journal
 from ..store.bulk import as_utc, chunks, utcnow
 from ..store.engine import create_store_engine
@@ -189,8 +188,8 @@ def _evaluate_in_two_processes(
         try:
             _evaluate_ids(own, compiled, ids[half:], now, child_stats)
             results.put(child_stats.as_dict())
-        except BaseException as exc:  # reported to the parent, which raises
-            results.put(f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:  # reported to the parent, which raises it
+            results.put(reported("rule evaluation in the second process", exc))
         finally:
             own.dispose()
 
@@ -201,8 +200,8 @@ def _evaluate_in_two_processes(
         outcome = results.get()
     finally:
         process.join()
-    if isinstance(outcome, str):
-        raise FatalError(f"rule evaluation failed in the second process: {redact(outcome)}")
+    if isinstance(outcome, SyncbridgeError):
+        raise outcome
     stats.add(RulesStats(**outcome))
 
 
