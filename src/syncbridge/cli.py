@@ -42,7 +42,7 @@ from .push.sync import (
 )
 from .redaction import redact
 from .rules.compute import explain as explain_results
-from .settings import load_settings
+from .settings import check_connections, load_settings
 from .store import journal
 from .store.engine import create_store_engine, open_engine
 from .store.failures import store_failure
@@ -227,7 +227,15 @@ def init(
 
 
 @app.command()
-def validate(config: ConfigOption = Path("config.toml")) -> None:
+def validate(
+    config: ConfigOption = Path("config.toml"),
+    connect: Annotated[
+        bool,
+        typer.Option(
+            "--connect", help="Also sign in to every source (read-only) to check its credentials."
+        ),
+    ] = False,
+) -> None:
     """Check the config and every mapping file; list all problems."""
     try:
         settings = load_settings(config)
@@ -240,6 +248,18 @@ def validate(config: ConfigOption = Path("config.toml")) -> None:
         f"[green]OK[/green]: {config} with {len(settings.config.sources)} source(s), "
         f"{streams} stream(s), {len(settings.mappings)} mapping(s)."
     )
+    if connect:
+        failures = check_connections(settings)
+        for name, failure in failures.items():
+            if failure is None:
+                out.print(
+                    f"[green]OK[/green]: source {escape(repr(name))} answered", highlight=False
+                )
+            else:
+                text = escape(redact(f"source {name!r}: {failure}"))
+                err.print(f"[red]error:[/red] {text}", highlight=False, soft_wrap=True)
+        if any(failures.values()):
+            raise typer.Exit(1)
 
 
 AllowMassRemoval = Annotated[

@@ -140,6 +140,19 @@ def _check_source(
         _check_columns(prefix, connector, mappings, file, problems)
 
 
+def check_connections(settings: Settings) -> dict[str, SyncbridgeError | None]:
+    """Each source's `Connector.check` (a sign-in and one read-only call; nothing for file
+    sources), by source name: None when it passed, else the error."""
+    results: dict[str, SyncbridgeError | None] = {}
+    for source in settings.config.sources:
+        try:
+            build_connector(source, settings.config.base_dir).check()
+            results[source.name] = None
+        except SyncbridgeError as exc:
+            results[source.name] = exc
+    return results
+
+
 def _check_columns(
     prefix: str,
     connector: Connector,

@@ -705,3 +705,40 @@ def test_batch_size_applies_to_every_rest_page_and_every_bulk_page(
     stream = connector.streams()[0]
     sizes = [len(page.records) for page in stream.read(None)]
     assert sizes and max(sizes) <= 200 and sum(sizes) == 2500
+
+
+def test_validate_connect_signs_in_and_names_a_refused_source_without_its_secret(
+    fake: FakeSalesforce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from syncbridge.cli import app
+
+    (tmp_path / "config.toml").write_text(
+        f"""
+[[sources]]
+name = "crm"
+connector = "salesforce"
+instance_url = "{fake.instance_url}"
+session_id = "${{SF_SESSION}}"
+[[sources.streams]]
+name = "Contact"
+mapping = "{MAPPINGS / "salesforce.toml"}"
+""",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("SF_SESSION", fake.session_id)
+    args = ["validate", "--connect", "-c", str(tmp_path / "config.toml")]
+    calls = fake.api_calls
+    ok = CliRunner().invoke(app, args)
+    assert ok.exit_code == 0, ok.output
+    assert "source 'crm' answered" in ok.output
+    assert fake.api_calls > calls  # it did ask Salesforce
+    offline = CliRunner().invoke(app, args[:1] + args[2:])
+    assert offline.exit_code == 0 and "answered" not in offline.output
+    secret = fake.session_id
+    fake.expire_session()
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1
+    assert "error: source 'crm':" in refused.output
+    assert secret not in refused.output
