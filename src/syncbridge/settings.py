@@ -1,6 +1,7 @@
 """Loads a whole setup: config, connectors' options, mapping files, and checks them together.
 
 Every problem is collected before anything is raised, so `syncbridge validate` lists them all.
+`check_connections` (`validate --connect`) goes one step further: it signs in to each source.
 """
 
 from __future__ import annotations

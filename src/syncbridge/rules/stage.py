@@ -2,8 +2,10 @@
 
 Reads, per bounded batch, the profiles' attributes and events and their previous results;
 writes new results, the next expiry (an indexed column, so finding expiring profiles is an index
-range scan), segment entries and exits; a profile whose outcome changed becomes dirty for the
-push. When the rules themselves change (by hash), every profile is evaluated once.
+range scan), segment entries and exits; a profile whose outcome changed is journaled for the
+push. When the rules themselves change (a hash per rule), every profile is evaluated once, or,
+when only segments and content changed, just those are decided again from stored traits and
+tags. A pass over `PARALLEL_FROM` profiles or more runs in two processes.
 """
 
 from __future__ import annotations
