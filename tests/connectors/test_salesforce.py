@@ -394,14 +394,10 @@ def test_campaign_members_become_events_of_their_contacts_and_leads(
     assert live(store) == 2  # the memberships joined their people; no profile of their own
 
 
-def test_connectors_describe_lists_the_objects_fields(
-    fake: FakeSalesforce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from typer.testing import CliRunner
-
-    from syncbridge.cli import app
-
-    (tmp_path / "config.toml").write_text(
+def cli_config(fake: FakeSalesforce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config.toml for the command line, its session id from the environment."""
+    path = tmp_path / "config.toml"
+    path.write_text(
         f"""
 [[sources]]
 name = "crm"
@@ -415,6 +411,17 @@ mapping = "{MAPPINGS / "salesforce.toml"}"
         encoding="utf-8",
     )
     monkeypatch.setenv("SF_SESSION", fake.session_id)
+    return path
+
+
+def test_connectors_describe_lists_the_objects_fields(
+    fake: FakeSalesforce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from syncbridge.cli import app
+
+    cli_config(fake, tmp_path, monkeypatch)
     result = CliRunner().invoke(app, ["connectors", "describe", "salesforce", "Contact",
                                       "-c", str(tmp_path / "config.toml")])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -714,20 +721,7 @@ def test_validate_connect_signs_in_and_names_a_refused_source_without_its_secret
 
     from syncbridge.cli import app
 
-    (tmp_path / "config.toml").write_text(
-        f"""
-[[sources]]
-name = "crm"
-connector = "salesforce"
-instance_url = "{fake.instance_url}"
-session_id = "${{SF_SESSION}}"
-[[sources.streams]]
-name = "Contact"
-mapping = "{MAPPINGS / "salesforce.toml"}"
-""",
-        encoding="utf-8",
-    )
-    monkeypatch.setenv("SF_SESSION", fake.session_id)
+    cli_config(fake, tmp_path, monkeypatch)
     args = ["validate", "--connect", "-c", str(tmp_path / "config.toml")]
     calls = fake.api_calls
     ok = CliRunner().invoke(app, args)
