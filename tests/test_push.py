@@ -543,3 +543,43 @@ def test_plan_checked_against_mailchimp_lists_fields_and_tags_to_create(
     assert plan.tags_to_create == ["vip"]
     assert plan.counts()["merge fields to create"] == 2
     assert fake.write_calls() == writes  # a plan never writes
+
+
+def test_untag_removal_takes_the_synced_tags_once_and_then_leaves_the_member_alone(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    """`removal = "untag"`: members leaving the audience keep their subscription and lose the
+    synced tags. Before the fix the untag was planned again at every later change of those
+    profiles, with nothing left to take: counted as removals, it tripped the mass-removal
+    guard on a cycle that would remove nothing."""
+    from datetime import UTC, datetime
+
+    from syncbridge.push.guard import MassRemovalError
+    from syncbridge.rules.config import RulesConfig
+    from syncbridge.rules.stage import run_rules
+
+    rules = RulesConfig.model_validate({"segments": [{"name": "Big", "rule": "ltv > 150"}]})
+    config = settings_for(fake, segment="Big", removal="untag")
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+
+    def cycle(ltv: str, **options: Any) -> Any:
+        people = [person(i, ltv=ltv, tags="vip") for i in range(1, 13)]
+        ingest_stream(engine, StreamIngest("crm", ListStream("contacts", people),
+                                           RecordTransformer(MAPPING, "US")))  # fmt: skip
+        resolve_pending(engine, IdentityConfig())
+        run_rules(engine, rules, now)
+        return push(engine, config, client_for(config), **options).audiences[0]
+
+    cycle("200")
+    members = fake.members("L1")
+    assert len(members) == 12 and all(set(m["tags"]) == {"Big", "vip"} for m in members.values())
+    left = cycle("100", allow_mass_removal=True)  # all twelve leave the segment
+    assert left.applied["tag removals"] == 24
+    members = fake.members("L1")
+    assert all(m["status"] == "subscribed" and not m["tags"] for m in members.values())
+    assert all(state(engine, f"person{i}@gmail.com")["tags"] == [] for i in range(1, 13))
+    try:
+        again = cycle("90")  # changed again, still outside: nothing to take
+    except MassRemovalError as exc:
+        pytest.fail(f"an untag with nothing left to take counted as a removal: {exc}")
+    assert again.applied == {} and again.planned["tag removals"] == 0

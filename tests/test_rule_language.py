@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from syncbridge.rules.config import TraitConfig
 from syncbridge.rules.evaluate import Facts, evaluate, matching_events
-from syncbridge.rules.language import RuleError, evaluation_order, parse
+from syncbridge.rules.language import RuleError, evaluation_order, parse, parse_duration
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 PROFILE = {
@@ -145,3 +146,16 @@ def test_strings_keep_non_ascii_and_escapes() -> None:
     rule = parse("r", 'city = "Köln" or city = "O\\"Hare"')
     assert evaluate(rule, facts(city="köln"))
     assert evaluate(rule, facts(city='O"Hare'))
+
+
+@pytest.mark.parametrize("text", ["30d", "24h", "90m", "2w", "1y", "1.5d", "0.1h", "365d"])
+def test_a_duration_means_the_same_in_a_rule_and_in_a_rule_file_option(text: str) -> None:
+    rule = parse("r", f"last_order_at within {text}")
+    trait = TraitConfig(name="n", aggregate="count", event="purchase", within=text)
+    assert rule.tree.window == trait.window == parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["30", "30 d", "30D", "d", "1.d", "-1d"])
+def test_a_malformed_duration_is_refused_in_a_rule_file_option(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration like 30d"):
+        parse_duration(text)

@@ -175,3 +175,34 @@ def test_big_pass_in_two_processes_matches_one_process(tmp_path: Any, monkeypatc
     assert {k: (v["traits"], v["segments"]) for k, v in results(single).items()} == {
         k: (v["traits"], v["segments"]) for k, v in results(double).items()
     }
+
+
+def test_a_transient_failure_in_the_second_process_stays_retriable(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    """It used to come back as a FatalError built from a string: a daemon stopped on what it
+    should have retried."""
+    import os
+
+    import pytest
+
+    from syncbridge.errors import RetriableError
+    from syncbridge.redaction import register_secret
+    from syncbridge.rules import stage
+    from syncbridge.store.engine import open_engine
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'two.db'}")
+    load(engine, [order(i, i % 40, 30 + i, DAY0) for i in range(60)])
+    parent, real = os.getpid(), stage._evaluate_ids
+    register_secret("hunter2-db-password")
+
+    def failing_in_the_child(*args: Any, **kwargs: Any) -> None:
+        if os.getpid() != parent:
+            raise RetriableError("database is locked (password hunter2-db-password)")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(stage, "_evaluate_ids", failing_in_the_child)
+    with pytest.raises(RetriableError, match=r"second process: database is locked") as caught:
+        run_rules(engine, RULES, DAY0)
+    assert "hunter2" not in str(caught.value)

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from . import lookup, render, views
 from .bundled import data_dir, example_config
 from .config.loader import Settings, StreamKey
 from .connectors import available_connectors, build_connector
+from .daemon import DaemonOptions, run_daemon
 from .destinations import queue
 from .errors import CacheBusyError, ConfigError, FatalError, SyncbridgeError
 from .logs import setup_logging
@@ -43,7 +43,7 @@ from .push.sync import (
 )
 from .redaction import redact
 from .rules.compute import explain as explain_results
-from .settings import load_settings
+from .settings import check_connections, load_settings
 from .store import journal
 from .store.engine import create_store_engine, open_engine
 from .store.failures import store_failure
@@ -228,7 +228,15 @@ def init(
 
 
 @app.command()
-def validate(config: ConfigOption = Path("config.toml")) -> None:
+def validate(
+    config: ConfigOption = Path("config.toml"),
+    connect: Annotated[
+        bool,
+        typer.Option(
+            "--connect", help="Also sign in to every source (read-only) to check its credentials."
+        ),
+    ] = False,
+) -> None:
     """Check the config and every mapping file; list all problems."""
     try:
         settings = load_settings(config)
@@ -241,6 +249,18 @@ def validate(config: ConfigOption = Path("config.toml")) -> None:
         f"[green]OK[/green]: {config} with {len(settings.config.sources)} source(s), "
         f"{streams} stream(s), {len(settings.mappings)} mapping(s)."
     )
+    if connect:
+        failures = check_connections(settings)
+        for name, failure in failures.items():
+            if failure is None:
+                out.print(
+                    f"[green]OK[/green]: source {escape(repr(name))} answered", highlight=False
+                )
+            else:
+                text = escape(redact(f"source {name!r}: {failure}"))
+                err.print(f"[red]error:[/red] {text}", highlight=False, soft_wrap=True)
+        if any(failures.values()):
+            raise typer.Exit(1)
 
 
 AllowMassRemoval = Annotated[
@@ -292,63 +312,10 @@ def run(
                 )
             _print_cycle(report)
             return
-        _daemon(settings, every, every if wait is None else wait, refresh, allow_mass_removal)
-
-
-def _daemon(
-    settings: Settings,
-    every: int,
-    wait: float,
-    full_refresh: list[StreamKey] | None = None,
-    allow_mass_removal: bool = False,
-) -> None:
-    """Cycles every `every` s; the writer lock is held per cycle, not for the daemon's life,
-    so `push`, `db upgrade` or a manual `run --once` can go between cycles."""
-    from apscheduler.schedulers.blocking import BlockingScheduler
-
-    scheduler = BlockingScheduler()
-    url = settings.config.store.url
-    refresh = list(full_refresh or [])
-
-    def cycle() -> None:
-        try:
-            with writer_lock(url, f"run --every {every}", wait):
-                report = _cycle(
-                    settings, full_refresh=refresh, allow_mass_removal=allow_mass_removal
-                )
-            refresh.clear()  # only the first cycle reads from scratch
-            log.info(
-                "run %d %s in %.1fs: %s",
-                report.run_id,
-                report.status,
-                report.seconds,
-                json.dumps(report.counts()["totals"]),
-            )
-        except CacheBusyError as exc:
-            log.warning("%s; skipping this cycle, the next one starts in %ds", exc, every)
-        except SyncbridgeError as exc:
-            log.error("cycle failed: %s", exc)
-        except Exception as exc:
-            failure = store_failure(exc, url)
-            if failure is None:
-                raise
-            log.error("cycle failed: %s", failure)
-
-    scheduler.add_job(
-        cycle, "interval", seconds=every, max_instances=1, coalesce=True, next_run_time=_now()
-    )
-    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=True))
-    log.info("daemon started: a cycle every %ds (Ctrl-C or SIGTERM stops it)", every)
-    try:
-        scheduler.start()
-    except (KeyboardInterrupt, SystemExit):
-        log.info("daemon stopped")
-
-
-def _now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
+        options = DaemonOptions(
+            every, every if wait is None else wait, refresh or [], allow_mass_removal
+        )
+        run_daemon(settings, options, _progress)
 
 
 DemoOption = Annotated[

@@ -26,14 +26,13 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, delete, select, update
 
-from .children import end_with_parent
+from .children import end_with_parent, reported
 from .connectors import Stream
 from .counts import Counts
 from .cursors import goes_back, later, saved_form
 from .errors import FatalError, SyncbridgeError
 from .gc_tuning import bulk_gc
 from .prepare import PreparedPage, PreparedRecord, prepare_page, transform
-from .redaction import redact
 from .store import journal
 from .store.bulk import chunks, utcnow
 from .store.rawsql import allocate_ids, datetime_binder, insert_many, insert_tuples, select_in
@@ -314,11 +313,9 @@ def _write_produced(writers: list[_StreamWriter], workers: int) -> list[Syncbrid
             if item is None:
                 running.pop(index).join(timeout=5)
                 writers[index].finish()
-            elif isinstance(item, SyncbridgeError):
+            elif isinstance(item, SyncbridgeError):  # see `children.reported`
                 running.pop(index).join(timeout=5)
                 failures.append(_failed(writers[index], item))
-            elif isinstance(item, BaseException):
-                raise item
             else:
                 writers[index].write(PreparedPage.from_wire(item))
         return failures
@@ -340,13 +337,8 @@ def _produce(index: int, job: StreamIngest, cursor: Any, pages: Any, parent: int
             prepared = prepare_page(page, job.stream.primary_key, job.transformer)
             pages.put((index, prepared.to_wire()))
         pages.put((index, None))
-    except BaseException as exc:  # sent to the parent, which raises it (same kind if it can)
-        where = f"{job.source}/{job.stream.name}"
-        report: BaseException = FatalError(redact(f"{where}: {type(exc).__name__}: {exc}"))
-        if isinstance(exc, SyncbridgeError):
-            with suppress(TypeError):  # error classes with a richer constructor stay wrapped
-                report = type(exc)(redact(f"{where}: {exc}"))
-        pages.put((index, report))
+    except BaseException as exc:  # the parent records it as the stream's failure
+        pages.put((index, reported(f"{job.source}/{job.stream.name}", exc)))
 
 
 def forget_cursors(engine: Engine, streams: list[tuple[str, str]]) -> None:

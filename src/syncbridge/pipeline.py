@@ -1,9 +1,11 @@
-"""One cycle of syncbridge: pull every stream, then resolve identities.
+"""One cycle of syncbridge: pull every stream, resolve identities, evaluate rules, push.
 
 Before the pull, streams whose mapping was edited have their stored records re-mapped
-(`remap.py`), and streams named for a full refresh forget their saved position. Later stages
-(rules, push) hook in after resolution; each stage reads what the previous one wrote to the
-cache. The CLI's `run --once`, the demo and the daemon all call `run_cycle`.
+(`remap.py`), and streams named for a full refresh forget their saved position. Each stage
+reads what the previous one wrote to the cache (its change journal): without a rules file the
+push reads identity's entries directly, and the push runs only when audiences are configured.
+Every cycle is recorded as a run. The CLI's `run --once`, the demo and the daemon
+(`daemon/loop.py`) all call `run_cycle`.
 """
 
 from __future__ import annotations

@@ -6,13 +6,11 @@ It runs in the ingest process or, for large reads, in a producer process beside 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from .connectors import DELETED, Page
+from .hashing import canonical_json, content_hash
 from .store.rawsql import dumps
 from .transform import RecordTransformer
 
@@ -74,18 +72,6 @@ class PreparedPage:
         return cls(prepared, errors, cursor, complete, read, checkpoint)
 
 
-def canonical_json(record: dict[str, Any]) -> bytes:
-    """The record as UTF-8 JSON with sorted keys: hashed for change detection, stored as is."""
-    try:
-        return orjson.dumps(record, default=str, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # integers beyond 64 bits: the standard library copes
-        return dumps(record, sort_keys=True).encode()
-
-
-def digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
 def record_key(record: dict[str, Any], primary_key: tuple[str, ...]) -> str | None:
     parts = []
     for name in primary_key:
@@ -112,10 +98,10 @@ def prepare_page(
         if key is None:
             errors.append((None, ", ".join(primary_key), "record has no primary key value"))
             continue
-        data = canonical_json(raw)
-        hashed = digest(data)
+        data = canonical_json(raw)  # hashed for change detection, stored as the payload
+        hashed = content_hash(data)
         if deleted_marker:  # a delete of unchanged content is still a change
-            hashed = digest(b"deleted:" + hashed.encode())
+            hashed = content_hash(b"deleted:" + hashed.encode())
         prepared[key] = PreparedRecord(key, hashed, data.decode(), raw, deleted_marker)
     records = list(prepared.values())
     if transformer is not None:

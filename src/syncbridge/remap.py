@@ -31,8 +31,9 @@ from sqlalchemy import Connection, Engine, select, text
 
 from .counts import Counts
 from .gc_tuning import bulk_gc
+from .hashing import content_hash
 from .ingest import StreamIngest, StreamStats, error_row, replace_errors, write_changed
-from .prepare import PreparedRecord, digest, transform
+from .prepare import PreparedRecord, transform
 from .store.bulk import utcnow
 from .store.rawsql import insert_many, read_datetime, read_json, select_in
 from .store.tables import CacheSetting
@@ -132,13 +133,13 @@ def _remap_page(
     stored: dict[str, tuple[int, str]] = {}
     changed: list[PreparedRecord] = []
     errors_changed: list[PreparedRecord] = []
-    for record_id, key, payload, content_hash, attributes, identifiers, ts, deleted in rows:
-        if deleted and content_hash != digest(payload.encode()):
+    for record_id, key, payload, digest, attributes, identifiers, ts, deleted in rows:
+        if deleted and digest != content_hash(payload.encode()):
             continue  # deleted by the source (its hash says so): no mapping brings it back
-        record = PreparedRecord(key, content_hash, payload, orjson.loads(payload))
+        record = PreparedRecord(key, digest, payload, orjson.loads(payload))
         transform(record, job.transformer)
         stats.remapped += 1
-        stored[key] = (record_id, content_hash)
+        stored[key] = (record_id, digest)
         before: Mapped = (
             read_json(attributes), read_json(identifiers), read_datetime(ts), bool(deleted),
             events_before.get(record_id, []),

@@ -1,6 +1,7 @@
 """Loads a whole setup: config, connectors' options, mapping files, and checks them together.
 
 Every problem is collected before anything is raised, so `syncbridge validate` lists them all.
+`check_connections` (`validate --connect`) goes one step further: it signs in to each source.
 """
 
 from __future__ import annotations
@@ -138,6 +139,19 @@ def _check_source(
     if ok:
         connector = build_connector(source, config.base_dir)
         _check_columns(prefix, connector, mappings, file, problems)
+
+
+def check_connections(settings: Settings) -> dict[str, SyncbridgeError | None]:
+    """Each source's `Connector.check` (a sign-in and one read-only call; nothing for file
+    sources), by source name: None when it passed, else the error."""
+    results: dict[str, SyncbridgeError | None] = {}
+    for source in settings.config.sources:
+        try:
+            build_connector(source, settings.config.base_dir).check()
+            results[source.name] = None
+        except SyncbridgeError as exc:
+            results[source.name] = exc
+    return results
 
 
 def _check_columns(

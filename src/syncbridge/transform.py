@@ -6,8 +6,6 @@ the cleaners themselves; ingestion of a million records depends on that.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from . import cleaning
 from .config.mapping import EventMapping, FieldSpec, Mapping
 from .errors import RecordError
 from .filters import compile_filters
+from .hashing import content_hash
 
 EMAIL = "email"
 PHONE = "phone"
@@ -283,8 +282,7 @@ def mapping_fingerprint(mapping: Mapping, default_phone_region: str | None = Non
         "mapping": mapping.model_dump(mode="json", exclude={"description"}),
         "default_phone_region": region,
     }
-    text = json.dumps(meaning, sort_keys=True, default=str)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return content_hash(meaning)
 
 
 def _folded(record: dict[str, Any], errors: list[RecordError]) -> dict[str, Any]:

@@ -417,14 +417,10 @@ def test_campaign_members_become_events_of_their_contacts_and_leads(
     assert live(store) == 2  # the memberships joined their people; no profile of their own
 
 
-def test_connectors_describe_lists_the_objects_fields(
-    fake: FakeSalesforce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from typer.testing import CliRunner
-
-    from syncbridge.cli import app
-
-    (tmp_path / "config.toml").write_text(
+def cli_config(fake: FakeSalesforce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config.toml for the command line, its session id from the environment."""
+    path = tmp_path / "config.toml"
+    path.write_text(
         f"""
 [[sources]]
 name = "crm"
@@ -438,6 +434,17 @@ mapping = "{MAPPINGS / "salesforce.toml"}"
         encoding="utf-8",
     )
     monkeypatch.setenv("SF_SESSION", fake.session_id)
+    return path
+
+
+def test_connectors_describe_lists_the_objects_fields(
+    fake: FakeSalesforce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from syncbridge.cli import app
+
+    cli_config(fake, tmp_path, monkeypatch)
     result = CliRunner().invoke(app, ["connectors", "describe", "salesforce", "Contact",
                                       "-c", str(tmp_path / "config.toml")])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -728,3 +735,27 @@ def test_batch_size_applies_to_every_rest_page_and_every_bulk_page(
     stream = connector.streams()[0]
     sizes = [len(page.records) for page in stream.read(None)]
     assert sizes and max(sizes) <= 200 and sum(sizes) == 2500
+
+
+def test_validate_connect_signs_in_and_names_a_refused_source_without_its_secret(
+    fake: FakeSalesforce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from syncbridge.cli import app
+
+    cli_config(fake, tmp_path, monkeypatch)
+    args = ["validate", "--connect", "-c", str(tmp_path / "config.toml")]
+    calls = fake.api_calls
+    ok = CliRunner().invoke(app, args)
+    assert ok.exit_code == 0, ok.output
+    assert "source 'crm' answered" in ok.output
+    assert fake.api_calls > calls  # it did ask Salesforce
+    offline = CliRunner().invoke(app, args[:1] + args[2:])
+    assert offline.exit_code == 0 and "answered" not in offline.output
+    secret = fake.session_id
+    fake.expire_session()
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1
+    assert "error: source 'crm':" in refused.output
+    assert secret not in refused.output

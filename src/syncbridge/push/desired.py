@@ -8,7 +8,6 @@ not fit is left out rather than sent to be refused.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from liquid import Environment
 
 from ..cleaning import clean_boolean
 from ..config.models import AudienceConfig, MergeFieldConfig
+from ..hashing import content_hash
 
 _liquid = Environment()
 _DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
@@ -25,11 +25,6 @@ _DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
 def subscriber_hash(email: str) -> str:
     """Mailchimp's member id: md5 of the lower-cased address."""
     return hashlib.md5(email.lower().encode(), usedforsecurity=False).hexdigest()
-
-
-def stable_hash(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -51,12 +46,12 @@ class DesiredMember:
 
     @property
     def merge_hash(self) -> str:
-        return stable_hash(self.merge_fields)
+        return content_hash(self.merge_fields)
 
     @property
     def state_hash(self) -> str:
         """Everything we would send: a per-member error is not retried until this changes."""
-        return stable_hash([self.email, self.consent, self.merge_fields, sorted(self.tags)])
+        return content_hash([self.email, self.consent, self.merge_fields, sorted(self.tags)])
 
 
 class AudienceRules:

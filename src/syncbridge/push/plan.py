@@ -16,8 +16,6 @@ from typing import Any
 from ..config.models import AudienceConfig
 from .desired import DesiredMember
 
-KEEP = frozenset({"unsubscribed", "cleaned", "pending"})
-
 
 @dataclass(frozen=True)
 class Acked:
@@ -90,6 +88,7 @@ class Plan:
             "tag additions": sum(len(v) for v in self.tag_adds.values()),
             "tag removals": sum(len(v) for v in self.tag_removes.values()),
             "archives": len(self.archives),
+            "untags": len(self.untags),
             "unchanged": self.unchanged,
             **{f"skipped: {reason}": n for reason, n in sorted(self.skipped.items())},
             **({"merge fields to create": len(self.fields_to_create)}
@@ -149,11 +148,17 @@ def plan_member(
         if acked is not None and acked.email and acked.email in taken:
             plan.released.append(profile_id)  # merged away: the survivor took the address
             plan.done.append(profile_id)
-        elif live and acked is not None and acked.email and audience.removal != "ignore":
-            removal = Removal(profile_id, acked.email, acked.tags)
-            (plan.archives if audience.removal == "archive" else plan.untags).append(removal)
+        elif live and acked is not None and acked.email and audience.removal == "archive":
+            plan.archives.append(Removal(profile_id, acked.email, acked.tags))
             for tag in acked.tags:
                 plan.tag_removes[tag].append((profile_id, acked.email))
+        elif live and acked is not None and acked.email and audience.removal == "untag":
+            if acked.tags:  # once taken, the member stays as it is: nothing left to remove
+                plan.untags.append(Removal(profile_id, acked.email, acked.tags))
+                for tag in acked.tags:
+                    plan.tag_removes[tag].append((profile_id, acked.email))
+            else:
+                plan.done.append(profile_id)
         else:
             plan.done.append(profile_id)
         return
@@ -225,6 +230,7 @@ def plan_as_dict(plan: Plan) -> dict[str, Any]:
         "tag_additions": {t: [e for _, e in m] for t, m in sorted(plan.tag_adds.items()) if m},
         "tag_removals": {t: [e for _, e in m] for t, m in sorted(plan.tag_removes.items()) if m},
         "archives": [r.email for r in plan.archives],
+        "untags": [r.email for r in plan.untags],
         "merge_fields_to_create": plan.fields_to_create,
         "tags_to_create": plan.tags_to_create,
     }

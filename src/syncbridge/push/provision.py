@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.models import AudienceConfig
@@ -18,13 +17,6 @@ from .client import ApiError, MailchimpClient
 
 log = logging.getLogger(__name__)
 PAGE = 1000
-
-
-@dataclass
-class Provisioned:
-    created_fields: list[str] = field(default_factory=list)
-    segment_ids: dict[str, int] = field(default_factory=dict)
-    created_segments: list[str] = field(default_factory=list)
 
 
 def existing_merge_fields(client: MailchimpClient, list_id: str) -> dict[str, dict[str, Any]]:

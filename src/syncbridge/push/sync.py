@@ -2,8 +2,9 @@
 
 Acknowledged state is written only after Mailchimp confirmed an operation, per member, in the
 transaction that follows the call. A crash between a call and its acknowledgement repeats the
-call next time (every call here is idempotent) and never skips it. Profiles stay dirty until
-every audience has taken them.
+call next time (every call here is idempotent) and never skips it. Each audience is a
+destination with its own queue (`destinations/queue.py`): a profile leaves it only once
+everything the audience's plan needed for it was confirmed.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Rules: the segment language now; traits, behaviour tags and content rules build on it."""
+"""Rules: the segment language, and the traits, scores, tags, segments and content it computes."""

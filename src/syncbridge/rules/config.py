@@ -9,25 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import timedelta
-from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .language import Rule, RuleError, evaluation_order, parse
+from .language import Rule, RuleError, evaluation_order, parse, parse_duration
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([mhdwy])$")
-_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 TIME = "@time"
 """As a trait's `property`: the event's own time."""
-
-
-@lru_cache(maxsize=256)
-def parse_duration(text: str) -> timedelta:
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration like 30d, 24h or 1y")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
 class _Frozen(BaseModel):

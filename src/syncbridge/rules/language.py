@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 from ..errors import SyncbridgeError
@@ -33,9 +34,11 @@ class RuleError(SyncbridgeError):
         super().__init__(f"rule {rule!r}, column {position + 1}: {message}\n  {text}\n  {caret}")
 
 
+_DURATION = r"(\d+(?:\.\d+)?)([mhdwy])"
+"""A duration: a number and its unit (`30d`, `1.5h`), in rule texts and rule-file options."""
 _TOKEN = re.compile(
-    r"""(?P<space>\s+)
-      | (?P<duration>\d+(?:\.\d+)?[mhdwy]\b)
+    rf"""(?P<space>\s+)
+      | (?P<duration>{_DURATION}\b)
       | (?P<number>-?\d+(?:\.\d+)?)
       | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
       | (?P<op>>=|<=|!=|==|=|>|<)
@@ -48,6 +51,16 @@ KEYWORDS = {"and", "or", "not", "in", "contains", "exists", "within", "older", "
             "where", "tag", "segment", "true", "false", "null"}  # fmt: skip
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1),
           "w": timedelta(weeks=1), "y": timedelta(days=365)}  # fmt: skip
+
+
+@lru_cache(maxsize=256)
+def parse_duration(text: str) -> timedelta:
+    """`30d`, `24h`, `1.5w`, … as a timedelta: the one reading of a duration, for `within` and
+    `older than` in rules and for the rule file's `within` and `delay` options."""
+    match = re.fullmatch(_DURATION, text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration like 30d, 24h or 1y")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 @dataclass(frozen=True)
@@ -350,7 +363,7 @@ class _Parser:
 
     def duration(self) -> timedelta:
         token = self.expect("duration", None, "a duration like 30d, 24h or 1y")
-        return float(token.text[:-1]) * _UNITS[token.text[-1]]
+        return parse_duration(token.text)
 
 
 def parse(rule: str, text: str) -> Rule:
@@ -388,4 +401,4 @@ def evaluation_order(rules: dict[str, Rule]) -> list[str]:
     return order
 
 
-__all__ = ["Rule", "RuleError", "evaluation_order", "parse", "tokenize"]
+__all__ = ["Rule", "RuleError", "evaluation_order", "parse", "parse_duration", "tokenize"]

@@ -2,14 +2,14 @@
 
 Reads, per bounded batch, the profiles' attributes and events and their previous results;
 writes new results, the next expiry (an indexed column, so finding expiring profiles is an index
-range scan), segment entries and exits; a profile whose outcome changed becomes dirty for the
-push. When the rules themselves change (by hash), every profile is evaluated once.
+range scan), segment entries and exits; a profile whose outcome changed is journaled for the
+push. When the rules themselves change (a hash per rule), every profile is evaluated once, or,
+when only segments and content changed, just those are decided again from stored traits and
+tags. A pass over `PARALLEL_FROM` profiles or more runs in two processes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -19,11 +19,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from ..children import end_with_parent
+from ..children import end_with_parent, reported
 from ..counts import Counts
-from ..errors import FatalError
+from ..errors import SyncbridgeError
 from ..gc_tuning import bulk_gc
-from ..redaction import redact
+from ..hashing import content_hash
 from ..store import journal
 from ..store.bulk import as_utc, chunks, utcnow
 from ..store.engine import create_store_engine
@@ -73,17 +73,14 @@ def profiles_to_evaluate(conn: Connection, now: datetime) -> list[int]:
 
 def item_hashes(config: RulesConfig) -> dict[str, str]:
     """A hash per trait, score, tag, segment and content group: what changed, not just whether."""
-
-    def digest(model: Any) -> str:
-        text = json.dumps(model.model_dump(mode="json", by_alias=True), sort_keys=True)
-        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
     items: dict[str, str] = {}
     for kind, entries in (("trait", config.traits), ("score", config.scores),
                           ("tag", config.tags), ("segment", config.segments),
                           ("content", config.content)):  # fmt: skip
         for entry in entries:
-            items[f"{kind}:{entry.name}"] = digest(entry)
+            items[f"{kind}:{entry.name}"] = content_hash(
+                entry.model_dump(mode="json", by_alias=True)
+            )
     return items
 
 
@@ -192,8 +189,8 @@ def _evaluate_in_two_processes(
         try:
             _evaluate_ids(own, compiled, ids[half:], now, child_stats)
             results.put(child_stats.as_dict())
-        except BaseException as exc:  # reported to the parent, which raises
-            results.put(f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:  # reported to the parent, which raises it
+            results.put(reported("rule evaluation in the second process", exc))
         finally:
             own.dispose()
 
@@ -204,8 +201,8 @@ def _evaluate_in_two_processes(
         outcome = results.get()
     finally:
         process.join()
-    if isinstance(outcome, str):
-        raise FatalError(f"rule evaluation failed in the second process: {redact(outcome)}")
+    if isinstance(outcome, SyncbridgeError):
+        raise outcome
     stats.add(RulesStats(**outcome))
 
 

@@ -111,7 +111,3 @@ def migrate_locked(engine: Engine, url: str, command: str, wait: float) -> bool:
         return False
     with writer_lock(url, command, wait):
         return upgrade(engine)  # checks the revision again: a writer may have just migrated
-
-
-def is_postgres(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
