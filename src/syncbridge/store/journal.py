@@ -81,7 +81,9 @@ def subjects(kinds: Sequence[str], after: int, upto: int) -> Select[Any]:
 
 
 def has(conn: Connection, kinds: Sequence[str], after: int, upto: int) -> bool:
-    """Whether any entry of these kinds lies in (after, upto] (an index probe)."""
+    """Whether any entry of these kinds lies in (after, upto] (a scan of that key range,
+    which stops at the first one: appends are the hot path, so the journal has no index of
+    kinds to keep up)."""
     c = CHANGES.c
     query = select(c.seq).where(c.kind.in_(kinds), c.seq > after, c.seq <= upto).limit(1)
     return conn.execute(query).first() is not None

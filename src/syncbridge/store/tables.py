@@ -276,7 +276,8 @@ class Change(CacheTable, table=True):
     compaction emptying the table never lets a number come back)."""
 
     __tablename__ = "change"
-    __table_args__ = (Index("ix_change_kind_seq", "kind", "seq"), {"sqlite_autoincrement": True})
+    # No index beside the key: every change is appended once, and readers scan a key range.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     seq: int | None = Field(
         default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)

@@ -31,7 +31,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("seq"),
         sqlite_autoincrement=True,
     )
-    op.create_index("ix_change_kind_seq", "change", ["kind", "seq"], unique=False)
     op.create_table(
         "consumer_offset",
         sa.Column("consumer", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
