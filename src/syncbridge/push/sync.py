@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -29,14 +27,15 @@ from .batches import MAX_OPERATIONS, run_batch
 from .client import ApiError, MailchimpClient
 from .desired import AudienceRules, subscriber_hash
 from .guard import MassRemovalError, mass_removal
+from .parallel import in_parallel
 from .plan import EmailChange, Plan, Removal, Upsert, plan_member
 from .provision import (
-    ensure_tags,
     existing_merge_fields,
     provision_merge_fields,
     provision_segments,
     static_segments,
 )
+from .report import AudienceReport
 from .state import (
     PROFILES,
     STATES,
@@ -56,6 +55,7 @@ from .state import (
     write_states,
     write_sync,
 )
+from .tags import apply_tags
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,33 +63,6 @@ BATCH = 500
 """Members per batch-subscribe call, and emails per side of a segment call (Mailchimp's limit)."""
 READ_PAGE = 1000
 READ_OVERLAP = timedelta(seconds=2)
-
-
-_count_lock = threading.Lock()
-"""Guards report counters bumped from the push's worker threads."""
-_tag_lock = threading.Lock()
-"""Serialises the read-modify-write of members' acknowledged tag sets."""
-
-
-@dataclass
-class AudienceReport:
-    audience: str
-    planned: dict[str, int] = field(default_factory=dict)
-    applied: dict[str, int] = field(default_factory=dict)
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    """(email, Mailchimp's message) for members Mailchimp refused."""
-    read_back: int = 0
-    created_fields: list[str] = field(default_factory=list)
-    created_tags: list[str] = field(default_factory=list)
-    segments_changed: list[str] = field(default_factory=list)
-    progress: Callable[[str, int], None] | None = field(default=None, repr=False)
-    """Told (label, count) as operations are confirmed, for a progress display."""
-
-    def bump(self, key: str, n: int = 1) -> None:
-        with _count_lock:
-            self.applied[key] = self.applied.get(key, 0) + n
-            if self.progress is not None and n:
-                self.progress(f"{self.audience}: {key}", n)
 
 
 def build_plan(engine: Engine, audience: AudienceConfig, profile_ids: list[int]) -> Plan:
@@ -188,16 +161,16 @@ def apply_plan(
     if len(upserts) >= config.batch_threshold:
         absent = _upsert_through_batches(client, engine, audience, batches, report, config)
     else:
-        for missing in _in_parallel(
+        for missing in in_parallel(
             client, lambda batch: _upsert_batch(client, engine, audience, batch, report), batches
         ):
             absent |= missing
-    for missing in _in_parallel(
+    for missing in in_parallel(
         client, lambda upsert: _patch_member(client, engine, audience, upsert, report), patches
     ):
         absent |= missing
     failed |= absent
-    _apply_tags(client, engine, plan, report, skip=failed)
+    apply_tags(client, engine, plan, report, skip=failed)
     leaving = [r for r in plan.archives if not r.replaced]
     failed |= _archive_all(client, engine, audience, leaving, report)
     if plan.released:
@@ -241,23 +214,7 @@ def _archive_all(
         report.bump("archived")
         return None
 
-    return {pid for pid in _in_parallel(client, archive, removals) if pid is not None}
-
-
-def _in_parallel(client: MailchimpClient, work: Callable[[Any], T], items: list[Any]) -> list[T]:
-    """Run independent calls side by side, at most `max_connections` at a time (the client's
-    shared limit still applies). Every item finishes before the first failure is raised."""
-    if len(items) <= 1:
-        return [work(item) for item in items]
-    workers = min(len(items), client.max_connections)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push") as pool:
-        futures = [pool.submit(work, item) for item in items]
-        wait(futures)
-    for future in futures:
-        exc = future.exception()
-        if exc is not None:
-            raise exc
-    return [f.result() for f in futures]
+    return {pid for pid in in_parallel(client, archive, removals) if pid is not None}
 
 
 def _change_email(
@@ -419,119 +376,6 @@ def _acknowledge_upserts(
         write_mailchimp_members(conn, audience.list_id, list(confirmed.values()))
         write_states(conn, audience.name, rows)
     return absent
-
-
-def _apply_tags(
-    client: MailchimpClient, engine: Engine, plan: Plan, report: AudienceReport, skip: set[int]
-) -> None:
-    audience = plan.audience
-    tags = {t for t, members in plan.tag_adds.items() if members} | {
-        t for t, members in plan.tag_removes.items() if members
-    }
-    if not tags:
-        return
-    with engine.connect() as conn:
-        read_until, known = read_watermark(conn, audience.list_id)
-    segment_ids, created = ensure_tags(client, audience.list_id, tags, known)
-    report.created_tags.extend(created)
-    with engine.begin() as conn:
-        write_sync(conn, audience.list_id, read_until, segment_ids)
-
-    def one_tag(tag: str) -> None:
-        adds = [(p, e) for p, e in plan.tag_adds.get(tag, []) if p not in skip]
-        removes = [(p, e) for p, e in plan.tag_removes.get(tag, []) if p not in skip]
-        while adds or removes:
-            add_part, adds = adds[:BATCH], adds[BATCH:]
-            remove_part, removes = removes[:BATCH], removes[BATCH:]
-            body = {"members_to_add": [e for _, e in add_part],
-                    "members_to_remove": [e for _, e in remove_part]}  # fmt: skip
-            response = client.call(
-                client.sdk.lists.batch_segment_members, body, audience.list_id, segment_ids[tag]
-            )
-            added, removed = settle_tag_call(
-                client, audience.list_id, tag, add_part, remove_part, response, report
-            )
-            _ack_tags(engine, audience.name, tag, add_part, remove_part, added, removed)
-            report.bump("tag additions", len(added))
-            report.bump("tag removals", len(removed))
-
-    _in_parallel(client, one_tag, sorted(tags))
-
-
-def settle_tag_call(
-    client: MailchimpClient,
-    list_id: str,
-    tag: str,
-    adds: list[tuple[int, str]],
-    removes: list[tuple[int, str]],
-    response: dict[str, Any],
-    report: AudienceReport,
-) -> tuple[set[str], set[str]]:
-    """The addresses whose tag now is as wanted: (have it, do not have it).
-
-    Confirmed are those Mailchimp lists as added or removed, those it does not complain
-    about, and those already in the wanted state: a repeated removal (after a crash or a lost
-    answer) comes back as "Email address is not a member of the segment", and the removal
-    holds. For any other complaint the member's tags are looked up, so the acknowledged state
-    follows what Mailchimp really has."""
-    complaints: dict[str, str] = {}
-    for err in response.get("errors", []):
-        for email in err.get("email_addresses", []):
-            complaints[str(email).lower()] = str(err.get("error", ""))
-    adding = {e for _, e in adds}
-    added = {e for e in adding if e not in complaints}
-    removed = {e for _, e in removes if e not in complaints}
-    for email, message in complaints.items():
-        if email not in adding and "not a member of the segment" in message.lower():
-            removed.add(email)
-            continue
-        has = member_has_tag(client, list_id, email, tag)
-        if email in adding:
-            if has:
-                added.add(email)
-            else:
-                report.errors.append((email, f"tag {tag!r}: {message}"))
-        elif not has:
-            removed.add(email)
-    return added, removed
-
-
-def member_has_tag(client: MailchimpClient, list_id: str, email: str, tag: str) -> bool:
-    """Whether the member carries the tag now (False when there is no such member)."""
-    try:
-        page = client.call(
-            client.sdk.lists.get_list_member_tags, list_id, subscriber_hash(email), count=1000
-        )
-    except ApiError as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return any(t.get("name", "").lower() == tag.lower() for t in page.get("tags", []))
-
-
-def _ack_tags(
-    engine: Engine,
-    audience_name: str,
-    tag: str,
-    adds: list[tuple[int, str]],
-    removes: list[tuple[int, str]],
-    added: set[str],
-    removed: set[str],
-) -> None:
-    """A member's tag set moves only for the addresses whose tag is confirmed as wanted."""
-    pids = [p for p, _ in adds + removes]
-    with _tag_lock, engine.begin() as conn:
-        current = acked_states(conn, audience_name, pids)
-        rows = []
-        for pid, email in adds:
-            if email in added:
-                tags = set(current[pid].tags) if pid in current else set()
-                rows.append({"profile_id": pid, "tags": sorted(tags | {tag})})
-        for pid, email in removes:
-            if email in removed:
-                tags = set(current[pid].tags) if pid in current else set()
-                rows.append({"profile_id": pid, "tags": sorted(tags - {tag})})
-        write_states(conn, audience_name, rows)
 
 
 @dataclass
