@@ -29,14 +29,13 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from syncbridge.config.loader import StreamKey, parse_config
-from syncbridge.connectors import build_connector
+from syncbridge.config.loader import parse_config
 from syncbridge.identity import resolve_pending
 from syncbridge.ingest import StreamIngest, ingest_streams
+from syncbridge.pipeline import stream_jobs
 from syncbridge.remap import remap_stream
 from syncbridge.settings import check_settings
 from syncbridge.store.engine import open_engine
-from syncbridge.transform import RecordTransformer
 
 REPO = Path(__file__).resolve().parents[1]
 FIRST = ["Ann", "Bob", "Zoë", "Jürgen", "François", "Łukasz", "Maria", "José", "Li", "Sam"]
@@ -238,29 +237,12 @@ def remap_edited(directory: Path, engine: Any, data: dict[str, Any]) -> tuple[in
 
 
 def jobs_for(settings: Any) -> list[StreamIngest]:
-    config = settings.config
-    jobs = []
-    for source in config.sources:
-        for stream in build_connector(source, config.base_dir).streams():
-            mapping = settings.mappings[StreamKey(source.name, stream.name)]
-            transformer = RecordTransformer(mapping, "US")
-            jobs.append(
-                StreamIngest(source.name, stream, transformer, parallel=config.ingest.parallel)
-            )
-    return jobs
+    return list(stream_jobs(settings).values())
 
 
 def ingest_all(settings: Any, engine: Any) -> int:
-    config = settings.config
-    jobs = []
-    for source in config.sources:
-        for stream in build_connector(source, config.base_dir).streams():
-            mapping = settings.mappings[StreamKey(source.name, stream.name)]
-            transformer = RecordTransformer(mapping, "US")
-            jobs.append(
-                StreamIngest(source.name, stream, transformer, parallel=config.ingest.parallel)
-            )
-    return sum(s.read for s in ingest_streams(engine, jobs, config.ingest.workers))
+    jobs = jobs_for(settings)
+    return sum(s.read for s in ingest_streams(engine, jobs, settings.config.ingest.workers))
 
 
 def calibration_s() -> float:

@@ -80,6 +80,27 @@ class CycleReport:
         return counts
 
 
+def stream_jobs(
+    settings: Settings, run_id: int | None = None, progress: ProgressHook | None = None
+) -> dict[str, StreamIngest]:
+    """An ingest job for every stream of every enabled source, by "source/stream"."""
+    config = settings.config
+    jobs: dict[str, StreamIngest] = {}
+    for source in config.sources:
+        if not source.enabled:
+            continue
+        for stream in build_connector(source, config.base_dir).streams():
+            key = StreamKey(source.name, stream.name)
+            transformer = RecordTransformer(
+                settings.mappings[key], config.identity.default_phone_region
+            )
+            hook = (lambda n, label=f"{key} records read": progress(label, n)) if progress else None
+            jobs[str(key)] = StreamIngest(
+                source.name, stream, transformer, run_id, hook, config.ingest.parallel
+            )
+    return jobs
+
+
 def consumers_of(settings: Settings, pushing: bool) -> list[str]:
     """The journal's consumers in this setup, in pipeline order: what compaction waits for.
     Destinations count only when they run (with no API key they read nothing; a first pass
@@ -183,24 +204,7 @@ def run_cycle(
     report = CycleReport(run_id=start_run(engine))
     started = time.perf_counter()
     try:
-        jobs: dict[str, StreamIngest] = {}
-        for source in config.sources:
-            if not source.enabled:
-                continue
-            connector = build_connector(source, config.base_dir)
-            for stream in connector.streams():
-                key = StreamKey(source.name, stream.name)
-                transformer = RecordTransformer(
-                    settings.mappings[key], config.identity.default_phone_region
-                )
-                hook = (
-                    (lambda n, label=f"{key} records read": progress(label, n))
-                    if progress
-                    else None
-                )
-                jobs[str(key)] = StreamIngest(
-                    source.name, stream, transformer, report.run_id, hook, config.ingest.parallel
-                )
+        jobs = stream_jobs(settings, report.run_id, progress)
         report.streams.update((key, job.stats) for key, job in jobs.items())  # filled in place
         if full_refresh:
             log.info("full refresh: reading %s from scratch", ", ".join(map(str, full_refresh)))
