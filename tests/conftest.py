@@ -42,3 +42,20 @@ def engine(store_url: str) -> Iterator[Engine]:
     engine = open_engine(store_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder holding what `syncbridge init` writes, as the current directory, with no
+    store or Mailchimp key from the environment (the list id is set, as a user would)."""
+    from typer.testing import CliRunner
+
+    from syncbridge.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    for var in ("SYNCBRIDGE_STORE__URL", "SYNCBRIDGE_CONFIG", "MAILCHIMP_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MAILCHIMP_LIST_ID", "a1b2c3d4e5")  # the config init writes reads it
+    result = CliRunner().invoke(app, ["init"])
+    assert result.exit_code == 0, result.output
+    return tmp_path

@@ -14,17 +14,6 @@ from syncbridge.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for var in ("SYNCBRIDGE_STORE__URL", "SYNCBRIDGE_CONFIG", "MAILCHIMP_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("MAILCHIMP_LIST_ID", "a1b2c3d4e5")  # the config init writes reads it
-    result = runner.invoke(app, ["init"])
-    assert result.exit_code == 0, result.output
-    return tmp_path
-
-
 def test_init_writes_a_config_that_validates(workdir: Path) -> None:
     assert (workdir / "config.toml").exists()
     assert (workdir / "mappings" / "crm_contacts.toml").exists()

@@ -26,16 +26,6 @@ from .conftest import POSTGRES_URL
 runner = CliRunner()
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for var in ("SYNCBRIDGE_STORE__URL", "SYNCBRIDGE_CONFIG", "MAILCHIMP_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("MAILCHIMP_LIST_ID", "a1b2c3d4e5")  # the config init writes reads it
-    assert runner.invoke(app, ["init"]).exit_code == 0
-    return tmp_path
-
-
 def _use_store(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     monkeypatch.setenv("SYNCBRIDGE_STORE__URL", url)
 
