@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -44,13 +45,35 @@ def test_demo_runs_then_continues_then_resets(in_tmp: Path) -> None:
 
     third = runner.invoke(app, ["demo", "--reset"])
     assert third.exit_code == 0 and "new cache" in third.output
+    # a fresh demo prints the same as the first one did: profile ids, samples, error rows
+    assert _without_timings(third.output) == _without_timings(first.output)
     engine.dispose()
+
+
+def _without_timings(output: str) -> list[str]:
+    return [line for line in output.splitlines() if not re.search(r"\d+\.\d+ ?s\b|INFO", line)]
 
 
 def test_demo_profile_can_be_inspected(in_tmp: Path) -> None:
     runner.invoke(app, ["demo"])
     status = runner.invoke(app, ["status", "--demo"])
     assert status.exit_code == 0 and "shop/orders" in status.output
+    # the README's examples name people the sample data has
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    shown = re.findall(r"profiles show (\S+)", readme) + re.findall(
+        r"(shopify:customer:\d+)", readme
+    )
+    assert shown
+    for who in {w for w in shown if w not in ("EMAIL",)}:
+        found = runner.invoke(app, ["profiles", "show", who, "--demo"])
+        assert found.exit_code == 0 and "Profile " in found.output, (who, found.output)
+    listed = re.search(r"profiles list --segment (\S+) --attribute \"([^\"]+)\"", readme)
+    assert listed, "README's profiles list example"
+    segment, attribute = listed.groups()
+    found = runner.invoke(
+        app, ["profiles", "list", "--segment", segment, "--attribute", attribute, "--demo"]
+    )
+    assert found.exit_code == 0 and "No profile matches" not in found.output, found.output
 
 
 def test_demo_gives_every_example_segment_and_behaviour_tag_members(in_tmp: Path) -> None:

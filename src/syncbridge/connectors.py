@@ -152,11 +152,15 @@ def available_connectors() -> dict[str, type[Connector]]:
 
 
 def connector_class(name: str) -> type[Connector]:
-    known = available_connectors()
-    if name not in known:
-        names = ", ".join(sorted(known)) or "none installed"
-        raise FatalError(f"unknown connector {name!r} (installed: {names})")
-    return known[name]
+    """The class of one connector, importing only its module (not every installed one's:
+    a files-only setup should not pay for importing the Salesforce client)."""
+    points = entry_points(group=ENTRY_POINT_GROUP)
+    for ep in points:
+        if ep.name == name:
+            loaded: type[Connector] = ep.load()
+            return loaded
+    names = ", ".join(sorted(ep.name for ep in points)) or "none installed"
+    raise FatalError(f"unknown connector {name!r} (installed: {names})")
 
 
 def stream_options_for(cls: type[Connector], stream: StreamConfig) -> StreamOptions:
