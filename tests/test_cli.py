@@ -146,3 +146,28 @@ def test_stream_names_without_full_refresh_are_refused(workdir: Path) -> None:
     result = runner.invoke(app, ["run", "--once", "crm", "-c", "config.toml"])
     assert result.exit_code == 2
     assert "--full-refresh" in result.output
+
+
+def test_run_says_the_push_was_skipped_and_unchanged_streams_had_nothing_new(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MAILCHIMP_API_KEY", raising=False)
+    first = runner.invoke(app, ["run", "--once", "-c", "config.toml"])
+    assert first.exit_code == 0, first.output
+    said = " ".join(first.stdout.split())
+    assert (
+        "Push skipped: no Mailchimp API key (set MAILCHIMP_API_KEY or [mailchimp] api_key)" in said
+    )
+    assert "nothing new" not in first.stdout
+    again = runner.invoke(app, ["run", "--once", "-c", "config.toml"])
+    assert again.exit_code == 0, again.output
+    assert "- nothing new since the last read" in again.stdout
+    rows = [line for line in again.stdout.splitlines() if line.startswith("│ crm/")]
+    assert rows and " - │" in rows[0] and " 0 " not in rows[0], again.stdout
+
+
+def test_missing_config_points_at_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code != 0
+    assert "config.toml: file not found; `syncbridge init` writes one" in result.output

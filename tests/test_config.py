@@ -185,3 +185,33 @@ def test_database_url_password_is_redacted(project: Path) -> None:
     assert "hunter2pw" not in redact(
         "connection to postgresql+psycopg://sync:hunter2pw@db/x failed"
     )
+
+
+def test_config_errors_say_what_is_expected_not_the_pattern(project: Path) -> None:
+    """A bad merge-field tag or source name is explained in words, never as a regex."""
+    bad = (
+        GOOD.replace('name = "crm"', 'name = "CRM-Export"')
+        + """
+[[mailchimp.audiences]]
+name = "customers"
+list_id = "abc"
+
+[[mailchimp.audiences.merge_fields]]
+tag = "first-name"
+name = "First name"
+source = "first_name"
+"""
+    )
+    (project / "config.toml").write_text(bad, encoding="utf-8")
+    problems = "\n".join(problems_of(project / "config.toml", {"MC_KEY": "k-us1"}))
+    assert "should match pattern" not in problems and "^[" not in problems, problems
+    assert "sources[0].name: use lower-case letters, digits and '_'" in problems
+    assert (
+        "merge_fields[0].tag: merge field tag 'first-name' is not one Mailchimp accepts" in problems
+    )
+    assert "(e.g. 'FIRST_NAME')" in problems
+
+
+def test_missing_config_suggests_init(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"file not found; `syncbridge init` writes one"):
+        load_config(tmp_path / "config.toml", {})

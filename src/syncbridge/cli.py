@@ -202,6 +202,8 @@ def _print_cycle(report: CycleReport) -> None:
     out.print(render.identity_table(report))
     if report.push is not None:
         _print_push(report.push)
+    elif report.push_skipped:
+        out.print(f"Push skipped: {report.push_skipped}.", highlight=False, markup=False)
 
 
 @app.command()

@@ -41,6 +41,12 @@ ProgressHook = Callable[[str, int], None]
 """Called with (stream label, records just read) after every committed page."""
 
 
+NO_API_KEY = (
+    "no Mailchimp API key (set MAILCHIMP_API_KEY or [mailchimp] api_key); "
+    "`syncbridge plan` shows what a push would send"
+)
+
+
 @dataclass
 class CycleReport:
     run_id: int
@@ -54,6 +60,8 @@ class CycleReport:
     status: str = "ok"
     compacted: int = 0
     """Journal entries every consumer had read, deleted at the end of the cycle."""
+    push_skipped: str | None = None
+    """Why audiences are configured but nothing was pushed (no API key): said, not silent."""
 
     @property
     def totals(self) -> StreamStats:
@@ -235,6 +243,9 @@ def run_cycle(
                 allow_mass_removal=allow_mass_removal, upstream=push_upstream(settings),
             )  # fmt: skip
             _log_stage("push", _push_counts(report.push))
+        elif config.mailchimp.audiences:
+            report.push_skipped = NO_API_KEY
+            log.info("push skipped: %s", NO_API_KEY)
         report.compacted = journal.compact(engine, consumers_of(settings, report.push is not None))
     except Exception as exc:
         report.status = "failed"

@@ -25,11 +25,16 @@ def cycle_table(report: CycleReport) -> Table:
     table = Table(title=f"Run {report.run_id}: {report.status} in {report.seconds:.2f}s")
     for col in ("stream", "read", "unchanged", "new", "updated", "deleted", "events", "errors"):
         table.add_column(col, justify="left" if col == "stream" else "right")
+    idle = 0
     for name, s in report.streams.items():
-        table.add_row(
-            name,
-            *map(str, (s.read, s.unchanged, s.inserted, s.updated, s.deleted, s.events, s.errors)),
-        )
+        counts = (s.read, s.unchanged, s.inserted, s.updated, s.deleted, s.events, s.errors)
+        if not any(counts):  # an unchanged file, or a source with nothing past its cursor
+            idle += 1
+            table.add_row(name, "-", *[""] * (len(counts) - 1))
+        else:
+            table.add_row(name, *map(str, counts))
+    if idle:
+        table.caption = "- nothing new since the last read (unchanged files are not read again)"
     return table
 
 

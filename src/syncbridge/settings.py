@@ -20,6 +20,7 @@ from .config.loader import (
     load_mapping,
     parse_config_collecting,
     problems_from,
+    read_config_toml,
     read_toml,
 )
 from .config.mapping import Mapping
@@ -34,7 +35,7 @@ from .transform import case_clashes
 def load_settings(path: str | Path, env: AnyMapping[str, str] | None = None) -> Settings:
     """Load and cross-check `config.toml` and its mappings; raise ConfigError listing all faults."""
     path = Path(path)
-    data = read_toml(path)
+    data = read_config_toml(path)
     env = os.environ if env is None else env
     config, problems = parse_config_collecting(data, str(path), path.resolve().parent, env)
     if config is None:

@@ -63,12 +63,22 @@ def format_loc(loc: tuple[Any, ...], prefix: str = "") -> str:
     return out
 
 
+_PATTERN_WORDS = {
+    r"^[a-z][a-z0-9_]*$": "use lower-case letters, digits and '_', starting with a letter "
+    "(it names things in commands and in the cache)",
+}
+"""Config name patterns in words: pydantic's own text quotes the regular expression."""
+
+
 def _message(error: Any) -> str:
     kind = error.get("type", "")
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
+    if kind == "string_pattern_mismatch":
+        pattern = str((error.get("ctx") or {}).get("pattern", ""))
+        return _PATTERN_WORDS.get(pattern, f"does not have the expected form ({pattern})")
     msg = str(error.get("msg", "invalid value"))
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
@@ -236,7 +246,17 @@ def load_config(path: str | Path, env: AnyMapping[str, str] | None = None) -> Co
     """Read and validate `config.toml` (without its mappings)."""
     env = os.environ if env is None else env
     path = Path(path)
-    return parse_config(read_toml(path), str(path), path.resolve().parent, env)
+    return parse_config(read_config_toml(path), str(path), path.resolve().parent, env)
+
+
+def read_config_toml(path: Path) -> dict[str, Any]:
+    """`read_toml` for the main config file: a missing one points at `syncbridge init`."""
+    if not path.exists():
+        hint = "file not found; `syncbridge init` writes one here, with sample mappings and data"
+        if path.parent != Path() and not path.parent.exists():
+            hint = f"file not found (no folder {str(path.parent)!r} either)"
+        raise ConfigError([Problem(str(path), "", hint)])
+    return read_toml(path)
 
 
 def load_mapping(path: Path) -> Mapping:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,15 +54,36 @@ MergeFieldType = Literal[
 ]
 
 
+MERGE_TAG = re.compile(r"[A-Z][A-Z0-9_]{0,9}")
+"""Mailchimp's merge tags: what `*|TAG|*` can name."""
+
+
+def _tag_suggestion(tag: str) -> str:
+    cleaned = re.sub(r"[^A-Z0-9_]", "", tag.upper().replace(" ", "_").replace("-", "_"))
+    cleaned = cleaned.lstrip("0123456789_")[:10]
+    return cleaned or "FNAME"
+
+
 class MergeFieldConfig(Frozen):
     """A profile attribute (or a Liquid template over attributes) written to a merge field."""
 
-    tag: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,9}$")
+    tag: str
     name: str = Field(min_length=1, max_length=100)
     type: MergeFieldType = "text"
     source: str | None = None
     template: str | None = None
     choices: list[str] = Field(default_factory=list)
+
+    @field_validator("tag")
+    @classmethod
+    def _mailchimp_tag(cls, tag: str) -> str:
+        if not MERGE_TAG.fullmatch(tag):
+            raise ValueError(
+                f"merge field tag {tag!r} is not one Mailchimp accepts: 1 to 10 characters, "
+                "an upper-case letter first, then upper-case letters, digits or '_' "
+                f"(e.g. {_tag_suggestion(tag)!r})"
+            )
+        return tag
 
     @model_validator(mode="after")
     def _one_source(self) -> MergeFieldConfig:
