@@ -25,6 +25,8 @@ from syncbridge.cursors import Cursor, CursorType, Resume
 from syncbridge.errors import FatalError
 from syncbridge.prepare import record_key
 
+from . import files_describe
+
 MAX_CELL_SIZE = 16 * 1024 * 1024
 csv.field_size_limit(MAX_CELL_SIZE)
 log = logging.getLogger(__name__)
@@ -437,3 +439,25 @@ class FileConnector(Connector):
 
     def streams(self) -> list[Stream]:
         return [FileStream(s, self.base_dir) for s in self.stream_configs]  # type: ignore[arg-type]
+
+    def describe(self, obj: str) -> list[dict[str, Any]]:
+        """The columns (or JSON paths) of stream `obj`'s first file, with a sample of each."""
+        streams = {s.name: s for s in self.streams()}
+        stream = streams.get(obj)
+        if not isinstance(stream, FileStream):
+            known = ", ".join(sorted(streams)) or "none"
+            raise FatalError(
+                f"source {self.source.name!r} has no stream {obj!r} (streams: {known})"
+            )
+        files = stream.files()
+        if not files:
+            raise FatalError(f"stream {obj!r}: no file matches {stream.path}")
+        options = stream.options
+        try:
+            with _open_text(files[0], options.encoding) as fh:
+                if _format_of(files[0], options.format) == "jsonl":
+                    return files_describe.describe_rows(files_describe.jsonl_rows(fh, files[0]), [])
+                header, rows = files_describe.csv_rows(fh, options.delimiter)
+                return files_describe.describe_rows(rows, header)
+        except UnicodeDecodeError as exc:
+            raise FatalError(_decode_problem(files[0], options.encoding, exc)) from None

@@ -276,7 +276,7 @@ class SalesforceConnector(Connector):
 
     def describe(self, obj: str) -> list[dict[str, Any]]:
         """The object's fields (name, type, label, custom, nillable) from the describe call."""
-        keys = ("name", "type", "label", "custom", "nillable", "updateable")
+        keys = ("name", "type", "label", "custom", "nillable")
         return [{k: f.get(k) for k in keys} for f in self.fields_of(obj)]
 
     def fields_of(self, obj: str) -> list[dict[str, Any]]:

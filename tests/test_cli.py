@@ -171,3 +171,22 @@ def test_missing_config_points_at_init(tmp_path: Path, monkeypatch: pytest.Monke
     result = runner.invoke(app, ["status"])
     assert result.exit_code != 0
     assert "config.toml: file not found; `syncbridge init` writes one" in result.output
+
+
+def test_connectors_describe_lists_a_file_streams_columns_with_samples(workdir: Path) -> None:
+    result = runner.invoke(
+        app, ["connectors", "describe", "crm", "contacts", "-c", "config.toml"], terminal_width=200
+    )
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert "Last Modified Date" in rows and "date/time" in rows["Last Modified Date"]
+    assert "Email Opt Out" in rows and "boolean (0/1)" in rows["Email Opt Out"]
+    assert "@" in rows["Email"]  # a sample value
+    events = runner.invoke(
+        app, ["connectors", "describe", "web", "events", "-c", "config.toml"], terminal_width=200
+    )
+    assert events.exit_code == 0, events.output
+    assert "traits.email" in events.stdout and "context.page.url" in events.stdout
+    wrong = runner.invoke(app, ["connectors", "describe", "crm", "contcts", "-c", "config.toml"])
+    assert wrong.exit_code != 0
+    assert "source 'crm' has no stream 'contcts' (streams: contacts)" in wrong.output

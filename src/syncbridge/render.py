@@ -240,13 +240,23 @@ def counts_table(title: str, counts: dict[str, int], label: str) -> Table:
 
 
 def fields_table(title: str, fields: list[dict[str, Any]]) -> Table:
+    """A connector's description of an object: the columns are whatever keys it gives
+    (Salesforce: name, type, label, custom, nillable; files: name, type, empty, sample)."""
     table = Table(title=f"{title} ({len(fields)} fields)")
-    for col in ("name", "type", "label", "custom", "nillable"):
-        table.add_column(col)
+    columns = list(dict.fromkeys(key for f in fields for key in f))
+    widest = max((len(str(f.get("name", ""))) for f in fields), default=4)
+    for col in columns:  # names are what a mapping copies: never cut or wrapped
+        is_name = col == "name"
+        table.add_column(col, no_wrap=is_name, min_width=widest if is_name else None)
     for f in fields:
-        flags = ["yes" if f.get(key) else "" for key in ("custom", "nillable")]
-        table.add_row(str(f.get("name")), str(f.get("type")), str(f.get("label") or ""), *flags)
+        table.add_row(*(_cell(f.get(col)) for col in columns))
     return table
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    return "" if value is None else str(value)
 
 
 def profiles_table(title: str, rows: list[dict[str, Any]], matched: bool = False) -> Table:
