@@ -25,7 +25,7 @@ from syncbridge.cursors import Cursor, CursorType, Resume
 from syncbridge.errors import FatalError
 from syncbridge.prepare import record_key
 
-from . import files_describe
+from . import describe_rows
 
 MAX_CELL_SIZE = 16 * 1024 * 1024
 csv.field_size_limit(MAX_CELL_SIZE)
@@ -442,13 +442,8 @@ class FileConnector(Connector):
 
     def describe(self, obj: str) -> list[dict[str, Any]]:
         """The columns (or JSON paths) of stream `obj`'s first file, with a sample of each."""
-        streams = {s.name: s for s in self.streams()}
-        stream = streams.get(obj)
-        if not isinstance(stream, FileStream):
-            known = ", ".join(sorted(streams)) or "none"
-            raise FatalError(
-                f"source {self.source.name!r} has no stream {obj!r} (streams: {known})"
-            )
+        stream = self.stream_named(obj)
+        assert isinstance(stream, FileStream)
         files = stream.files()
         if not files:
             raise FatalError(f"stream {obj!r}: no file matches {stream.path}")
@@ -456,8 +451,8 @@ class FileConnector(Connector):
         try:
             with _open_text(files[0], options.encoding) as fh:
                 if _format_of(files[0], options.format) == "jsonl":
-                    return files_describe.describe_rows(files_describe.jsonl_rows(fh, files[0]), [])
-                header, rows = files_describe.csv_rows(fh, options.delimiter)
-                return files_describe.describe_rows(rows, header)
+                    return describe_rows.describe(describe_rows.jsonl_rows(fh, files[0]), [])
+                header, rows = describe_rows.csv_rows(fh, options.delimiter)
+                return describe_rows.describe(rows, header)
         except UnicodeDecodeError as exc:
             raise FatalError(_decode_problem(files[0], options.encoding, exc)) from None

@@ -139,6 +139,16 @@ class Connector(ABC):
     def streams(self) -> list[Stream]:
         """The configured streams, in config order."""
 
+    def stream_named(self, name: str) -> Stream:
+        """One of the configured streams, or an error listing the ones there are."""
+        streams = {s.name: s for s in self.streams()}
+        if name not in streams:
+            known = ", ".join(sorted(streams)) or "none"
+            raise FatalError(
+                f"source {self.source.name!r} has no stream {name!r} (streams: {known})"
+            )
+        return streams[name]
+
     def check(self) -> None:  # noqa: B027 - optional hook; file sources have nothing to check
         """Raise AuthError/FatalError when the source cannot be reached with these settings."""
 

@@ -1,8 +1,8 @@
-"""What a file stream holds, for writing its mapping: columns (or JSON paths), a guessed type,
-how often each is empty, and a sample value, from the first rows of the stream's first file.
+"""What a stream holds, for writing its mapping: columns (or JSON paths), a type, how often
+each is empty, and a sample value, from the stream's first rows (a file's, a table's).
 
 `syncbridge connectors describe SOURCE STREAM` shows it; mappings name columns exactly as the
-export spells them, and JSON Lines fields by dotted path (`traits.email`), as listed here.
+source spells them, and JSON fields by dotted path (`traits.email`), as listed here.
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ _DATE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}.*)?")
 _BOOLEAN = {"true", "false", "yes", "no", "y", "n"}
 
 
-def describe_rows(rows: Iterator[dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
-    """One entry per column: name, type (a guess), empty (share of sampled rows), sample."""
+def describe(
+    rows: Iterator[dict[str, Any]], order: list[str], types: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """One entry per column: name, type (the source's, else a guess from the values), empty
+    (share of sampled rows), sample."""
     seen: dict[str, list[str]] = {name: [] for name in order}
     total = 0
     for row in rows:
@@ -42,9 +45,8 @@ def describe_rows(rows: Iterator[dict[str, Any]], order: list[str]) -> list[dict
         sample = filled[0] if filled else ""
         if len(sample) > _SAMPLE_WIDTH:
             sample = sample[: _SAMPLE_WIDTH - 1] + "…"
-        fields.append(
-            {"name": name, "type": _guess(filled), "empty": f"{empty:.0%}", "sample": sample}
-        )
+        kind = (types or {}).get(name) or _guess(filled)
+        fields.append({"name": name, "type": kind, "empty": f"{empty:.0%}", "sample": sample})
     return fields
 
 
@@ -85,15 +87,15 @@ def jsonl_rows(fh: Any, path: Path) -> Iterator[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise FatalError(f"{path} line {number}: invalid JSON ({exc.msg})") from None
         if isinstance(record, dict):
-            yield dict(_flatten(record))
+            yield dict(flatten(record))
 
 
-def _flatten(record: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+def flatten(record: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     """Dotted paths, as mappings name them; lists are shown whole."""
     for key, value in record.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            yield from _flatten(value, f"{path}.")
+            yield from flatten(value, f"{path}.")
         elif isinstance(value, list):
             yield path, json.dumps(value, ensure_ascii=False) if value else ""
         else:
