@@ -4,11 +4,14 @@ on stdout for machines; and in JSON log mode every line of both streams parses."
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from syncbridge.cli import app
@@ -118,3 +121,22 @@ def test_a_failure_in_json_log_mode_is_a_json_line(workdir: Path) -> None:
     error = lines[-1]
     assert error["level"] == "error" and "orders.csv" in error["message"]
     assert error["exit_code"] == 1 and error["job"] == "run"
+
+
+def test_json_log_mode_still_shows_the_tables_to_someone_at_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from syncbridge import cli
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    cli._set_logging("INFO", "json")
+    assert cli.out.quiet is False
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    cli._set_logging("INFO", "json")
+    assert cli.out.quiet is True
+    cli._set_logging("INFO", "text")
+    assert cli.out.quiet is False

@@ -103,11 +103,19 @@ def main_options(
 
 
 def _set_logging(level: str, fmt: str) -> None:
-    """Logging as asked; in JSON mode the tables for people are suppressed, so that stdout
-    holds only machine output (`--json`) and stderr only JSON log lines."""
+    """Logging as asked. In JSON mode the tables for people are suppressed unless stdout is a
+    terminal (someone is reading), so that under a service manager or in a pipe stdout holds
+    only machine output (`--json`) and stderr only JSON log lines."""
     setup_logging(level, fmt)
     state.json_logs = fmt == "json"
-    out.quiet = state.json_logs
+    out.quiet = state.json_logs and not _stdout_is_terminal()
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
 
 
 def _settings(config: Path) -> Settings:
