@@ -156,6 +156,21 @@ def test_journal_lag_is_read_from_the_cache_at_scrape_time(
     assert value("syncbridge_journal_offset", consumer="identity") > 0
 
 
+def test_records_are_counted_per_committed_page_whoever_runs_the_ingest(
+    tmp_path: Path, fake: FakeMailchimp
+) -> None:
+    """The daemon's pull jobs call ingest directly, not `run_cycle`: the count is ingest's."""
+    from syncbridge.ingest import ingest_streams
+    from syncbridge.pipeline import stream_jobs
+
+    settings = setup_for(tmp_path, fake)
+    engine = open_engine(settings.config.store.url)
+    labels = {"source": "shop", "stream": "customers"}
+    before = value("syncbridge_records_pulled_total", **labels)
+    ingest_streams(engine, [stream_jobs(settings)["shop/customers"]], 1)
+    assert value("syncbridge_records_pulled_total", **labels) - before == 3
+
+
 def test_a_cache_that_does_not_answer_reports_down_not_a_failed_scrape(tmp_path: Path) -> None:
     broken: Engine = create_engine(f"sqlite:///{tmp_path / 'missing' / 'nowhere.db'}")
     metrics.watch_journal(broken)
@@ -190,10 +205,3 @@ def test_a_cache_that_does_not_answer_reports_down_not_a_failed_scrape(tmp_path:
 )
 def test_endpoint_templates_keep_names_and_drop_ids(path: str, template: str) -> None:
     assert metrics.endpoint_of(path) == template
-
-
-def test_a_job_outcome_sets_its_last_success_time() -> None:
-    metrics.job_finished("pull:crm", True, at=1_700_000_000.0)
-    metrics.job_finished("pull:crm", False)
-    assert value("syncbridge_job_last_success_timestamp_seconds", job="pull:crm") == 1_700_000_000.0
-    assert value("syncbridge_job_runs_total", job="pull:crm", status="failed") >= 1

@@ -12,12 +12,17 @@ Who records what:
     remote.py    syncbridge_api_calls_total, _api_errors_total, _api_rate_limited_total,
                  _api_retries_total, _api_call_duration_seconds (every HTTP request of every
                  remote API goes through it)
-    pipeline.py  syncbridge_records_pulled_total, _record_errors_total, _stage_duration_seconds,
-                 _cycle_duration_seconds, _cycles_total, _push_operations_total,
-                 _members_pushed_total, _members_refused_total
-    daemon       syncbridge_job_last_success_timestamp_seconds, _job_runs_total (`job_finished`)
+    ingest.py    syncbridge_records_pulled_total, _record_errors_total (each committed page,
+                 whoever runs the ingest: a cycle or a daemon's pull job)
+    pipeline.py  syncbridge_stage_duration_seconds, _cycle_duration_seconds, _cycles_total
+                 (`run_cycle`), and the push report's counts:
+    a push       syncbridge_push_operations_total, _members_pushed_total,
+                 _members_refused_total (`audience_pushed(report)`, after a destination ran)
     scrape time  syncbridge_journal_lag, _journal_offset, _journal_head, _cache_up: read from
                  the cache by `JournalCollector` when Prometheus asks (`watch_journal`)
+
+Job-level series (last success time, runs, durations per daemon job) belong to the daemon
+(`syncbridge.daemon.metrics`).
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from .push.report import AudienceReport
     from .push.sync import PushReport
 
 log = logging.getLogger(__name__)
@@ -99,12 +105,6 @@ MEMBERS_PUSHED = Counter(
 MEMBERS_REFUSED = Counter(
     "syncbridge_members_refused", "Members the destination refused.", ["audience"]
 )
-JOB_LAST_SUCCESS = Gauge(
-    "syncbridge_job_last_success_timestamp_seconds",
-    "Unix time of a job's last successful run.",
-    ["job"],
-)
-JOB_RUNS = Counter("syncbridge_job_runs", "Runs of a scheduled job, by outcome.", ["job", "status"])
 
 MEMBER_OPERATIONS = frozenset({"new members", "member updates", "archived", "email changes"})
 """The push report's operations that write a member (the others are tags and batches)."""
@@ -173,29 +173,29 @@ def cycle_finished(status: str, seconds: float) -> None:
     CYCLE_SECONDS.observe(seconds)
 
 
-def records_pulled(label: str, read: int, errors: int) -> None:
-    """A stream's counts of one cycle; `label` is "source/stream"."""
-    source, _, stream = label.partition("/")
+def page_committed(source: str, stream: str, read: int, errors: int) -> None:
+    """One committed page of a stream (ingest.py): records read, per-record errors kept."""
     RECORDS_PULLED.labels(source, stream).inc(read)
-    RECORD_ERRORS.labels(source, stream).inc(errors)
+    if errors:
+        RECORD_ERRORS.labels(source, stream).inc(errors)
+
+
+def audience_pushed(report: AudienceReport) -> None:
+    """One destination pass's confirmed operations and refusals, by the audience's config
+    name (never its list id): the pipeline calls it per audience, the daemon after each
+    destination job."""
+    name = report.audience
+    for operation, n in report.applied.items():
+        PUSH_OPERATIONS.labels(name, operation.replace(" ", "_")).inc(n)
+    MEMBERS_PUSHED.labels(name).inc(
+        sum(n for op, n in report.applied.items() if op in MEMBER_OPERATIONS)
+    )
+    MEMBERS_REFUSED.labels(name).inc(len(report.errors))
 
 
 def push_finished(report: PushReport) -> None:
-    """A push report's confirmed operations and refusals, per audience (its config name)."""
     for audience in report.audiences:
-        name = audience.audience
-        for operation, n in audience.applied.items():
-            PUSH_OPERATIONS.labels(name, operation.replace(" ", "_")).inc(n)
-        pushed = sum(n for op, n in audience.applied.items() if op in MEMBER_OPERATIONS)
-        MEMBERS_PUSHED.labels(name).inc(pushed)
-        MEMBERS_REFUSED.labels(name).inc(len(audience.errors))
-
-
-def job_finished(job: str, ok: bool, at: float | None = None) -> None:
-    """A scheduled job's outcome (the daemon calls this after every run of a job)."""
-    JOB_RUNS.labels(job, "ok" if ok else "failed").inc()
-    if ok:
-        JOB_LAST_SUCCESS.labels(job).set(time.time() if at is None else at)
+        audience_pushed(audience)
 
 
 # ---------------------------------------------------------------------- journal, at scrape time

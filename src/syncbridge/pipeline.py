@@ -262,9 +262,6 @@ def _stages(
             ingest_streams(engine, list(jobs.values()), config.ingest.workers)
     except StreamsFailed as exc:
         failed = exc
-    finally:
-        for key, stats in report.streams.items():
-            metrics.records_pulled(key, stats.read, stats.errors)
     _log_stage("ingest", {k: v.as_dict() for k, v in report.streams.items()})
     log.info("resolving identities")
     with metrics.stage("identity"):

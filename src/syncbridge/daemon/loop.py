@@ -5,8 +5,8 @@ manual `run --once` can go between cycles; a cycle that cannot get the lock with
 seconds is skipped with a warning. Only the first cycle reads the `full_refresh` streams from
 scratch. A failed cycle is logged and the next one runs on time: the daemon stops only for
 a signal, or for an error it cannot explain (a bug, which it re-raises). Each cycle's outcome
-is the job `cycle` for the failure alerts (`alerts.py`) and for `metrics.job_finished`; a
-cycle skipped for a busy cache is neither.
+is the job `cycle` for the failure alerts (`alerts.py`); a cycle skipped for a busy cache
+counts neither way.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .. import metrics
 from ..alerts import AlertState
 from ..config.loader import Settings, StreamKey
 from ..errors import CacheBusyError, SyncbridgeError
@@ -82,7 +81,6 @@ class _Cycle:
         with log_context(job=self.JOB):
             ran, failure = self._run()
         if ran:
-            metrics.job_finished(self.JOB, failure is None)
             self.alerts.record(self.JOB, failure is None, failure)
 
     def _run(self) -> tuple[bool, BaseException | None]:
