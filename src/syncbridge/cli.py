@@ -20,14 +20,14 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from . import demo as demo_module
-from . import lookup, render, views
+from . import lookup, render, runlog, views
 from .bundled import data_dir, example_config
 from .config.loader import Settings, StreamKey
 from .connectors import available_connectors, build_connector
 from .daemon import DaemonOptions, run_daemon
 from .destinations import queue
 from .errors import CacheBusyError, ConfigError, FatalError, SyncbridgeError
-from .logs import setup_logging
+from .logs import log_context, setup_logging
 from .pipeline import CycleReport, ProgressHook, push_upstream, run_cycle, select_streams
 from .push.client import MailchimpClient
 from .push.guard import mass_removal
@@ -77,6 +77,8 @@ class _State:
     log_level: str | None = None
     store_url: str | None = None
     """The cache in use, to name it when its surroundings fail (see `_guard`)."""
+    json_logs: bool = False
+    """Logging in JSON: the human tables are suppressed and errors are log lines."""
 
 
 state = _State()
@@ -97,16 +99,30 @@ def main_options(
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise typer.BadParameter("--log-level must be DEBUG, INFO, WARNING or ERROR")
     state.log_format, state.log_level = log_format, log_level
-    setup_logging(log_level or "INFO", log_format or "text")
+    _set_logging(log_level or "INFO", log_format or "text")
+
+
+def _set_logging(level: str, fmt: str) -> None:
+    """Logging as asked. In JSON mode the tables for people are suppressed unless stdout is a
+    terminal (someone is reading), so that under a service manager or in a pipe stdout holds
+    only machine output (`--json`) and stderr only JSON log lines."""
+    setup_logging(level, fmt)
+    state.json_logs = fmt == "json"
+    out.quiet = state.json_logs and not _stdout_is_terminal()
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
 
 
 def _settings(config: Path) -> Settings:
     settings = load_settings(config)
     state.store_url = settings.config.store.url
     logging_config = settings.config.logging
-    setup_logging(
-        state.log_level or logging_config.level, state.log_format or logging_config.format
-    )
+    _set_logging(state.log_level or logging_config.level, state.log_format or logging_config.format)
     return settings
 
 
@@ -118,7 +134,8 @@ def _progress() -> Iterator[ProgressHook | None]:
 
         def log_page(label: str, n: int) -> None:
             totals[label] = totals.get(label, 0) + n
-            log.info("%s: %d", label, totals[label])
+            log.info("%s: %d", label, totals[label], extra={"progress": label,
+                                                             "count": totals[label]})  # fmt: skip
 
         yield log_page
         return
@@ -140,6 +157,11 @@ def _progress() -> Iterator[ProgressHook | None]:
 
 
 def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
+    if state.json_logs:  # one JSON line, like every other line on stderr
+        problems = [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else []
+        extra: dict[str, Any] = {"exit_code": code, **({"problems": problems} if problems else {})}
+        log.error("%s", exc, extra=extra)
+        return typer.Exit(code)
     if isinstance(exc, ConfigError):
         err.print(f"[red]Configuration has {len(exc.problems)} problem(s):[/red]")
         for problem in exc.problems:
@@ -304,7 +326,7 @@ def run(
         raise typer.BadParameter(
             f"{' '.join(streams)}: stream names go with --full-refresh", param_hint="SOURCE/STREAM"
         )
-    with _guard():
+    with log_context(job="run"), _guard():
         settings = _settings(config)
         refresh = select_streams(settings, streams or []) if full_refresh else None
         if once:
@@ -345,9 +367,76 @@ def status(
     with _guard():
         view = views.status(_engine(config, demo))
     if as_json:
-        out.out(json.dumps(dataclasses.asdict(view), default=str, ensure_ascii=False, indent=2))
+        _json_text(json.dumps(dataclasses.asdict(view), default=str, ensure_ascii=False, indent=2))
         return
     out.print(render.status_group(view))
+
+
+@app.command()
+def runs(
+    config: ConfigOption = Path("config.toml"),
+    demo: DemoOption = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
+) -> None:
+    """Recent runs: when, how long, the outcome, counts per stage and why a run failed."""
+    with _guard():
+        rows = runlog.recent_runs(_engine(config, demo), limit)
+    if as_json:
+        _json_lines(rows)
+        return
+    if not rows:
+        out.print("No run yet: `syncbridge run --once` makes the first.")
+        return
+    out.print(render.runs_table(rows))
+
+
+@app.command()
+def errors(
+    config: ConfigOption = Path("config.toml"),
+    demo: DemoOption = False,
+    source: Annotated[str | None, typer.Option(help="Only this source's errors.")] = None,
+    stream: Annotated[
+        str | None, typer.Option(help="Only this stream's (its name, or SOURCE/STREAM).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Kept since: a duration back from now (1h, 30m, 2d) or an ISO date."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
+) -> None:
+    """Per-record errors kept by ingestion (values that did not clean, broken rows), newest
+    first: where (stream, record, field), the value and why."""
+    try:
+        moment = runlog.parse_since(since) if since is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
+    filters = runlog.ErrorFilter(source=source, stream=stream, since=moment, limit=limit)
+    with _guard():
+        rows, more = runlog.record_errors(_engine(config, demo), filters)
+    if as_json:
+        _json_lines(rows)
+        return
+    if not rows:
+        out.print("No record error matches these filters.")
+        return
+    out.print(render.record_errors_table(rows, f"Record errors ({len(rows)}{'+' if more else ''})"))
+    if more:
+        out.print(f"More errors match: --limit {limit * 5} shows more.", highlight=False)
+
+
+def _json_text(text: str) -> None:
+    """Machine output on stdout, whatever the log format (in JSON mode `out` is quiet)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _json_lines(rows: list[dict[str, Any]]) -> None:
+    """Machine output: one JSON object per line on stdout, whatever the log format."""
+    for row in rows:
+        sys.stdout.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
 
 
 @profiles_app.command("show")
@@ -657,7 +746,7 @@ def _show_plans(engine: Any, plans: list[Any], json_out: Path | None) -> None:
     if json_out is not None:
         text = json.dumps([plan_as_dict(p) for p in plans], ensure_ascii=False, indent=2)
         if str(json_out) == "-":
-            out.out(text)
+            _json_text(text)
         else:
             json_out.write_text(text + "\n", encoding="utf-8")
             out.print(f"Wrote the plan to {json_out}")

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, delete, select, update
 
+from . import metrics
 from .children import end_with_parent, reported
 from .connectors import Stream
 from .counts import Counts
@@ -201,6 +202,8 @@ class _StreamWriter:
             self.cursor = self.stored
         self.statistics.wrote(RECORDS.name, stats.inserted - inserted)
         self.statistics.wrote(EVENTS.name, stats.events - events)
+        metrics.page_committed(self.job.source, self.job.stream.name, page.read,
+                               stats.errors - before["errors"])  # fmt: skip
         if log.isEnabledFor(logging.DEBUG):
             _log_page(self.where, page.read, before, stats.as_dict(), moved, self.stored)
         self.complete = page.complete

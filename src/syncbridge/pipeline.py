@@ -20,11 +20,13 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, update
 
+from . import metrics
 from .config.loader import Settings, StreamKey
 from .connectors import build_connector
 from .errors import FatalError
 from .identity import ResolveStats, resolve_pending
 from .ingest import StreamIngest, StreamsFailed, StreamStats, forget_cursors, ingest_streams
+from .logs import log_context
 from .push.client import MailchimpClient
 from .push.sync import PushReport, destination_name, push
 from .remap import RemapStats, remap_changed_mappings
@@ -128,8 +130,20 @@ def push_upstream(settings: Settings) -> str:
 
 
 def _log_stage(stage: str, counts: dict[str, Any]) -> None:
-    """A stage's counts at DEBUG, as the run log stores them (numbers only: no emails)."""
-    log.debug("stage %s done: %s", stage, counts)
+    """A stage's counts at DEBUG, as the run log stores them (numbers only: no emails), as
+    fields of the line (`stage`, `counts`)."""
+    log.debug("stage %s done", stage, extra={"stage": stage, "counts": counts})
+
+
+def _summary(report: CycleReport) -> dict[str, Any]:
+    """A run's counts in brief for its log line: stream totals, then per stage."""
+    summary: dict[str, Any] = {"records": report.totals.as_dict(),
+                               "identity": report.resolve.as_dict()}  # fmt: skip
+    if report.rules is not None:
+        summary["rules"] = report.rules.as_dict()
+    if report.push is not None:
+        summary["push"] = _push_counts(report.push)
+    return summary
 
 
 def _push_counts(report: PushReport) -> dict[str, Any]:
@@ -207,51 +221,81 @@ def run_cycle(
     read and resolved, then the run fails (before rules and push, which need every stream).
     The push runs when audiences are configured and a client is given (or an API key is set).
     Streams in `full_refresh` forget their saved position first and are read from scratch
-    (their stored records stay; see `ingest.forget_cursors`)."""
-    config = settings.config
+    (their stored records stay; see `ingest.forget_cursors`). Every line logged during the
+    cycle carries its `run_id`; each stage is timed and counted in `metrics`."""
     report = CycleReport(run_id=start_run(engine))
     started = time.perf_counter()
-    try:
-        jobs = stream_jobs(settings, report.run_id, progress)
-        report.streams.update((key, job.stats) for key, job in jobs.items())  # filled in place
-        if full_refresh:
-            log.info("full refresh: reading %s from scratch", ", ".join(map(str, full_refresh)))
-            forget_cursors(engine, [(k.source, k.stream) for k in full_refresh])
-        report.remaps = remap_changed_mappings(engine, list(jobs.values()))
-        failed: StreamsFailed | None = None
+    with log_context(run_id=report.run_id):
         try:
+            _stages(settings, engine, report, progress, client, now, full_refresh,
+                    allow_mass_removal)  # fmt: skip
+        except Exception as exc:
+            report.status = "failed"
+            report.seconds = time.perf_counter() - started
+            metrics.cycle_finished(report.status, report.seconds)
+            finish_run(engine, report, message=str(exc)[:2000])
+            raise
+        report.seconds = time.perf_counter() - started
+        metrics.cycle_finished(report.status, report.seconds)
+        finish_run(engine, report)
+        log.info(
+            "run %d %s in %.2fs", report.run_id, report.status, report.seconds,
+            extra={"status": report.status, "seconds": round(report.seconds, 3),
+                   "counts": _summary(report)},
+        )  # fmt: skip
+    return report
+
+
+def _stages(
+    settings: Settings,
+    engine: Engine,
+    report: CycleReport,
+    progress: ProgressHook | None,
+    client: MailchimpClient | None,
+    now: datetime | None,
+    full_refresh: Collection[StreamKey],
+    allow_mass_removal: bool,
+) -> None:
+    config = settings.config
+    jobs = stream_jobs(settings, report.run_id, progress)
+    report.streams.update((key, job.stats) for key, job in jobs.items())  # filled in place
+    if full_refresh:
+        log.info("full refresh: reading %s from scratch", ", ".join(map(str, full_refresh)))
+        forget_cursors(engine, [(k.source, k.stream) for k in full_refresh])
+    with metrics.stage("remap"):
+        report.remaps = remap_changed_mappings(engine, list(jobs.values()))
+    failed: StreamsFailed | None = None
+    try:
+        with metrics.stage("ingest"):
             ingest_streams(engine, list(jobs.values()), config.ingest.workers)
-        except StreamsFailed as exc:
-            failed = exc
-        _log_stage("ingest", {k: v.as_dict() for k, v in report.streams.items()})
-        log.info("resolving identities")
+    except StreamsFailed as exc:
+        failed = exc
+    _log_stage("ingest", {k: v.as_dict() for k, v in report.streams.items()})
+    log.info("resolving identities")
+    with metrics.stage("identity"):
         report.resolve = resolve_pending(engine, config.identity, report.run_id)
-        _log_stage("identity", report.resolve.as_dict())
-        if failed:  # the streams that were read are resolved; rules and push wait for all
-            raise failed.first()
+    _log_stage("identity", report.resolve.as_dict())
+    if failed:  # the streams that were read are resolved; rules and push wait for all
+        raise failed.first()
+    with metrics.stage("rules"):
         if settings.rules is not None:
             log.info("evaluating rules")
             report.rules = run_rules(engine, settings.rules, now)
             _log_stage("rules", report.rules.as_dict())
         else:
             hand_over(engine)
-        if config.mailchimp.audiences and (client or config.mailchimp.api_key):
-            log.info("pushing to Mailchimp")
-            client = client or MailchimpClient(config.mailchimp)
+    if config.mailchimp.audiences and (client or config.mailchimp.api_key):
+        log.info("pushing to Mailchimp")
+        client = client or MailchimpClient(config.mailchimp)
+        with metrics.stage("push"):
             report.push = push(
                 engine, config.mailchimp, client, progress=progress,
                 allow_mass_removal=allow_mass_removal, upstream=push_upstream(settings),
             )  # fmt: skip
-            _log_stage("push", _push_counts(report.push))
-        elif config.mailchimp.audiences:
-            report.push_skipped = NO_API_KEY
-            log.info("push skipped: %s", NO_API_KEY)
+        metrics.push_finished(report.push)
+        _log_stage("push", _push_counts(report.push))
+    elif config.mailchimp.audiences:
+        report.push_skipped = NO_API_KEY
+        log.info("push skipped: %s", NO_API_KEY)
+    with metrics.stage("compact"):
         report.compacted = journal.compact(engine, consumers_of(settings, report.push is not None))
-    except Exception as exc:
-        report.status = "failed"
-        report.seconds = time.perf_counter() - started
-        finish_run(engine, report, message=str(exc)[:2000])
-        raise
-    report.seconds = time.perf_counter() - started
-    finish_run(engine, report)
-    return report

@@ -49,6 +49,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from . import metrics
 from .errors import AuthError, FatalError, RetriableError, SyncbridgeError
 
 T = TypeVar("T")
@@ -196,11 +197,7 @@ class Remote:
             stop=stop_after_attempt(max(1, self.policy.attempts)),
             wait=self.policy.wait,
             reraise=True,
-            before_sleep=lambda state: self.log.warning(
-                "%s: retrying after %s",
-                self.name,
-                state.outcome.exception() if state.outcome else "?",
-            ),
+            before_sleep=self._before_retry,
         )
         for attempt in retrying:
             with attempt, self.slots:
@@ -212,6 +209,12 @@ class Remote:
                     self._local.holding = False
                     self._local.attempt = 1
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _before_retry(self, state: RetryCallState) -> None:
+        self.log.warning(
+            "%s: retrying after %s", self.name, state.outcome.exception() if state.outcome else "?"
+        )
+        metrics.api_retry(self.name, getattr(self._local, "reason", "other"))
 
     def _once(self, work: Callable[[], T], what: str, renew: Callable[[], None] | None) -> T:
         renewed = False
@@ -227,6 +230,8 @@ class Remote:
                     renew()
                     renewed = True
                     continue
+                if action is Action.RETRY:
+                    self._local.reason = _reason(failure)
                 raise self._error(failure, action) from None
 
     def failure_of(self, exc: BaseException, what: str = "") -> Failure | None:
@@ -283,6 +288,11 @@ class Remote:
             path = "/" + path.split(marker, 1)[1]
         return "/".join("<email>" if "@" in p or "%40" in p.lower() else p for p in path.split("/"))
 
+    def count_call(self, method: str, url: str, outcome: int | str, started: float) -> None:
+        """The request in `metrics` (by endpoint template: see `metrics.endpoint_of`)."""
+        seconds = time.perf_counter() - started
+        metrics.api_call(self.name, method, self.path_of(url), outcome, seconds)
+
     def log_call(self, method: str, url: str, outcome: int | str, started: float) -> None:
         if not self.log.isEnabledFor(logging.DEBUG):
             return
@@ -321,12 +331,26 @@ class _Logged(BaseAdapter):
                                        cert=cert, proxies=proxies)  # fmt: skip
         except Exception as exc:
             self.remote.log_call(method, url, type(exc).__name__, started)
+            self.remote.count_call(method, url, _network_kind(exc) or "error", started)
             raise
         self.remote.log_call(method, url, response.status_code, started)
+        self.remote.count_call(method, url, response.status_code, started)
         return response
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _reason(failure: Failure) -> str:
+    """Why a call is retried, in few values (a metric label): 429, 5xx, timeout, connection,
+    or the API's own code."""
+    if failure.status == 429:
+        return "429"
+    if failure.code is not None:
+        return failure.code
+    if failure.status is not None:
+        return f"{failure.status // 100}xx"
+    return failure.network or "other"
 
 
 def _network_kind(exc: BaseException) -> str | None:

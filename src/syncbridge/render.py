@@ -6,6 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -269,4 +270,51 @@ def profiles_table(title: str, rows: list[dict[str, Any]], matched: bool = False
         cells = [str(r["id"]), r["email"] or "(no email)", r["name"], ", ".join(r["sources"]),
                  str(r["records"]), str(r["errors"])]  # fmt: skip
         table.add_row(*cells, *([", ".join(r.get("matched", []))] if matched else []))
+    return table
+
+
+def runs_table(runs: list[dict[str, Any]]) -> Group:
+    """Recent runs (`runlog.recent_runs`): counts per stage in brief, then why each run that
+    did not finish well ended as it did (a reason is too long for a column)."""
+    table = Table(title=f"Recent runs ({len(runs)})", box=box.SIMPLE, collapse_padding=True,
+                  pad_edge=False)  # fmt: skip
+    for col in ("run", "started", "took", "status", "read", "changed", "errors", "profiles",
+                "pushed", "refused"):  # fmt: skip
+        left = col in ("started", "status")
+        table.add_column(col, justify="left" if left else "right", no_wrap=col == "started")
+    reasons: list[Any] = []
+    for run in runs:
+        stages = run["stages"]
+        totals = stages["ingest"]["totals"]
+        ident = stages.get("identity", {})
+        push = stages.get("push")
+        changed = sum(totals.get(k, 0) for k in ("inserted", "updated", "deleted"))
+        profiles = sum(ident.get(k, 0) for k in ("profiles_created", "profiles_updated"))
+        pushed = refused = ""
+        if push is not None:
+            pushed = str(sum(sum(a.get("applied", {}).values()) for a in push.values()))
+            refused = str(sum(a.get("errors", 0) for a in push.values()))
+        started = datetime.fromisoformat(run["started_at"]) if run["started_at"] else None
+        table.add_row(
+            str(run["run_id"]), started.strftime("%m-%d %H:%M") if started else "",
+            f"{run['seconds']:.1f}s" if run["seconds"] is not None else "", run["status"],
+            str(totals.get("read", "")), str(changed) if totals else "",
+            str(totals.get("errors", "")), str(profiles) if ident else "", pushed, refused,
+        )  # fmt: skip
+        if run["reason"]:
+            reasons.append(Text(f"run {run['run_id']} {run['status']}: {run['reason']}"))
+    return Group(table, *reasons)
+
+
+def record_errors_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """Per-record errors (`runlog.record_errors`), newest first."""
+    table = Table(title=title)
+    for col in ("when", "run", "stream", "record", "field", "value", "problem"):
+        table.add_column(col, overflow="fold", justify="right" if col == "run" else "left")
+    for e in rows:
+        created = datetime.fromisoformat(e["created_at"]) if e["created_at"] else None
+        table.add_row(
+            _when(created), str(e["run_id"] or ""), f"{e['source']}/{e['stream']}",
+            e["record"] or "", e["field"] or "", (e["value"] or "")[:40], e["message"],
+        )  # fmt: skip
     return table

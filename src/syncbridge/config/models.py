@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -197,6 +198,42 @@ class RulesSection(Frozen):
     """A rules file (traits, behaviour tags, segments, content), e.g. mappings/rules.toml."""
 
 
+# --- [daemon] failure alerts (issue 14, operations: alerts.py) -------------------------------
+# The daemon's other [daemon] keys are DaemonConfig's own; it takes these by inheritance.
+
+
+class DaemonAlertsConfig(Frozen):
+    """`[daemon] alert_webhook` / `alert_after`: a JSON POST when a job fails that many times
+    in a row, and one when it recovers (see `syncbridge.alerts`)."""
+
+    alert_webhook: SecretStr | None = None
+    """http(s) URL receiving the alerts; a secret (chat webhooks carry their token in it)."""
+    alert_after: int = Field(default=3, ge=1, le=1000)
+    """Consecutive failures of one job before it is reported as failing."""
+
+    @field_validator("alert_webhook", mode="before")
+    @classmethod
+    def _empty_webhook_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _webhook_is_a_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("http", "https") or not parts.hostname:  # never echo it: a secret
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+
+# --- end of [daemon] failure alerts ------------------------------------------------------------
+
+
+class DaemonConfig(DaemonAlertsConfig):
+    """`[daemon]`: settings of `syncbridge daemon` and `run --every`."""
+
+
 class Config(Frozen):
     """The whole configuration. `base_dir` resolves relative paths (the config file's folder)."""
 
@@ -207,6 +244,7 @@ class Config(Frozen):
     identity: IdentityConfig = IdentityConfig()
     mailchimp: MailchimpConfig = MailchimpConfig()
     rules: RulesSection = RulesSection()
+    daemon: DaemonConfig = DaemonConfig()
     sources: list[SourceConfig] = Field(default_factory=list)
 
     def resolve(self, path: str | Path) -> Path:

@@ -4,12 +4,13 @@ The writer lock is taken per cycle, not for the daemon's life, so `push`, `db up
 manual `run --once` can go between cycles; a cycle that cannot get the lock within `wait`
 seconds is skipped with a warning. Only the first cycle reads the `full_refresh` streams from
 scratch. A failed cycle is logged and the next one runs on time: the daemon stops only for
-a signal, or for an error it cannot explain (a bug, which it re-raises).
+a signal, or for an error it cannot explain (a bug, which it re-raises). Each cycle's outcome
+is the job `cycle` for the failure alerts (`alerts.py`); a cycle skipped for a busy cache
+counts neither way.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 from collections.abc import Callable
@@ -17,8 +18,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ..alerts import AlertState
 from ..config.loader import Settings, StreamKey
 from ..errors import CacheBusyError, SyncbridgeError
+from ..logs import log_context
 from ..pipeline import ProgressHook, run_cycle
 from ..store.engine import open_engine
 from ..store.failures import store_failure
@@ -60,16 +63,28 @@ def run_daemon(
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):
         log.info("daemon stopped")
+    finally:
+        cycle.alerts.close(timeout=5.0)
 
 
 class _Cycle:
     """One scheduled cycle: under the writer lock, logged, never fatal for a known failure."""
 
+    JOB = "cycle"
+
     def __init__(self, settings: Settings, options: DaemonOptions, progress: Progress) -> None:
         self.settings, self.options, self.progress = settings, options, progress
         self.refresh = list(options.full_refresh)
+        self.alerts = AlertState.from_config(settings.config.daemon)
 
     def __call__(self) -> None:
+        with log_context(job=self.JOB):
+            ran, failure = self._run()
+        if ran:
+            self.alerts.record(self.JOB, failure is None, failure)
+
+    def _run(self) -> tuple[bool, BaseException | None]:
+        """One cycle: whether it ran (a busy cache skips it), and how it failed."""
         store = self.settings.config.store
         every = self.options.every
         try:
@@ -81,14 +96,19 @@ class _Cycle:
                         allow_mass_removal=self.options.allow_mass_removal,
                     )  # fmt: skip
             self.refresh.clear()  # only the first cycle reads from scratch
-            totals = json.dumps(report.counts()["totals"])
-            log.info("run %d %s in %.1fs: %s", report.run_id, report.status, report.seconds, totals)
+            fields = {"run_id": report.run_id, "counts": report.counts()["totals"]}
+            log.info("run %d %s in %.1fs", report.run_id, report.status, report.seconds,
+                     extra=fields)  # fmt: skip
+            return True, None
         except CacheBusyError as exc:
             log.warning("%s; skipping this cycle, the next one starts in %ds", exc, every)
+            return False, None
         except SyncbridgeError as exc:
             log.error("cycle failed: %s", exc)
+            return True, exc
         except Exception as exc:
             failure = store_failure(exc, store.url)
             if failure is None:
                 raise
             log.error("cycle failed: %s", failure)
+            return True, failure
