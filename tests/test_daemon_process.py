@@ -5,7 +5,9 @@ one SQLite file is refused with exit code 2."""
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +64,19 @@ def test_a_changed_row_reaches_mailchimp_and_the_endpoints_answer(
         )  # fmt: skip
         missing = daemon.json("/v1/admin/run/crn", TOKEN, "POST")
         assert "did you mean 'crm'" in missing["error"]
+        shown = subprocess.run(
+            [sys.executable, "-c", "from syncbridge.cli import main; main()",
+             "status", "--json", "-c", str(tmp_path / "config.toml")],
+            env=env(), capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        rows = {row["job"]: row for row in json.loads(shown.stdout)["jobs"]}
+        assert rows["pull:crm"]["holder"] == f"{socket.gethostname()} pid={daemon.proc.pid}"
+        assert rows["pull:crm"]["next_run_at"] and rows["pull:crm"]["last_status"] in (
+            "ok",
+            "running",
+        )
+        assert rows["mailchimp:customers"]["last_success_at"]
     finally:
         code = daemon.stop()
     assert code == 0, daemon.output

@@ -25,6 +25,7 @@ from .bundled import data_dir, example_config
 from .config.loader import Settings, StreamKey
 from .connectors import available_connectors, build_connector
 from .daemon import DaemonOptions, run_daemon
+from .daemon import status as daemon_status
 from .destinations import queue
 from .errors import CacheBusyError, ConfigError, FatalError, SyncbridgeError
 from .logs import setup_logging
@@ -393,13 +394,18 @@ def status(
     ] = False,
 ) -> None:
     """The cache's writer (if a run holds it), last runs, records and errors per stream,
-    cursors, profile counts, and each journal consumer's offset and lag."""
+    cursors, profile counts, each journal consumer's offset and lag, and the daemon's jobs."""
     with _guard():
-        view = views.status(_engine(config, demo))
+        engine = _engine(config, demo)
+        view = views.status(engine)
+        jobs = daemon_status.jobs(engine)
     if as_json:
-        out.out(json.dumps(dataclasses.asdict(view), default=str, ensure_ascii=False, indent=2))
+        whole = dataclasses.asdict(view) | {"jobs": jobs}
+        out.out(json.dumps(whole, default=str, ensure_ascii=False, indent=2))
         return
     out.print(render.status_group(view))
+    if jobs:
+        out.print(daemon_status.jobs_table(jobs))
 
 
 @profiles_app.command("show")

@@ -31,12 +31,13 @@ class GatedClient(MailchimpClient):
     """A MailchimpClient whose `call` checks the daemon's stop flag before each call."""
 
     def __init__(self, config: MailchimpConfig, stopping: threading.Event, agent: str) -> None:
-        session = requests.Session()  # as Remote builds it, plus a name saying which agent
+        session = requests.Session()  # pooled as Remote builds its own
         pooled = HTTPAdapter(pool_connections=1, pool_maxsize=config.max_connections)
         session.mount("https://", pooled)
         session.mount("http://", pooled)
-        session.headers["User-Agent"] = f"syncbridge-daemon ({agent})"
         super().__init__(config, session=session)
+        # which agent called, for Mailchimp's logs and ours (the SDK sets its own otherwise)
+        self.sdk.api_client.default_headers["User-Agent"] = f"syncbridge-daemon ({agent})"
         self.stopping = stopping
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -105,8 +105,10 @@ class Daemon:
     def run(self) -> None:
         """Serve until a stop signal; returns once stopped (the caller exits 0)."""
         store = self.settings.config.store
+        # Migrations first, under the lock held exclusively for them: agents sharing the lock
+        # would otherwise migrate side by side.
+        self.engine = open_engine(store.url, store.echo)
         with writer_lock(store.url, "daemon", self.options.wait, shared=True):
-            self.engine = open_engine(store.url, store.echo)
             if self.engine.dialect.name == "sqlite" and (n := runs.interrupt_all(self.engine)):
                 log.info("%d run(s) left running by a process that died marked interrupted", n)
             self.board = JobBoard(self.engine, self.settings.config.daemon.lease_s, self.agent)
