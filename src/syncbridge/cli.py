@@ -305,8 +305,8 @@ def run(
     allow_mass_removal: AllowMassRemoval = False,
     wait: WaitOption = None,
 ) -> None:
-    """Run the pipeline: one cycle with --once; --every N is `syncbridge daemon` with N
-    seconds as the default schedule.
+    """Run the pipeline: one cycle with --once; otherwise this is `syncbridge daemon` (with
+    --every N: N seconds as the default schedule).
 
     --once holds the cache's writer lock for the cycle and exits with 75 when another process
     holds it (after --wait seconds), or with 2 when that process is a daemon."""
@@ -314,8 +314,6 @@ def run(
         raise typer.BadParameter(
             f"{' '.join(streams)}: stream names go with --full-refresh", param_hint="SOURCE/STREAM"
         )
-    if not once and every is None:
-        raise typer.BadParameter("give --once for one cycle, or run `syncbridge daemon`")
     with _guard():
         settings = _settings(config)
         refresh = select_streams(settings, streams or []) if full_refresh else None
@@ -326,7 +324,8 @@ def run(
                 )
             _print_cycle(report)
             return
-        options = DaemonOptions(wait or 0.0, refresh or [], allow_mass_removal, f"{every}s")
+        schedule = f"{every}s" if every is not None else None
+        options = DaemonOptions(wait or 0.0, refresh or [], allow_mass_removal, schedule)
         run_daemon(settings, options)
 
 

@@ -3,9 +3,10 @@
 Jobs (`work.py`): a pull per source on its `schedule` or `cron` (APScheduler triggers), and
 the journal's consumers — identity, rules, one destination per audience — which run as soon as
 the journal has work for them (the main loop looks every 0.2 s, and at once after a job
-ended). A destination waits for a micro-batch: `[daemon] flush_s` after the first change it
-sees, or `flush_members` changes, whichever comes first; a bulk load is far past that and goes
-at once, batched fully by the push. Consumers also run every `[daemon] schedule` (a
+ended). A destination sends micro-batches: at most one pass every `[daemon] flush_s` — the
+first change after a quiet spell goes at once, those arriving meanwhile wait for the next
+pass — or as soon as `flush_members` changes wait; a bulk load is far past that and goes at
+once, batched fully by the push. Consumers also run every `[daemon] schedule` (a
 destination reads Mailchimp's changes back; rules expire time windows).
 
 A job never overlaps itself (`max_instances=1`); fires missed while it ran coalesce into one.
@@ -89,7 +90,9 @@ class Daemon:
         self.reload_asked = threading.Event()
         self.states: dict[str, JobState] = {}
         self.held: set[str] = set()
-        self.first_seen: dict[str, float] = {}
+        self.last_flush: dict[str, float] = {}
+        """When each destination last started (time.monotonic()): micro-batches are flushed
+        at most every flush_s, at once after a quiet spell, or at flush_members waiting."""
         self.triggers: dict[str, tuple[str, str]] = {}
         self.refresh = list(options.full_refresh)
         self.client: GatedClient | None = None
@@ -281,14 +284,11 @@ class Daemon:
             except Exception as exc:  # the cache is unreachable: /readyz says so
                 log.debug("cannot look at %s's work: %s", name, exc)
                 return
-            if not waiting:
-                self.first_seen.pop(name, None)
-                continue
-            first = self.first_seen.setdefault(name, now)
-            if state.running or now < state.retry_at:
+            if not waiting or state.running or now < state.retry_at:
                 continue
             batched = name not in (work.IDENTITY, work.RULES)
-            if batched and waiting < daemon.flush_members and now - first < daemon.flush_s:
+            since = now - self.last_flush.get(name, 0.0)
+            if batched and waiting < daemon.flush_members and since < daemon.flush_s:
                 continue
             self.kick(name)
 
@@ -343,7 +343,7 @@ class Daemon:
             if state.running:
                 return
             state.running = True
-        self.first_seen.pop(name, None)
+        self.last_flush[name] = time.monotonic()
         started = time.perf_counter()
         error: str | None = None
         counts: dict[str, Any] = {}
