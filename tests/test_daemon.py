@@ -186,3 +186,26 @@ def test_a_consumer_waits_for_the_entries_of_its_kinds(engine: Engine, tmp_path:
         journal.append(conn, journal.PROFILE, [7])
     assert work.waiting(engine, settings, "identity", 500) == 3
     assert work.waiting(engine, settings, "identity", 2) == 2
+
+
+def test_a_failing_job_backs_off_exponentially_and_a_success_resets_it(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from syncbridge.daemon.service import Daemon, DaemonOptions, JobState
+
+    settings = settings_from({"daemon": {"backoff_max_s": 12}}, tmp_path)
+    daemon = Daemon(settings, DaemonOptions())
+    daemon.engine, daemon.board = engine, JobBoard(engine, 15.0, "me")
+    daemon.board.ensure(["identity"])
+    state = JobState()
+    waits = []
+    for _ in range(4):
+        before = time.monotonic()
+        daemon._record("identity", state, None, {}, True, "the cache went away", 0.1)
+        waits.append(round(state.retry_at - before))
+    assert waits == [5, 10, 12, 12] and state.failures == 4 and state.failing_since
+    with engine.connect() as conn:
+        row = next(r for r in job_rows(conn) if r["job"] == "identity")
+    assert row["failures"] == 4 and row["last_error"] == "the cache went away"
+    daemon._record("identity", state, None, {}, True, None, 0.1)
+    assert (state.failures, state.retry_at, state.failing_since) == (0, 0.0, None)

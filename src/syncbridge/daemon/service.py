@@ -30,6 +30,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -267,8 +268,11 @@ class Daemon:
 
     def kick(self, name: str) -> None:
         """Run a job now (the scheduler coalesces a kick into a run already going)."""
+        from apscheduler.jobstores.base import JobLookupError
+
         if name in self.triggers and not self.stopping.is_set():
-            self.scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+            with suppress(JobLookupError):  # removed by a reload meanwhile
+                self.scheduler.modify_job(name, next_run_time=datetime.now(UTC))
 
     def _kick_consumers(self) -> None:
         settings = self.settings
@@ -476,10 +480,10 @@ class Daemon:
         with self.engine.connect() as conn:
             rows = {row["job"]: row for row in job_rows(conn)}
         jobs = {}
-        for name in self.triggers:
+        for name, trigger in list(self.triggers.items()):
             state, row = self.states[name], rows.get(name, {})
             jobs[name] = {
-                "trigger": " ".join(self.triggers[name]),
+                "trigger": " ".join(trigger),
                 "held_here": name in self.held,
                 "holder": row.get("holder"),
                 "running": state.running,
