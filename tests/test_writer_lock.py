@@ -164,27 +164,20 @@ def test_migrations_on_open_wait_for_the_writer_lock(
     assert _run_statuses(store_url) == []
 
 
-def test_a_daemon_cycle_waits_then_skips_while_another_writer_holds_the_lock(
+def test_a_daemon_waits_for_a_one_off_writer_then_exits_75_naming_it(
     workdir: Path, store_url: str, holder: subprocess.Popen[str]
 ) -> None:
-    daemon = subprocess.Popen(
-        [SYNCBRIDGE, "run", "--every", "5", "--wait", "0.5", "-c", "config.toml"],
+    daemon = subprocess.run(
+        [SYNCBRIDGE, "daemon", "--wait", "0.5", "-c", "config.toml"],
         cwd=workdir,
         env=_env(store_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        capture_output=True,
         text=True,
+        timeout=120,
     )
-    assert daemon.stdout is not None
-    lines = []
-    for line in daemon.stdout:
-        lines.append(line)
-        if "skipping this cycle" in line:
-            break
-    daemon.send_signal(signal.SIGTERM)
-    rest = daemon.communicate(timeout=60)[0]
-    output = "".join(lines) + rest
+    output = daemon.stdout + daemon.stderr
+    assert daemon.returncode == CacheBusyError.EXIT_BUSY, output
     assert "waiting up to 0.5s for the writer lock" in output
-    assert f"(pid {holder.pid} on" in _flat(output) and "skipping this cycle" in output, output
+    assert f"(pid {holder.pid} on" in _flat(output), output
     assert "Traceback" not in output
     assert _run_statuses(store_url) == []

@@ -25,6 +25,7 @@ from .bundled import data_dir, example_config
 from .config.loader import Settings, StreamKey
 from .connectors import available_connectors, build_connector
 from .daemon import DaemonOptions, run_daemon
+from .daemon import status as daemon_status
 from .destinations import queue
 from .errors import CacheBusyError, ConfigError, FatalError, SyncbridgeError
 from .logs import log_context, setup_logging
@@ -172,6 +173,10 @@ def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
 
 
 BUSY_ADVICE = "try again later, or pass --wait SECONDS to wait for it"
+DAEMON_ADVICE = (
+    "a daemon keeps the cache for as long as it runs: stop it first, or ask it to pull a "
+    "source now with POST /v1/admin/run/SOURCE"
+)
 PLAN_CHECK_TIMEOUT_S = 5.0
 """`plan`'s read-only look at Mailchimp: one try with this timeout, never the push's retries."""
 
@@ -193,7 +198,8 @@ def _guard(busy_advice: str = BUSY_ADVICE) -> Iterator[None]:
     try:
         yield
     except CacheBusyError as exc:
-        raise _fail(FatalError(f"{exc}; {busy_advice}"), CacheBusyError.EXIT_BUSY) from None
+        advice = DAEMON_ADVICE if exc.by_daemon else busy_advice
+        raise _fail(FatalError(f"{exc}; {advice}"), exc.exit_code) from None
     except SyncbridgeError as exc:
         raise _fail(exc) from None
     except Exception as exc:
@@ -306,7 +312,12 @@ def run(
     ] = None,
     config: ConfigOption = Path("config.toml"),
     once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
-    every: Annotated[int, typer.Option(help="Seconds between cycles as a daemon.", min=5)] = 300,
+    every: Annotated[
+        int | None,
+        typer.Option(
+            help="`syncbridge daemon`, pulling sources without a schedule every N s.", min=5
+        ),
+    ] = None,
     full_refresh: Annotated[
         bool,
         typer.Option(
@@ -318,10 +329,11 @@ def run(
     allow_mass_removal: AllowMassRemoval = False,
     wait: WaitOption = None,
 ) -> None:
-    """Run the pipeline: one cycle with --once, else as a daemon every --every seconds.
+    """Run the pipeline: one cycle with --once; otherwise this is `syncbridge daemon` (with
+    --every N: N seconds as the default schedule).
 
-    Each cycle holds the cache's writer lock; --once exits with 75 when another process holds
-    it (after --wait seconds), a daemon cycle waits up to --wait (default --every) seconds."""
+    --once holds the cache's writer lock for the cycle and exits with 75 when another process
+    holds it (after --wait seconds), or with 2 when that process is a daemon."""
     if streams and not full_refresh:
         raise typer.BadParameter(
             f"{' '.join(streams)}: stream names go with --full-refresh", param_hint="SOURCE/STREAM"
@@ -336,10 +348,52 @@ def run(
                 )
             _print_cycle(report)
             return
-        options = DaemonOptions(
-            every, every if wait is None else wait, refresh or [], allow_mass_removal
+        schedule = f"{every}s" if every is not None else None
+        options = DaemonOptions(wait or 0.0, refresh or [], allow_mass_removal, schedule)
+        run_daemon(settings, options)
+
+
+@app.command()
+def daemon(
+    streams: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="SOURCE[/STREAM]", help="With --full-refresh: the streams to re-read."
+        ),
+    ] = None,
+    config: ConfigOption = Path("config.toml"),
+    full_refresh: Annotated[
+        bool,
+        typer.Option(
+            "--full-refresh",
+            help="The first pull of the named streams (none named: every stream) reads them "
+            "from scratch.",
+        ),
+    ] = False,
+    allow_mass_removal: AllowMassRemoval = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0,
+            help="Seconds to wait at start for a one-off command "
+            "holding the cache (default 0: exit at once with code 75).",
+        ),
+    ] = 0.0,
+) -> None:
+    """Run as a service: each source on its schedule, the journal's consumers as soon as it
+    has work, a health/metrics/admin HTTP server; SIGTERM stops, SIGHUP reloads.
+
+    Holds the cache for its whole life: on SQLite a second daemon (or `run --once`) exits
+    with 2; on PostgreSQL several daemons share the jobs by leases."""
+    if streams and not full_refresh:
+        raise typer.BadParameter(
+            f"{' '.join(streams)}: stream names go with --full-refresh", param_hint="SOURCE/STREAM"
         )
-        run_daemon(settings, options, _progress)
+    with _guard():
+        settings = _settings(config)
+        refresh = select_streams(settings, streams or []) if full_refresh else None
+        run_daemon(settings, DaemonOptions(wait, refresh or [], allow_mass_removal))
 
 
 DemoOption = Annotated[
@@ -363,13 +417,18 @@ def status(
     ] = False,
 ) -> None:
     """The cache's writer (if a run holds it), last runs, records and errors per stream,
-    cursors, profile counts, and each journal consumer's offset and lag."""
+    cursors, profile counts, each journal consumer's offset and lag, and the daemon's jobs."""
     with _guard():
-        view = views.status(_engine(config, demo))
+        engine = _engine(config, demo)
+        view = views.status(engine)
+        jobs = daemon_status.jobs(engine)
     if as_json:
-        _json_text(json.dumps(dataclasses.asdict(view), default=str, ensure_ascii=False, indent=2))
+        whole = dataclasses.asdict(view) | {"jobs": jobs}
+        _json_text(json.dumps(whole, default=str, ensure_ascii=False, indent=2))
         return
     out.print(render.status_group(view))
+    if jobs:
+        out.print(daemon_status.jobs_table(jobs))
 
 
 @app.command()

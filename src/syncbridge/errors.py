@@ -64,10 +64,20 @@ class CacheBusyError(RetriableError):
     """
 
     EXIT_BUSY = 75
+    EXIT_DAEMON = 2
+    """The holder is a daemon, which keeps the cache for its lifetime: waiting will not help."""
 
     def __init__(self, message: str, holder: object | None = None) -> None:
         super().__init__(message)
         self.holder = holder
+
+    @property
+    def by_daemon(self) -> bool:
+        return str(getattr(self.holder, "command", None) or "").startswith("daemon")
+
+    @property
+    def exit_code(self) -> int:
+        return self.EXIT_DAEMON if self.by_daemon else self.EXIT_BUSY
 
 
 class RecordError(SyncbridgeError):

@@ -4,8 +4,8 @@ Before the pull, streams whose mapping was edited have their stored records re-m
 (`remap.py`), and streams named for a full refresh forget their saved position. Each stage
 reads what the previous one wrote to the cache (its change journal): without a rules file the
 push reads identity's entries directly, and the push runs only when audiences are configured.
-Every cycle is recorded as a run. The CLI's `run --once`, the demo and the daemon
-(`daemon/loop.py`) all call `run_cycle`.
+Every cycle is recorded as a run. The CLI's `run --once` and the demo call `run_cycle`; the
+daemon (`daemon/`) runs the same stages as jobs of their own, from the pieces here.
 """
 
 from __future__ import annotations
@@ -91,13 +91,17 @@ class CycleReport:
 
 
 def stream_jobs(
-    settings: Settings, run_id: int | None = None, progress: ProgressHook | None = None
+    settings: Settings,
+    run_id: int | None = None,
+    progress: ProgressHook | None = None,
+    only: str | None = None,
 ) -> dict[str, StreamIngest]:
-    """An ingest job for every stream of every enabled source, by "source/stream"."""
+    """An ingest job for every stream of every enabled source (or of source `only`, as the
+    daemon pulls one source per job), by "source/stream"."""
     config = settings.config
     jobs: dict[str, StreamIngest] = {}
     for source in config.sources:
-        if not source.enabled:
+        if not source.enabled or (only is not None and source.name != only):
             continue
         for stream in build_connector(source, config.base_dir).streams():
             key = StreamKey(source.name, stream.name)

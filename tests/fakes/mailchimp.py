@@ -1088,6 +1088,9 @@ class FakeMailchimp(LoopbackFake):
         """Called with (method, path) after a write call was applied, before its answer is
         sent: a test can kill the client there, as a crash between apply and acknowledge."""
         self._chaos: Chaos | None = None
+        self.timeline: list[tuple[str, str, str, float, float]] = []
+        """(User-Agent, method, path, started, finished) per request, in monotonic seconds:
+        which client made each call and when, to tell agents sharing one audience apart."""
 
     # --- lifecycle
 
@@ -1232,6 +1235,7 @@ class FakeMailchimp(LoopbackFake):
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = BadJson()
+        started = time.monotonic()
         with self._lock:
             self.requests.append((method, path, query, None if isinstance(body, BadJson) else body))
             self._in_flight += 1
@@ -1271,3 +1275,5 @@ class FakeMailchimp(LoopbackFake):
         finally:
             with self._lock:
                 self._in_flight -= 1
+                agent = headers.get("User-Agent") or ""
+                self.timeline.append((agent, method, path, started, time.monotonic()))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from .timing import check_crontab, check_interval
 
 
 class Frozen(BaseModel):
@@ -187,6 +190,41 @@ class SourceConfig(BaseModel):
     connector: str
     enabled: bool = True
     streams: list[StreamConfig] = Field(min_length=1)
+    schedule: str | None = None
+    """How often the daemon pulls this source: `30s`, `5m`, `1h` (default `[daemon] schedule`)."""
+    cron: str | None = None
+    """Or when: a crontab line, `*/15 * * * *` (minute hour day month weekday, UTC)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule_typos(cls, data: Any) -> Any:
+        """A near miss of `schedule` or `cron` would pass as a connector option: name it."""
+        if isinstance(data, dict):
+            for key in data:
+                close = difflib.get_close_matches(str(key), ["schedule", "cron"], n=1, cutoff=0.7)
+                if close and close[0] != key:
+                    raise ValueError(f"unknown key {key!r}; did you mean {close[0]!r}?")
+        return data
+
+    @field_validator("schedule")
+    @classmethod
+    def _interval(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_interval(value)
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _crontab(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_crontab(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> SourceConfig:
+        if self.schedule is not None and self.cron is not None:
+            raise ValueError("give one of 'schedule' (an interval) or 'cron', not both")
+        return self
 
     def options(self) -> dict[str, object]:
         """The connector-specific keys of this source."""
@@ -231,7 +269,61 @@ class DaemonAlertsConfig(Frozen):
 
 
 class DaemonConfig(DaemonAlertsConfig):
-    """`[daemon]`: settings of `syncbridge daemon` and `run --every`."""
+    """`syncbridge daemon`: schedules, the real-time lane, the HTTP server, shutdown, leases."""
+
+    schedule: str = "5m"
+    """How often a source without its own `schedule`/`cron` is pulled, and how often each
+    destination reads Mailchimp's changes back even when nothing changed here."""
+    flush_s: float = Field(default=2.0, gt=0, le=3600)
+    """Changes wait at most this long for a destination's next micro-batch …"""
+    flush_members: int = Field(default=500, ge=1, le=100_000)
+    """… or until this many are waiting (500: one batch-subscribe call)."""
+    http: str | None = "127.0.0.1:8642"
+    """host:port of the health, metrics and admin server; "" turns it off."""
+    admin_token: SecretStr | None = None
+    """Bearer token of the admin endpoints; unset: they are off."""
+    shutdown_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """SIGTERM/SIGINT: in-flight work gets this long to finish, then the daemon exits anyway."""
+    lease_s: float = Field(default=15.0, ge=1, le=3600)
+    """PostgreSQL, several agents: a dead agent's jobs are taken over within this long."""
+    backoff_max_s: float = Field(default=300.0, ge=1)
+    """A failing job is retried after 5 s, 10 s, 20 s, … at most this long apart."""
+    ready_failing_s: float = Field(default=300.0, ge=0)
+    """/readyz answers 503 once a consumer has been failing for longer than this."""
+    reload_poll_s: float = Field(default=2.0, gt=0)
+    """How often the config, mapping and rules files are checked for changes."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typos(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields:
+                    close = difflib.get_close_matches(str(key), list(cls.model_fields), n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise ValueError(f"unknown key {key!r}{hint}")
+        return data
+
+    @field_validator("schedule")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        check_interval(value)
+        return value
+
+    @field_validator("http")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not host:port, e.g. '127.0.0.1:8642'")
+        return value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 class Config(Frozen):

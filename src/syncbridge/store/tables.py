@@ -304,3 +304,28 @@ class DestinationQueue(CacheTable, table=True):
 
     destination: str = Field(primary_key=True, max_length=200)
     profile_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+
+
+class DaemonJob(CacheTable, table=True):
+    """One daemon job (a source's pull, a consumer, a destination): who holds its lease until
+    when (several agents on PostgreSQL), when it runs next and how its last run went. Written
+    by the daemon, read by `syncbridge status` from any process."""
+
+    __tablename__ = "daemon_job"
+
+    job: str = Field(primary_key=True, max_length=200)
+    holder: str | None = Field(default=None, max_length=300)
+    """The agent holding the lease: `host pid=123`; None when released."""
+    lease_expires_at: datetime | None = _ts()
+    next_run_at: datetime | None = _ts()
+    last_started_at: datetime | None = _ts()
+    last_finished_at: datetime | None = _ts()
+    last_success_at: datetime | None = _ts()
+    last_status: str | None = Field(default=None, max_length=20)
+    """`running`, `ok` or `failed`."""
+    last_error: str | None = None
+    failures: int = 0
+    """Failed runs in a row (0 after a success)."""
+    failing_since: datetime | None = _ts()
+    run_id: int | None = None
+    """The run row of the job's current or last run."""

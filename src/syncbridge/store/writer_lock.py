@@ -13,6 +13,12 @@ MVCC let them read during a run), so only writing commands take it:
   its own, held for the run. The server drops it when that connection ends. The connection's
   `application_name` says who holds it, and `pg_locks` + `pg_stat_activity` read it back.
 
+The daemon holds the lock for its whole life (`shared=True`): on SQLite that is the same
+exclusive lock, so a second daemon or a `run --once` is refused; on PostgreSQL it is the
+advisory lock's shared mode, which every agent sharing the cache holds at once (they divide
+the work by job leases, `daemon/leases.py`), while one-off writers, which take it exclusively,
+are refused as long as any agent runs.
+
 Within one process the lock is re-entrant per cache (the migrations run when a command opens
 the cache take it only when the command does not already hold it).
 """
@@ -92,11 +98,13 @@ def held_here(url: URL | str) -> bool:
 
 
 @contextmanager
-def writer_lock(url: URL | str, command: str, wait: float = 0.0) -> Iterator[None]:
+def writer_lock(
+    url: URL | str, command: str, wait: float = 0.0, shared: bool = False
+) -> Iterator[None]:
     """Hold the cache's writer lock for the block, waiting up to `wait` seconds for it.
 
     Raises CacheBusyError (with the holder) when another process still holds it after `wait`.
-    Nested use in one process does not wait on itself.
+    Nested use in one process does not wait on itself. `shared`: the daemons' mode (above).
     """
     parsed = make_url(url)
     key = _identity(parsed)
@@ -107,7 +115,7 @@ def writer_lock(url: URL | str, command: str, wait: float = 0.0) -> Iterator[Non
         if nested:
             yield
         elif parsed.get_backend_name() == "postgresql":
-            with _postgres_lock(parsed, command, wait):
+            with _postgres_lock(parsed, command, wait, shared):
                 yield
         else:
             path = _sqlite_lock_path(parsed)
@@ -227,7 +235,7 @@ def _alive(pid: int) -> bool:
 
 
 @contextmanager
-def _postgres_lock(url: URL, command: str, wait: float) -> Iterator[None]:
+def _postgres_lock(url: URL, command: str, wait: float, shared: bool = False) -> Iterator[None]:
     from .engine import create_store_engine
 
     me = _me(command)
@@ -239,19 +247,21 @@ def _postgres_lock(url: URL, command: str, wait: float) -> Iterator[None]:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             # the successful try is this connection's last statement until the release, so
             # pg_stat_activity.query_start says since when it holds the lock
-            _acquire_advisory(conn, where, wait)
+            _acquire_advisory(conn, where, wait, shared)
             try:
                 yield
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": WRITER_KEY})
+                unlock = "pg_advisory_unlock_shared" if shared else "pg_advisory_unlock"
+                conn.execute(text(f"SELECT {unlock}(:k)"), {"k": WRITER_KEY})
     finally:
         engine.dispose()
 
 
-def _acquire_advisory(conn: Connection, where: str, wait: float) -> None:
+def _acquire_advisory(conn: Connection, where: str, wait: float, shared: bool = False) -> None:
     deadline = time.monotonic() + max(wait, 0.0)
     announced = False
-    while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": WRITER_KEY}).scalar():
+    take = text(f"SELECT pg_try_advisory_lock{'_shared' if shared else ''}(:k)")
+    while not conn.execute(take, {"k": WRITER_KEY}).scalar():
         if time.monotonic() >= deadline:
             raise _busy(postgres_holder(conn), where)
         if not announced:
