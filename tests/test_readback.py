@@ -248,3 +248,31 @@ def test_a_member_moving_while_a_status_is_read_in_pages_makes_no_other_member_s
     assert moved.is_set()
     members = recorded(engine)
     assert all(members[email]["status"] == "unsubscribed" for email in emails[:-1])
+
+
+def test_tag_calls_after_the_upserts_do_not_make_later_cycles_read_everything(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    """Tag calls move last_changed after the upsert answers the cache recorded."""
+    load(engine, people(300, tags="vip, newsletter"))
+    config = settings_for(fake)
+    push(engine, config, client_for(config))
+    for _ in range(2):
+        fake.advance_clock(2)
+        before = len(fake.requests)
+        push(engine, config, client_for(config))
+        assert member_reads(fake, before) <= 7
+
+
+def test_a_member_deleted_in_mailchimp_costs_one_full_read_then_is_forgotten(
+    fake: FakeMailchimp, engine: Engine
+) -> None:
+    load(engine, people(300))
+    config = settings_for(fake)
+    push(engine, config, client_for(config))
+    fake.forget_member("L1", "person9@gmail.com")
+    push(engine, config, client_for(config))
+    assert "person9@gmail.com" not in recorded(engine)
+    before = len(fake.requests)
+    push(engine, config, client_for(config))
+    assert member_reads(fake, before) <= 7

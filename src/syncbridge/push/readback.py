@@ -1,20 +1,22 @@
 """Read back what others changed in Mailchimp since the last read, without re-reading what the
 push itself wrote.
 
-Mailchimp moves a member's `last_changed` on every change, the push's own writes included, so
-"changed since the last read" holds every member the last push wrote. Their state is no news:
-the push recorded it from Mailchimp's answers (`audience_member`). The read therefore proves,
-per status, that the members it does not fetch are the ones it already holds:
+Mailchimp moves a member's `last_changed` on every change, the push's own writes (upserts,
+tags) included, so "changed since the last read" holds every member the last push wrote. Their
+state is no news: the push recorded it from Mailchimp's answers (`audience_member`). The read
+therefore proves that the members it does not fetch are the ones the cache already holds:
 
 - members are listed per status (subscribed, unsubscribed, cleaned, pending, transactional,
-  archived), changed since the watermark, newest first, only the fields needed;
-- the status holding most recorded members (normally `subscribed`, where a push writes) is
-  opened first: one page and its `total_items`. Every other status is then read in full,
-  its pages side by side within the client's connection limit;
-- a recorded member seen under another status has left the first one. If the first status's
-  total exceeds what the cache expects there (its recorded members since the watermark, less
-  those that left) by exactly the number of unknown or changed members on its first page, the
-  rest of it is the push's own writes; otherwise it is read in full as well.
+  archived), newest first, only the fields needed;
+- the status the cache holds most members under (normally `subscribed`, where a push writes)
+  is opened first, whole (not only since the watermark): one page and its `total_items`.
+  Every other status is then read in full since the watermark, its pages side by side within
+  the client's connection limit;
+- a member the cache held under the first status, seen under another, has left it. If the
+  first status's total exceeds what the cache holds there, less those that left, by exactly
+  the number of members on its first page the cache did not hold there, the rest of it is as
+  the cache holds it; otherwise it is read in full as well, and members the cache holds there
+  that Mailchimp showed nowhere are forgotten (deleted permanently, or renamed).
 
 A listing read in several pages is opened and closed by its first page: different totals or a
 different first page mean members moved meanwhile (an offset may have skipped one), and it is
@@ -24,10 +26,9 @@ after everything was read, so a crash repeats the read and loses nothing.
 
 Time comes from Mailchimp only: the next read starts one second before the newest
 `last_changed` the cache held when this one began, which no later change can predate, whatever
-our clock says. The comparison at the watermark errs towards reading: a recorded member in
-its second counts as unknown. Not provable from counts: a member the cache holds, deleted
-permanently (or renamed) in Mailchimp since the watermark, exactly offset by an unknown
-change of the same status older than the first page.
+our clock says. Not provable from counts: a member the cache holds deleted (or renamed) in
+Mailchimp, offset exactly by an unknown member of the same status older than the first page;
+the next full read of that status settles it.
 """
 
 from __future__ import annotations
@@ -73,17 +74,21 @@ def read_back(client: MailchimpClient, engine: Engine, audience: AudienceConfig)
     with engine.connect() as conn:
         since, segments = read_watermark(conn, list_id)
         since = since.replace(microsecond=0) if since is not None else None
-        expected = recorded_counts(conn, list_id, since)
+        expected = recorded_counts(conn, list_id)
         newest = newest_recorded(conn, list_id)
-    reader = Reader(client, engine, audience, since)
     first = max(STATUSES, key=lambda status: (expected.get(status, 0), status == "subscribed"))
+    reader = Reader(client, engine, audience, since, first)
     opened = reader.page(first, 0)
     rest = [status for status in STATUSES if status != first]
     complete = all(in_parallel(client, reader.read_all, rest))
-    surplus = opened.total - expected.get(first, 0) + len(reader.left[first])
-    proven = opened.total <= len(opened.members) or len(reader.unknown[first]) == surplus
+    surplus = opened.total - expected.get(first, 0) + len(reader.left)
+    proven = opened.total <= len(opened.members) or len(reader.unknown) == surplus
     if not proven:
-        complete = reader.read_all(first) and complete
+        read = reader.read_all(first)
+        if read:  # a member the cache holds there and Mailchimp no longer has is gone
+            with engine.begin() as conn:
+                forget_missing(conn, list_id, first, reader.held)
+        complete = read and complete
     log.debug(
         "read back %s: %d members in %d calls; %s %s", list_id, reader.fetched, reader.calls,
         first, "proven from its first page" if proven else "read in full",
@@ -116,19 +121,22 @@ class Reader:
     engine: Engine
     audience: AudienceConfig
     since: datetime | None
+    first: str
+    """The status counted whole (every member of it, not only those changed since)."""
     fetched: int = 0
     calls: int = 0
-    held: dict[str, tuple[str, datetime | None] | None] = field(default_factory=dict)
-    left: dict[str, set[str]] = field(default_factory=lambda: {s: set() for s in STATUSES})
-    """Per status: recorded members since the watermark, now seen under another status."""
-    unknown: dict[str, set[str]] = field(default_factory=lambda: {s: set() for s in STATUSES})
-    """Per status: members seen there that the cache did not hold there since the watermark."""
+    held: dict[str, str | None] = field(default_factory=dict)
+    """The status the cache held, before this read, for each member met."""
+    left: set[str] = field(default_factory=set)
+    """Members the cache held under `first`, seen under another status."""
+    unknown: set[str] = field(default_factory=set)
+    """Members seen under `first` that the cache did not hold there."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def page(self, status: str, offset: int) -> Page:
         kwargs: dict[str, Any] = {"status": status, "sort_field": "last_changed",
                                   "sort_dir": "DESC", "fields": FIELDS}  # fmt: skip
-        if self.since is not None:
+        if self.since is not None and status != self.first:
             kwargs["since_last_changed"] = self.since.isoformat()
         members_info = self.client.sdk.lists.get_list_members_info
         answer = self.client.call(
@@ -163,49 +171,46 @@ class Reader:
             for m in members:
                 self.held.setdefault(m["id"], current.get(m["id"]))
                 self.note(m)
-            news = [
-                m["email_address"].lower()
-                for m in members
-                if (held := current.get(m["id"])) is None or held[0] != m["status"]
-            ]
+            news = [m["email_address"].lower() for m in members
+                    if current.get(m["id"]) != m["status"]]  # fmt: skip
             write_mailchimp_members(conn, list_id, members)
             journal.append(conn, journal.MEMBER, profiles_at(conn, self.audience.name, news))
 
     def note(self, member: dict[str, Any]) -> None:
         held, status = self.held[member["id"]], member["status"]
-        counted = held is not None and self.counted(held)
-        if counted and held is not None and held[0] == status:
-            return  # where the cache expects it
-        if counted and held is not None:
-            self.left[held[0]].add(member["id"])
-        self.unknown[status].add(member["id"])
-
-    def counted(self, held: tuple[str, datetime | None]) -> bool:
-        """Whether this recorded member is among those `recorded_counts` expects."""
-        if self.since is None:
-            return True
-        return held[1] is not None and held[1] >= self.since + timedelta(seconds=1)
+        if status == self.first and held != status:
+            self.unknown.add(member["id"])
+        elif status != self.first and held == self.first:
+            self.left.add(member["id"])
 
 
-def recorded(conn: Connection, list_id: str, hashes: Iterable[str]) -> dict[str, Any]:
-    """hash → (status, last_changed) the cache holds for these members."""
+def recorded(conn: Connection, list_id: str, hashes: Iterable[str]) -> dict[str, str]:
+    """hash → status the cache holds for these members."""
     m = MEMBERS.c
-    out: dict[str, Any] = {}
+    out: dict[str, str] = {}
     for part in chunks(sorted(set(hashes))):
-        query = select(m.subscriber_hash, m.status, m.last_changed).where(
+        query = select(m.subscriber_hash, m.status).where(
             m.list_id == list_id, m.subscriber_hash.in_(part)
         )
-        out.update({h: (status, as_utc(lc)) for h, status, lc in conn.execute(query)})
+        out.update(dict(conn.execute(query).all()))
     return out
 
 
-def recorded_counts(conn: Connection, list_id: str, since: datetime | None) -> dict[str, int]:
-    """Recorded members per status changed after the watermark's second (all without one)."""
+def recorded_counts(conn: Connection, list_id: str) -> dict[str, int]:
+    """Recorded members per status."""
     m = MEMBERS.c
     query = select(m.status, func.count()).where(m.list_id == list_id).group_by(m.status)
-    if since is not None:
-        query = query.where(m.last_changed >= since + timedelta(seconds=1))
     return {status: int(n) for status, n in conn.execute(query)}
+
+
+def forget_missing(conn: Connection, list_id: str, status: str, seen: dict[str, Any]) -> None:
+    """After a whole, consistent read of a status: members the cache holds under it that
+    Mailchimp showed nowhere are gone (deleted permanently, or renamed), and forgotten."""
+    m = MEMBERS.c
+    query = select(m.subscriber_hash).where(m.list_id == list_id, m.status == status)
+    gone = [h for h in conn.execute(query).scalars() if h not in seen]
+    for part in chunks(gone):
+        conn.execute(MEMBERS.delete().where(m.list_id == list_id, m.subscriber_hash.in_(part)))
 
 
 def newest_recorded(conn: Connection, list_id: str) -> datetime | None:
