@@ -327,6 +327,38 @@ def test_since_last_changed_is_strictly_after_to_the_second(fake: FakeMailchimp,
     assert [m["email_address"] for m in changed["members"]] == [ADA]
 
 
+def test_member_listing_sorts_by_last_changed_and_bounds_it_on_both_sides(
+    fake: FakeMailchimp, client
+) -> None:
+    fake.seed_member(LIST, ADA)
+    fake.advance_clock(2)
+    fake.seed_member(LIST, GRACE)
+    fake.advance_clock(2)
+    fake.seed_member(LIST, ALAN)
+    fake.advance_clock(2)
+    client.lists.update_list_member(LIST, subscriber_hash(ADA), {"merge_fields": {"FNAME": "A"}})
+    newest = client.lists.get_list_members_info(LIST, sort_field="last_changed", sort_dir="DESC")
+    assert [m["email_address"] for m in newest["members"]] == [ADA, ALAN, GRACE]
+    grace = client.lists.get_list_member(LIST, subscriber_hash(GRACE))["last_changed"]
+    before = client.lists.get_list_members_info(LIST, before_last_changed=grace)
+    assert before["total_items"] == 0  # strictly before, to the second
+    since = client.lists.get_list_members_info(
+        LIST, since_last_changed=grace, sort_field="last_changed", sort_dir="ASC"
+    )
+    assert [m["email_address"] for m in since["members"]] == [ALAN, ADA]
+
+
+def test_fields_and_exclude_fields_trim_the_answer(fake: FakeMailchimp, client) -> None:
+    fake.seed_member(LIST, ADA, merge_fields={"FNAME": "Ada"})
+    trimmed = client.lists.get_list_members_info(
+        LIST, fields=["members.id", "members.status", "total_items"]
+    )
+    assert trimmed == {"members": [{"id": subscriber_hash(ADA), "status": "subscribed"}],
+                       "total_items": 1}  # fmt: skip
+    without = client.lists.get_list_members_info(LIST, exclude_fields=["members.merge_fields"])
+    assert "merge_fields" not in without["members"][0] and "list_id" in without
+
+
 def test_member_view_shape_and_lookup_by_hash_or_email(fake: FakeMailchimp, client) -> None:
     fake.seed_member(LIST, ADA, tags=[f"tag{i:02}" for i in range(60)])
     by_hash = client.lists.get_list_member(LIST, subscriber_hash(ADA))
@@ -518,6 +550,7 @@ def test_more_than_ten_requests_in_flight_get_429(fake: FakeMailchimp) -> None:
         statuses = list(pool.map(lambda _: ping(), range(14)))
     assert statuses.count(429) >= 1 and statuses.count(200) <= 10
     assert set(statuses) == {200, 429}
+    assert fake.peak_in_flight > 10  # it counts what it saw, refused ones included
 
 
 def test_request_log_and_write_calls(fake: FakeMailchimp, client) -> None:

@@ -5,8 +5,11 @@ in /work/shared/reference/mailchimp-api.md, taking the harsher reading where the
 unverified: compliance states, forgotten addresses, merge-field validation, batch limits, tags as
 static segments, the simultaneous-connection limit, and scripted faults.
 
-``last_changed`` is shown to the second, as Mailchimp shows it, and ``since_last_changed`` compares
-at that precision; ``advance_clock`` moves the fake's clock forward so tests need not sleep.
+``last_changed`` is shown to the second, as Mailchimp shows it, and moves whenever a member really
+changes, by anyone: our own PUT, PATCH, batch subscribe and tag calls move it too.
+``since_last_changed`` / ``before_last_changed`` compare at that precision; member lists sort by
+``last_changed`` (``sort_field``, ``sort_dir``), and every GET honours ``fields`` /
+``exclude_fields``. ``advance_clock`` moves the fake's clock forward so tests need not sleep.
 """
 
 from __future__ import annotations
@@ -467,6 +470,43 @@ class Audience:
 # ------------------------------------------------------------------------ HTTP API
 
 
+def only_fields(doc: Any, fields: str | None, exclude: str | None) -> Any:
+    """The `fields` / `exclude_fields` query parameters: comma-separated paths in dot notation
+    (`members.id,total_items`), applied through lists to each of their items."""
+
+    def tree(spec: str) -> JSON:
+        out: JSON = {}
+        for path in filter(None, (p.strip() for p in spec.split(","))):
+            node = out
+            for part in path.split("."):
+                node = node.setdefault(part, {})
+        return out
+
+    def keep(value: Any, wanted: JSON) -> Any:
+        if isinstance(value, list):
+            return [keep(item, wanted) for item in value]
+        if not isinstance(value, dict) or not wanted:
+            return value
+        return {k: keep(v, wanted[k]) for k, v in value.items() if k in wanted}
+
+    def drop(value: Any, unwanted: JSON) -> Any:
+        if isinstance(value, list):
+            return [drop(item, unwanted) for item in value]
+        if not isinstance(value, dict):
+            return value
+        return {
+            k: drop(v, unwanted[k]) if k in unwanted else v
+            for k, v in value.items()
+            if k not in unwanted or unwanted[k]
+        }
+
+    if fields:
+        doc = keep(doc, tree(fields))
+    if exclude:
+        doc = drop(doc, tree(exclude))
+    return doc
+
+
 class BadJson:
     """Stands for a request body that was not valid JSON."""
 
@@ -582,6 +622,8 @@ class MailchimpApi:
                 status, doc = self.dispatch(req)
         except ApiError as err:
             return Response.problem(err)
+        if doc is not None and ("fields" in req.query or "exclude_fields" in req.query):
+            doc = only_fields(doc, req.query.get("fields"), req.query.get("exclude_fields"))
         return Response.of(status, doc)
 
     def authenticate(self, authorization: str | None) -> None:
@@ -796,7 +838,11 @@ class MailchimpApi:
     # --- members
 
     def list_members(self, req: Request, aud: Audience) -> Reply:
-        status, since = req.query.get("status"), req.time("since_last_changed")
+        """Members by status (archived only when asked for), changed since/before a moment
+        (strictly, to the second), in the audience's own order or sorted by last_changed
+        (ties keep that order)."""
+        status = req.query.get("status")
+        since, before = req.time("since_last_changed"), req.time("before_last_changed")
         if status is not None and status not in (*STATUSES, "archived"):
             raise invalid("status", f"Unknown status {status!r}")
         found = [
@@ -804,7 +850,18 @@ class MailchimpApi:
             for m in aud.members.values()
             if (m.status == status if status else not m.archived)
             and (since is None or m.last_changed.replace(microsecond=0) > since)
+            and (before is None or m.last_changed.replace(microsecond=0) < before)
         ]
+        sort_field, sort_dir = req.query.get("sort_field"), req.query.get("sort_dir", "ASC")
+        if sort_dir.upper() not in ("ASC", "DESC"):
+            raise invalid("sort_dir", "sort_dir must be ASC or DESC")
+        if sort_field == "last_changed":
+            found.sort(key=lambda m: m.last_changed.replace(microsecond=0))
+            if sort_dir.upper() == "DESC":  # ties keep the audience's order either way
+                found = sorted(found, key=lambda m: m.last_changed.replace(microsecond=0),
+                               reverse=True)  # fmt: skip
+        elif sort_field is not None:  # timestamp_opt/timestamp_signup: not modelled here
+            raise invalid("sort_field", f"The fake sorts by last_changed only, not {sort_field!r}")
         views = [aud.member_view(m) for m in req.page(found)]
         return 200, {"members": views, "list_id": aud.list_id, "total_items": len(found)}
 
@@ -1084,6 +1141,8 @@ class FakeMailchimp(LoopbackFake):
         self._faults: list[Fault] = []
         self._lock = threading.Lock()  # guards requests, faults and the in-flight count
         self._in_flight = 0
+        self.peak_in_flight = 0
+        """The most requests ever in flight at once (a test can tell calls overlapped)."""
         self.on_applied: Callable[[str, str], None] | None = None
         """Called with (method, path) after a write call was applied, before its answer is
         sent: a test can kill the client there, as a crash between apply and acknowledge."""
@@ -1239,6 +1298,7 @@ class FakeMailchimp(LoopbackFake):
         with self._lock:
             self.requests.append((method, path, query, None if isinstance(body, BadJson) else body))
             self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
             crowded = self._in_flight > self.max_connections
         try:
             if crowded:

@@ -13,14 +13,12 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Select, select
 
 from ..config.models import AudienceConfig, MailchimpConfig
 from ..destinations import queue
-from ..remote import offset_pages
 from ..rules.stage import results_for
 from ..store import journal
 from .batches import MAX_OPERATIONS, run_batch
@@ -35,6 +33,7 @@ from .provision import (
     provision_segments,
     static_segments,
 )
+from .readback import read_back
 from .report import AudienceReport
 from .state import (
     PROFILES,
@@ -47,13 +46,9 @@ from .state import (
     mailchimp_statuses,
     now,
     profiles,
-    profiles_at,
-    read_watermark,
     set_mailchimp_status,
-    status_changed,
     write_mailchimp_members,
     write_states,
-    write_sync,
 )
 from .tags import apply_tags
 
@@ -61,8 +56,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 BATCH = 500
 """Members per batch-subscribe call, and emails per side of a segment call (Mailchimp's limit)."""
-READ_PAGE = 1000
-READ_OVERLAP = timedelta(seconds=2)
 
 
 def build_plan(engine: Engine, audience: AudienceConfig, profile_ids: list[int]) -> Plan:
@@ -105,36 +98,6 @@ def check_provisioning(client: MailchimpClient, plan: Plan) -> None:
     plan.fields_to_create = [f.tag for f in audience.merge_fields if f.tag not in existing]
     wanted = {t for t, members in plan.tag_adds.items() if members}
     plan.tags_to_create = sorted(wanted - set(static_segments(client, audience.list_id)))
-
-
-def read_back(client: MailchimpClient, engine: Engine, audience: AudienceConfig) -> int:
-    """Fetch members changed in Mailchimp since the last read (all of them the first time)."""
-    with engine.connect() as conn:
-        since, segments = read_watermark(conn, audience.list_id)
-    started = now()
-    seen = 0
-    # archived members are listed only when asked for by status
-    for status in (None, "archived"):
-        kwargs: dict[str, Any] = {}
-        if status is not None:
-            kwargs["status"] = status
-        if since is not None:
-            kwargs["since_last_changed"] = (since - READ_OVERLAP).isoformat()
-
-        def fetch(count: int, offset: int, kwargs: dict[str, Any] = kwargs) -> dict[str, Any]:
-            members_info = client.sdk.lists.get_list_members_info
-            return client.call(members_info, audience.list_id, count=count, offset=offset, **kwargs)
-
-        for members in offset_pages(fetch, READ_PAGE, "members"):
-            with engine.begin() as conn:
-                moved = status_changed(conn, audience.list_id, members)
-                write_mailchimp_members(conn, audience.list_id, members)
-                holders = profiles_at(conn, audience.name, moved)
-                journal.append(conn, journal.MEMBER, holders)
-            seen += len(members)
-    with engine.begin() as conn:
-        write_sync(conn, audience.list_id, started, segments)
-    return seen
 
 
 def apply_plan(
