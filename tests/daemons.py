@@ -30,7 +30,7 @@ first_name = "first_name"
 accepts_email_marketing = { field = "optin", type = "boolean" }
 """
 TOKEN = "admin-token-for-tests"
-START_S = 90.0
+START_S = 300.0
 """How long a daemon may take to start on a busy CI machine (imports, migrations)."""
 
 
