@@ -30,7 +30,7 @@ first_name = "first_name"
 accepts_email_marketing = { field = "optin", type = "boolean" }
 """
 TOKEN = "admin-token-for-tests"
-START_S = 90.0
+START_S = 300.0
 """How long a daemon may take to start on a busy CI machine (imports, migrations)."""
 
 
@@ -143,8 +143,13 @@ class Daemon:
         raise AssertionError(f"no line matching {pattern!r} in:\n{self.output}")
 
     def started(self) -> Daemon:
-        self.port = int(self.wait_for(r"HTTP server on http://127\.0\.0\.1:(\d+)", START_S)[1])
-        self.wait_for(r"daemon started as", START_S)
+        """Waits for the HTTP server and the jobs; a daemon that does not start is killed."""
+        try:
+            self.port = int(self.wait_for(r"HTTP server on http://127\.0\.0\.1:(\d+)", START_S)[1])
+            self.wait_for(r"daemon started as", START_S)
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def get(self, path: str, token: str | None = None, method: str = "GET") -> tuple[int, str]:

@@ -51,9 +51,10 @@ def test_two_agents_never_push_at_once_and_a_killed_one_is_replaced(
         export(tmp_path, [person(i) for i in range(1, 6)])
         config = write_setup(tmp_path, fake, postgres_url)
         first = Daemon(config).started()
-        second = Daemon(config).started()
-        daemons = {first.proc.pid: first, second.proc.pid: second}
+        daemons = {first.proc.pid: first}
         try:
+            second = Daemon(config).started()
+            daemons[second.proc.pid] = second
             eventually(lambda: len(first_names(fake)) == 5, 60, "the first load")
             for n in range(3):
                 export(tmp_path, [person(1, first_name=f"Ann{n}"), *map(person, range(2, 6))])
