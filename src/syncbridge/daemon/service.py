@@ -37,6 +37,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from .. import metrics as sync_metrics
+from ..alerts import AlertState
 from ..config.loader import Settings, StreamKey
 from ..config.timing import interval
 from ..errors import SyncbridgeError
@@ -99,6 +101,8 @@ class Daemon:
         self.client: GatedClient | None = None
         self.http: HttpServer | None = None
         self._guard = threading.Lock()
+        self.alerts = AlertState.from_config(settings.config.daemon)
+        """Failure alerts: a job failing `alert_after` times in a row, and its recovery."""
 
     @property
     def settings(self) -> Settings:
@@ -112,6 +116,7 @@ class Daemon:
         # Migrations first, under the lock held exclusively for them: agents sharing the lock
         # would otherwise migrate side by side.
         self.engine = open_engine(store.url, store.echo)
+        sync_metrics.watch_journal(self.engine)  # /metrics reads the journal's lag at scrape time
         with writer_lock(store.url, "daemon", self.options.wait, shared=True):
             if self.engine.dialect.name == "sqlite" and (n := runs.interrupt_all(self.engine)):
                 log.info("%d run(s) left running by a process that died marked interrupted", n)
@@ -172,6 +177,7 @@ class Daemon:
         self.board.release(self.held - set(busy))
         if self.http is not None:
             self.http.stop()
+        self.alerts.close(timeout=5.0)  # send what is queued (a stop should not swallow "failing")
         if busy:
             log.warning(
                 "stopped with %s still running: its uncommitted work is abandoned, "
@@ -416,6 +422,8 @@ class Daemon:
                 extra=extra,
             )
         metrics.JOB_FAILURES_IN_A_ROW.labels(name).set(state.failures)
+        if error is None or not self.stopping.is_set():  # a shutdown's abandoned run is no failure
+            self.alerts.record(name, error is None, error)
         try:
             if run_id is not None:
                 if error is None and not did:
@@ -449,6 +457,11 @@ class Daemon:
         self.watched = new
         if new.settings.config.mailchimp != old.config.mailchimp:
             self._build_client()
+        alerting = ("alert_webhook", "alert_after")
+        before, after = old.config.daemon, new.settings.config.daemon
+        if any(getattr(before, k) != getattr(after, k) for k in alerting):
+            self.alerts.close(timeout=5.0)
+            self.alerts = AlertState.from_config(after)
         self._schedule_jobs()
         for name in self.triggers:  # re-map and re-evaluate with what was edited
             if name.startswith(work.PULL) or name in (work.IDENTITY, work.RULES):

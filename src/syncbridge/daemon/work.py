@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from .. import metrics as sync_metrics
 from ..config.loader import Settings, StreamKey
 from ..destinations import queue
 from ..identity import resolve_pending
@@ -96,6 +97,7 @@ def destination(settings: Settings, ctx: Context, audience_name: str, run_id: in
     target.allow_mass_removal = ctx.allow_mass_removal
     target.sync(ctx.engine)
     report = target.report
+    sync_metrics.audience_pushed(report)
     counts = {
         "push": {
             audience.name: {
