@@ -15,6 +15,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -193,34 +194,46 @@ class FileStream(Stream):
         if not changed:
             return
         buffer: list[dict[str, Any]] = []
+        keys: list[str] = []
         errors: list[tuple[str, str]] = []
-        repeats = _Repeats()
+        # Where each key of this read was seen, to report a key that repeats: its line, or
+        # (file, line) when a snapshot's keys are compared across several files.
+        seen: dict[str, int | tuple[str, int]] = {}
+        tag_files = self.snapshot and len(changed) > 1
+        cursor_filter = self.cursor if self.cursor is not None and threshold is not None else None
+        key_of = self._key if self.key_parts else partial(record_key, primary_key=self.primary_key)
+        page_size = self.options.page_size
         for index, path in enumerate(changed):
+            name = path.name
             if not self.snapshot:  # a later file of a folder is a newer export, not a repeat
-                repeats = _Repeats()
+                seen = {}
             for line, row in self._rows(path, errors):
-                where = f"{path.name} line {line}"
-                if self.cursor is not None and threshold is not None:
+                if cursor_filter is not None:
                     # a value that does not parse is never skipped; the engine reports it
-                    value = self.cursor.newest(row)
+                    value = cursor_filter.newest(row)
                     if value is not None and value < threshold:
                         continue
-                key = self._key(row)
+                key = key_of(row)
                 if key is None:
-                    errors.append((where, self._no_key()))
+                    errors.append((f"{name} line {line}", self._no_key()))
                     continue
-                if earlier := repeats.add(key, path.name, line):
-                    errors.append((earlier, _repeat(key, where)))
+                here = (name, line) if tag_files else line
+                earlier = seen.setdefault(key, here)  # one lookup for the usual, new key
+                if earlier is not here:  # (a file's lines differ, so `is` tells a new key)
+                    seen[key] = here
+                    errors.append(_repeat(key, earlier, here, name))
                 buffer.append(row)
-                if len(buffer) >= self.options.page_size:
-                    yield Page(buffer, state, errors=errors, checkpoint=False)
-                    buffer, errors = [], []
+                keys.append(key)
+                if len(buffer) >= page_size:
+                    yield Page(buffer, state, errors=errors, checkpoint=False, keys=keys)
+                    buffer, keys, errors = [], [], []
             seen_files = {**seen_files, self._name(path): self._fingerprint(path)}
             state = {"files": seen_files}
             last = index == len(changed) - 1
             if buffer or errors or last:
-                yield Page(buffer, state, complete=last and self.snapshot, errors=errors)
-                buffer, errors = [], []
+                complete = last and self.snapshot
+                yield Page(buffer, state, complete=complete, errors=errors, keys=keys)
+                buffer, keys, errors = [], [], []
             else:
                 yield Page([], state)
 
@@ -233,9 +246,8 @@ class FileStream(Stream):
         return f"{stat.st_size}:{stat.st_mtime_ns}"
 
     def _key(self, record: dict[str, Any]) -> str | None:
-        if self.key_parts:
-            return record[KEY] if self._keyed(record) else None
-        return record_key(record, self.primary_key)
+        """The key of a record of a stream whose key needs cleaning (see `_keyed`)."""
+        return record[KEY] if self._keyed(record) else None
 
     def _rows(
         self, path: Path, errors: list[tuple[str, str]]
@@ -253,27 +265,42 @@ class FileStream(Stream):
     def _csv(
         self, path: Path, fh: Any, errors: list[tuple[str, str]]
     ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Rows as records, numbered by their first line. The reader counts the lines it takes
+        (`line_num`); only a record of several lines (rare) is looked at line by line, from
+        the lines `_fed` keeps, to tell a real multi-line cell from a quote left open."""
         csv.field_size_limit(self.options.max_cell_size)
-        lines = _Lines(fh)
-        reader = csv.reader(lines, delimiter=self.options.delimiter)
+        delimiter = self.options.delimiter
+        source = iter(fh)
+        kept: list[str] = []  # every line handed to the reader since the last clear
+        again: list[str] = []  # lines to hand out again, reversed: pop() gives the next one
+        reader = csv.reader(_fed(source, kept, again), delimiter=delimiter)
         header = [h.strip() for h in next(reader, [])]
-        lines.take()
         width = len(header)
+        line = reader.line_num + 1  # the number of the next record's first line
+        taken_so_far = reader.line_num
         while True:
+            if len(kept) > 256:  # between records: the kept lines are all of records read
+                kept.clear()
             try:
                 row = next(reader)
             except StopIteration:
                 return
             except csv.Error as exc:  # the reader goes on at the next line
-                first, taken = lines.take()
-                errors.append((f"{path.name} line {first}", self._unreadable(exc, first, taken)))
-                lines.again(first + 1, taken[1:])
+                taken = kept[-(reader.line_num - taken_so_far) :]
+                errors.append((f"{path.name} line {line}", self._unreadable(exc, line, taken)))
+                reader, taken_so_far, line = self._again(source, kept, again, taken, line)
                 continue
-            first, taken = lines.take()
-            if len(taken) > 1 and self._runaway(row, taken, width):
-                errors.append((f"{path.name} line {first}", _runaway_message(first, taken)))
-                lines.again(first + 1, taken[1:])  # the swallowed lines are rows: read them
-                continue
+            count = reader.line_num - taken_so_far
+            taken_so_far = reader.line_num
+            first = line
+            line += count
+            if count > 1:
+                taken = kept[-count:]
+                if self._runaway(row, taken, width):
+                    errors.append((f"{path.name} line {first}", _runaway_message(first, taken)))
+                    # the swallowed lines are rows: read them
+                    reader, taken_so_far, line = self._again(source, kept, again, taken, first)
+                    continue
             if not "".join(row).strip():  # blank, or only whitespace
                 if self.options.stop_at_blank_row:
                     return
@@ -283,6 +310,17 @@ class FileStream(Stream):
                 errors.append((where, f"row has {len(row)} fields, the header has {width}"))
                 continue
             yield first, dict(zip(header, row, strict=False))
+
+    def _again(
+        self, source: Iterator[str], kept: list[str], again: list[str], taken: list[str], first: int
+    ) -> tuple[Any, int, int]:
+        """Hand the lines after a record's first out again (they are rows a quote left open
+        swallowed, or follow a cell that was too large), through a new reader (the old one's
+        feed may have ended with the file); returns it, its lines taken, the next line number."""
+        again.extend(reversed(taken[1:]))
+        kept.clear()
+        reader = csv.reader(_fed(source, kept, again), delimiter=self.options.delimiter)
+        return reader, 0, first + 1
 
     def _runaway(self, row: list[str], taken: list[str], width: int) -> bool:
         """A quoted cell spanning lines is a quote left open when it spans more than
@@ -347,56 +385,30 @@ class FileStream(Stream):
         return f"record has no primary key value ({parts})"
 
 
-class _Lines:
-    """The lines under a csv reader: numbered, kept for the record being read, and able to
-    take lines back (those a quote left open swallowed) so the reader reads them again."""
-
-    def __init__(self, fh: Any) -> None:
-        self._fh = iter(fh)
-        self._again: list[str] = []  # reversed: pop() gives the next line
-        self._next = 1  # number of the next line handed out
-        self.first = 1
-        self.taken: list[str] = []
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        line = self._again.pop() if self._again else next(self._fh)
-        if not self.taken:
-            self.first = self._next
-        self._next += 1
-        self.taken.append(line)
-        return line
-
-    def take(self) -> tuple[int, list[str]]:
-        """The first line number and the lines of the record just read."""
-        first, taken = self.first, self.taken
-        self.taken = []
-        return first, taken
-
-    def again(self, first: int, lines: list[str]) -> None:
-        """Hand these lines (numbered from `first`) out again before reading on."""
-        self._again.extend(reversed(lines))
-        self._next = first
+def _fed(source: Iterator[str], kept: list[str], again: list[str]) -> Iterator[str]:
+    """The lines under a csv reader: those to read again first, then the file's; each kept
+    (a generator, so that a line costs no method call of ours)."""
+    keep = kept.append
+    while True:
+        if again:
+            line = again.pop()
+        else:
+            line = next(source, None)
+            if line is None:
+                return
+        keep(line)
+        yield line
 
 
-class _Repeats:
-    """Where each primary key of one read was seen, to report a key that repeats."""
-
-    def __init__(self) -> None:
-        self._where: dict[str, tuple[str, int]] = {}
-
-    def add(self, key: str, file: str, line: int) -> str | None:
-        """Note the key's new line; return where it was before, if it was."""
-        before = self._where.get(key)
-        self._where[key] = (file, line)
-        return None if before is None else f"{before[0]} line {before[1]}"
-
-
-def _repeat(key: str, where: str) -> str:
+def _repeat(
+    key: str, earlier: int | tuple[str, int], later: int | tuple[str, int], name: str
+) -> tuple[str, str]:
+    """(where, why) of a key seen again: lines are of the file `name` unless tagged with theirs."""
+    first = f"{name} line {earlier}" if isinstance(earlier, int) else "{} line {}".format(*earlier)
+    where = f"{name} line {later}" if isinstance(later, int) else "{} line {}".format(*later)
     # The later line wins, as a later upsert would: an export lists a record's newer state after.
-    return f"primary key {key!r} appears again at {where}; that later row is kept, this one is not"
+    why = f"primary key {key!r} appears again at {where}; that later row is kept, this one is not"
+    return first, why
 
 
 def _runaway_message(first: int, taken: list[str]) -> str:

@@ -52,6 +52,9 @@ class Page:
     """False when the pages so far are not in cursor order (a file read half-way, a bulk job's
     unordered results): the engine saves nothing with this page and moves the mark only at the
     next checkpoint page, so a crash before it repeats the pages, never skips one."""
+    keys: list[str] | None = None
+    """Each record's primary key (`prepare.record_key` of it), when the connector computed
+    them already (to report a key that repeats): the engine then does not compute them again."""
 
 
 class Stream(ABC):

@@ -73,6 +73,13 @@ class PreparedPage:
 
 
 def record_key(record: dict[str, Any], primary_key: tuple[str, ...]) -> str | None:
+    """The record's key: its primary key values, stripped, joined by `|`; None when one is
+    missing or blank. A one-column key (the usual) takes a shorter path: this runs per record."""
+    if len(primary_key) == 1:
+        value = record.get(primary_key[0])
+        if value.__class__ is str:
+            return value.strip() or None
+        return None if value is None else str(value).strip()
     parts = []
     for name in primary_key:
         value = record.get(name)
@@ -92,9 +99,10 @@ def prepare_page(
     processes."""
     errors: list[tuple[str | None, str | None, str]] = [(w, None, why) for w, why in page.errors]
     prepared: dict[str, PreparedRecord] = {}
-    for raw in page.records:
+    keys = page.keys if page.keys is not None and len(page.keys) == len(page.records) else None
+    for index, raw in enumerate(page.records):
         deleted_marker = bool(raw.pop(DELETED, False))
-        key = record_key(raw, primary_key)
+        key = keys[index] if keys is not None else record_key(raw, primary_key)
         if key is None:
             errors.append((None, ", ".join(primary_key), "record has no primary key value"))
             continue
