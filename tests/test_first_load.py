@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
+from syncbridge import first_load
 from syncbridge.config.mapping import Mapping
 from syncbridge.config.models import IdentityConfig
 from syncbridge.identity import Resolver, ResolveStats, resolve_pending
@@ -128,10 +129,10 @@ def run_both(
     Returns each run's state after each step, and the first resolution's stats."""
     states: list[dict[str, Any]] = []
     stats: list[ResolveStats] = []
-    for first_load, batch in ((True, 10_000), (False, 10_000), (False, 2)):
+    for at_once, batch in ((True, 10_000), (False, 10_000), (False, 2)):
         engine = fresh()
         _load(engine, first)
-        stats.append(resolve_pending(engine, CONFIG, batch_size=batch, first_load=first_load))
+        stats.append(resolve_pending(engine, CONFIG, batch_size=batch, first_load=at_once))
         after_first = {**state(engine), "partition": partition(engine)}
         _load(engine, later)
         resolve_pending(engine, CONFIG, batch_size=batch)
@@ -210,6 +211,29 @@ def test_first_load_makes_no_closure_lookups(fresh: Fresh, monkeypatch: pytest.M
     _load(engine, [person("c8", "crm", email="ann@yahoo.com", crm_id="c8")])
     with pytest.raises(AssertionError, match="no look-ups"):  # profiles exist: incremental
         resolve_pending(engine, CONFIG)
+
+
+def test_a_first_load_killed_midway_leaves_nothing_and_reruns_to_the_same_result(
+    fresh: Fresh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = fresh()
+    _load(engine, SCENARIO)
+    before = state(engine)
+
+    def killed(*_: Any) -> None:
+        raise SystemExit("killed")  # after the profiles, before the records are written
+
+    monkeypatch.setattr(first_load, "_write_records", killed)
+    with pytest.raises(SystemExit):
+        resolve_pending(engine, CONFIG, batch_size=2)
+    assert state(engine) == before  # one transaction: rolled back whole
+    monkeypatch.undo()
+    resolve_pending(engine, CONFIG, batch_size=2)
+    expected = partition(engine)  # (PostgreSQL's sequence does not roll back: ids may differ)
+    reference = fresh()
+    _load(reference, SCENARIO)
+    resolve_pending(reference, CONFIG, batch_size=2)
+    assert partition(reference) == expected
 
 
 def test_first_load_of_only_deleted_records_places_nothing(fresh: Fresh) -> None:
