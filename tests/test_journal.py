@@ -210,8 +210,8 @@ def test_resolution_killed_mid_pass_resumes_to_the_uninterrupted_result(
         real(self, conn, ids)
 
     monkeypatch.setattr(Resolver, "_resolve_batch", dies_on_the_third)
-    with pytest.raises(SystemExit):
-        resolve_pending(engine, IdentityConfig(), batch_size=5)
+    with pytest.raises(SystemExit):  # the incremental path (a first load: tests/test_first_load)
+        resolve_pending(engine, IdentityConfig(), batch_size=5, first_load=False)
     monkeypatch.setattr(Resolver, "_resolve_batch", real)
     resolve_pending(engine, IdentityConfig(), batch_size=5)
     assert partition(engine) == expected

@@ -104,20 +104,35 @@ class Survivorship:
         self.per_attribute = {
             a: {s: i for i, s in enumerate(order)} for a, order in config.attribute_priority.items()
         }
+        self._by_source: dict[str, dict[str, int]] = {}
 
     def _rank(self, attribute: str, source: str) -> int:
         order = self.per_attribute.get(attribute, self.default)
         return order.get(source, len(order))
 
+    def _ranks(self, source: str) -> dict[str, int]:
+        """This source's rank per attribute, filled as attributes come (a first load asks
+        millions of times for a handful of pairs)."""
+        ranks = self._by_source.get(source)
+        if ranks is None:
+            ranks = self._by_source[source] = {}
+        return ranks
+
     def resolve(self, records: list[_Record]) -> tuple[dict[str, Any], dict[str, str]]:
+        if len(records) == 1:  # every value wins: no keys to build or compare
+            return self._alone(records[0])
         best: dict[str, tuple[tuple[Any, ...], Any, _Record]] = {}
         for rec in records:
             ts = rec.source_ts.timestamp() if rec.source_ts else 0.0
             tail = (rec.source_ts is None, -ts, rec.source, rec.stream, rec.external_id)
+            ranks = self._ranks(rec.source)
             for name, value in rec.attributes.items():
                 if name == "email_valid" or value is None:
                     continue
-                key: tuple[Any, ...] = (self._rank(name, rec.source), *tail)
+                rank = ranks.get(name)
+                if rank is None:
+                    rank = ranks[name] = self._rank(name, rec.source)
+                key: tuple[Any, ...] = (rank, *tail)
                 if name == "email":
                     key = (not rec.attributes.get("email_valid", False), *key)
                 current = best.get(name)
@@ -127,6 +142,17 @@ class Survivorship:
         sources = {name: rec.label for name, (_, _, rec) in sorted(best.items())}
         if "email" in best:
             attributes["email_valid"] = bool(best["email"][2].attributes.get("email_valid"))
+        return attributes, sources
+
+    @staticmethod
+    def _alone(rec: _Record) -> tuple[dict[str, Any], dict[str, str]]:
+        """`resolve` of a one-record profile: its own non-empty values, in name order."""
+        values = rec.attributes
+        names = sorted(n for n, v in values.items() if v is not None and n != "email_valid")
+        attributes = {name: values[name] for name in names}
+        sources = dict.fromkeys(names, rec.label)
+        if "email" in attributes:
+            attributes["email_valid"] = bool(values.get("email_valid"))
         return attributes, sources
 
 
@@ -159,22 +185,21 @@ class Resolver:
     def joins(self, kind: str) -> bool:
         return kind != PHONE or self.config.match_on_phone
 
-    def run(self, engine: Engine, batch_size: int = BATCH_SIZE) -> ResolveStats:
+    def run(
+        self, engine: Engine, batch_size: int = BATCH_SIZE, first_load: bool = True
+    ) -> ResolveStats:
+        """Resolve what is pending; `first_load`: on a cache without profiles, all of it at
+        once (`first_load.py`; False: always the incremental path, which tests compare)."""
+        from .first_load import resolve_first_load  # it builds on this module's classes
+
         self._reresolve_if_rules_changed(engine)
         claim(engine)
-        with engine.connect() as conn:
-            order = self._pending_by_email(conn)
         statistics = TableStatistics(engine)
-        if len(order) >= statistics.first:  # a bulk load: plan with its numbers, not guesses
-            statistics.refresh(RECORDS.name, IDENTITIES.name, PROFILES.name)
-        for start in range(0, len(order), batch_size):
-            created, identities = self.stats.profiles_created, self.identities_written
-            with engine.begin() as conn:
-                self._resolve_batch(conn, sorted(order[start : start + batch_size]))
-            statistics.wrote(PROFILES.name, self.stats.profiles_created - created)
-            statistics.wrote(IDENTITIES.name, self.identities_written - identities)
-        if len(order) >= statistics.first:  # what is pending changed for most rows
-            statistics.refresh(RECORDS.name)
+        if first_load and resolve_first_load(self, engine, batch_size):
+            if self.stats.records >= statistics.first:  # the tables grew from nothing
+                statistics.refresh(RECORDS.name, IDENTITIES.name, PROFILES.name)
+        else:
+            self._run_batches(engine, batch_size, statistics)
         while True:  # whatever turned pending since (another writer): in id order
             with engine.begin() as conn:
                 ids = (
@@ -190,6 +215,20 @@ class Resolver:
                 if not ids:
                     return self.stats
                 self._resolve_batch(conn, list(ids))
+
+    def _run_batches(self, engine: Engine, batch_size: int, statistics: TableStatistics) -> None:
+        with engine.connect() as conn:
+            order = self._pending_by_email(conn)
+        if len(order) >= statistics.first:  # a bulk load: plan with its numbers, not guesses
+            statistics.refresh(RECORDS.name, IDENTITIES.name, PROFILES.name)
+        for start in range(0, len(order), batch_size):
+            created, identities = self.stats.profiles_created, self.identities_written
+            with engine.begin() as conn:
+                self._resolve_batch(conn, sorted(order[start : start + batch_size]))
+            statistics.wrote(PROFILES.name, self.stats.profiles_created - created)
+            statistics.wrote(IDENTITIES.name, self.identities_written - identities)
+        if len(order) >= statistics.first:  # what is pending changed for most rows
+            statistics.refresh(RECORDS.name)
 
     @staticmethod
     def _pending_by_email(conn: Connection) -> array[int]:
@@ -441,8 +480,12 @@ def claim(engine: Engine) -> int:
 
 
 def resolve_pending(
-    engine: Engine, config: IdentityConfig, run_id: int | None = None, batch_size: int = BATCH_SIZE
+    engine: Engine,
+    config: IdentityConfig,
+    run_id: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    first_load: bool = True,
 ) -> ResolveStats:
     """Place every pending record into a profile; mark changed profiles dirty."""
     with bulk_gc():
-        return Resolver(config, run_id).run(engine, batch_size)
+        return Resolver(config, run_id).run(engine, batch_size, first_load)
