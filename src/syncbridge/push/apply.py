@@ -10,8 +10,10 @@ exist, the calls left partly filled are sent; leavers are planned and removed la
 then their archives). Every step acknowledges what it confirmed in one transaction of its
 own, so a crash at any point repeats calls and never skips one.
 
-Initial loads of at least `batch_threshold` new members send their upserts through `/batches`
-instead, `BATCH_CHUNKS` chunks per request, while the tags of the previous request run.
+With `batch_threshold` set, initial loads of at least that many new members send their upserts
+through `/batches` instead, `BATCH_CHUNKS` chunks per request, while the tags of the previous
+request run (off by default: Mailchimp runs one batch at a time, so it is slower than direct
+calls on every connection; see bench/README.md).
 """
 
 from __future__ import annotations

@@ -163,7 +163,10 @@ class MailchimpAudience:
                 if (why := mass_removal_of(audience, removals, members)) is not None:
                     raise MassRemovalError(why)
             _, segment_ids = read_watermark(conn, audience.list_id)
-            through_batches = new_members(conn, self.name, audience) >= self.config.batch_threshold
+            threshold = self.config.batch_threshold
+            through_batches = threshold is not None and (
+                new_members(conn, self.name, audience) >= threshold
+            )
         applying = StreamedPush(client, engine, audience, report, self.config, segment_ids)
         failed = applying.run(planner, through_batches)
         report.planned = dict(applying.planned)
