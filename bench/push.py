@@ -76,7 +76,7 @@ def endpoint(method: str, path: str) -> str:
     return f"{method} {path}"
 
 
-def serve_fake(latency: float) -> None:
+def serve_fake(latency: float, batch_op_s: float | None) -> None:
     """Run FakeMailchimp; print its port; answer 'stats' lines with the calls since the last."""
     from tests.fakes.mailchimp import FakeMailchimp
 
@@ -100,7 +100,7 @@ def serve_fake(latency: float) -> None:
                     log.counts["429 answers"] += 1
             return reply
 
-    fake = CountingFake(max_connections=CONNECTIONS, latency=latency)
+    fake = CountingFake(max_connections=CONNECTIONS, latency=latency, batch_op_s=batch_op_s)
     log = CountingLog()
     fake.requests = log
     fake.start()
@@ -117,9 +117,10 @@ def serve_fake(latency: float) -> None:
 
 
 class FakeProcess:
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, batch_op_s: float | None) -> None:
+        extra = [] if batch_op_s is None else ["--batch-op-s", str(batch_op_s)]
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-fake", "--latency", str(latency)],
+            [sys.executable, __file__, "--serve-fake", "--latency", str(latency), *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         hello = json.loads(self._line())
@@ -231,10 +232,20 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.1, help="seconds per request")
     parser.add_argument("--changed", type=int, default=1000)
     parser.add_argument("--db", type=Path, help="SQLite file to use (default: a temporary one)")
+    parser.add_argument(
+        "--batch-threshold",
+        type=int,
+        help="new members from which upserts go through /batches (default: the config's)",
+    )
+    parser.add_argument(
+        "--batch-op-s",
+        type=float,
+        help="seconds the fake spends on each /batches operation (default: --latency)",
+    )
     parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake:
-        serve_fake(args.latency)
+        serve_fake(args.latency, args.batch_op_s)
         return
 
     from pydantic import SecretStr
@@ -253,7 +264,7 @@ def main() -> None:
         started = time.perf_counter()
         populate(url, args.members)
         setup_s = time.perf_counter() - started
-        fake = FakeProcess(args.latency)
+        fake = FakeProcess(args.latency, args.batch_op_s)
         try:
             audience = AudienceConfig(
                 name="customers", list_id=LIST_ID, tag_attributes=["shop_tags"],
@@ -267,6 +278,8 @@ def main() -> None:
             config = MailchimpConfig(
                 api_key=SecretStr(fake.api_key), api_base_url=fake.base_url, audiences=[audience]
             )
+            if args.batch_threshold is not None:
+                config = config.model_copy(update={"batch_threshold": args.batch_threshold})
             client = MailchimpClient(config)
             engine = open_engine(url)
             phases = [

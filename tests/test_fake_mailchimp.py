@@ -565,3 +565,30 @@ def test_request_log_and_write_calls(fake: FakeMailchimp, client) -> None:
     assert fake.requests[1][3]["update_existing"] is True
     assert fake.requests[2][2] == {"count": "5"}
     assert fake.write_calls() == 1
+
+
+# ---------------------------------------------------------------- /batches
+
+
+def test_batches_run_one_at_a_time_at_one_call_per_operation() -> None:
+    """Mailchimp runs one batch at a time, in the background; the fake takes the harsher
+    reading of its pace: each operation as long as the same call made directly."""
+    import time
+
+    with FakeMailchimp(batch_op_s=0.05) as fake:
+        fake.add_list(LIST)
+        client = make_client(fake)
+        ops = [{"method": "GET", "path": "/ping", "operation_id": str(i)} for i in range(3)]
+        started = time.monotonic()
+        first = client.batches.start({"operations": ops})
+        second = client.batches.start({"operations": ops})
+        assert client.batches.status(second["id"])["status"] == "pending"  # waits its turn
+        ids = {first["id"], second["id"]}
+        while ids:
+            for batch_id in list(ids):
+                if client.batches.status(batch_id)["status"] == "finished":
+                    ids.discard(batch_id)
+            time.sleep(0.01)
+        assert time.monotonic() - started >= 6 * 0.05  # six operations, one after another
+        done = client.batches.status(second["id"])
+        assert done["finished_operations"] == 3 and done["errored_operations"] == 0

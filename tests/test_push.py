@@ -22,7 +22,7 @@ from syncbridge.config.models import (
 from syncbridge.errors import AuthError
 from syncbridge.identity import resolve_pending
 from syncbridge.ingest import StreamIngest, ingest_stream
-from syncbridge.push import sync as push_sync
+from syncbridge.push import members as push_members
 from syncbridge.push.client import MailchimpClient
 from syncbridge.push.desired import subscriber_hash
 from syncbridge.push.provision import provision_merge_fields
@@ -162,8 +162,10 @@ def test_first_push_creates_members_and_an_unchanged_second_push_writes_nothing(
     assert one["status"] == "subscribed"
     assert one["merge_fields"]["GREETING"] == "P1" and one["merge_fields"]["LTV"] == 100
     assert set(one["tags"]) == {"vip", "newsletter"}
-    segment_calls = [r for r in fake.requests if r[0] == "POST" and "/segments/" in r[1]]
-    assert len(segment_calls) == 2  # one batch call per tag, not one per member
+    segment_calls = [r for r in fake.requests if r[0] == "POST" and "/segments" in r[1]]
+    # one call per tag, not one per member: a new tag is created holding its members
+    assert len(segment_calls) == 2
+    assert all(len(body["static_segment"]) in (4, 7) for _, _, _, body in segment_calls)
     writes = fake.write_calls()
     redirty(engine)
     push(engine, config, client_for(config))
@@ -251,17 +253,17 @@ def test_crash_after_the_call_before_acknowledgement_repeats_the_call(
 ) -> None:
     load(engine, [person(1), person(2)])
     config = settings_for(fake)
-    real = push_sync.write_states
+    real = push_members.write_states
 
     def crash(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(push_sync, "write_states", crash)
+    monkeypatch.setattr(push_members, "write_states", crash)
     with pytest.raises(RuntimeError):
         push(engine, config, client_for(config))
     assert len(fake.members("L1")) == 2  # Mailchimp has them, we did not record it
     assert state(engine, "person1@gmail.com") == {}
-    monkeypatch.setattr(push_sync, "write_states", real)
+    monkeypatch.setattr(push_members, "write_states", real)
     push(engine, config, client_for(config))
     assert state(engine, "person1@gmail.com")["status"] == "subscribed"
     assert len(fake.members("L1")) == 2
@@ -304,6 +306,18 @@ def test_calls_share_the_connection_limit(fake: FakeMailchimp) -> None:
     with ThreadPoolExecutor(max_workers=25) as pool:
         outcomes = list(pool.map(lambda _: _try(unlimited), range(50)))
     assert "429" in outcomes
+
+
+def tag_additions(requests: list[Any]) -> list[list[str]]:
+    """The addresses each tag call added: segment batches, and new tags created holding them."""
+    return [
+        body.get("members_to_add", body.get("static_segment"))
+        for method, path, _, body in requests
+        if method == "POST"
+        and "/segments" in path
+        and body.get("static_segment") != []
+        and (body.get("members_to_add") or body.get("static_segment"))
+    ]
 
 
 def _try(client: MailchimpClient) -> str:
@@ -411,11 +425,8 @@ def test_large_push_is_split_into_500_member_batches_and_all_acknowledged(
         if method == "POST" and path.endswith("/lists/L1")
     )  # fmt: skip
     assert batch_sizes == [200, 500, 500]
-    tag_sizes = sorted(
-        len(body["members_to_add"]) for method, path, _, body in fake.requests
-        if method == "POST" and "/segments/" in path
-    )  # fmt: skip
-    assert tag_sizes == [200, 500, 500]
+    tag_sizes = sorted(len(adds) for adds in tag_additions(fake.requests))
+    assert tag_sizes == [200, 500, 500]  # the first call creates the tag holding 500
     assert report.audiences[0].applied["new members"] == 1200
     assert report.audiences[0].applied["tag additions"] == 1200
     with engine.connect() as conn:
@@ -461,7 +472,7 @@ def test_changed_profile_sends_only_the_changed_field_and_moves_its_tags(
     [upsert] = [b for m, p, _, b in new if m == "POST" and p == "/3.0/lists/L1"]
     assert upsert["members"][0]["merge_fields"] == {"LTV": 250}
     segment_bodies = [b for m, p, _, b in new if m == "POST" and "/segments/" in p]
-    assert {"members_to_add": ["person1@gmail.com"], "members_to_remove": []} in segment_bodies
+    assert ["person1@gmail.com"] in tag_additions(new)  # wholesale: created holding them
     assert {"members_to_add": [], "members_to_remove": ["person1@gmail.com"]} in segment_bodies
     member = fake.members("L1")[subscriber_hash("person1@gmail.com")]
     assert set(member["tags"]) == {"newsletter", "wholesale"}

@@ -609,6 +609,10 @@ class MailchimpApi:
         ]
         self.batches: dict[str, JSON] = {}
         self.batch_archives: dict[str, bytes] = {}
+        self.batch_op_s = 0.0
+        """Seconds Mailchimp spends on each operation of a batch (see `start_batch`)."""
+        self._batch_queue: list[tuple[str, list[JSON]]] = []
+        self._batch_worker: threading.Thread | None = None
         self.results_base = ""  # set by FakeMailchimp once its port is known
         self.routes = [
             (method, re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)), handler)
@@ -655,14 +659,16 @@ class MailchimpApi:
         raise not_found()
 
     def start_batch(self, req: Request) -> Reply:
-        """Run the operations (Mailchimp does it in the background; here at once) and keep an
-        archive of their results; the batch reports `started` once, then `finished`."""
+        """Accept the operations and queue the batch; Mailchimp runs them in the background,
+        one batch at a time ("only one batch request is run at a time", its API reference on
+        stopping a batch), each operation taking `batch_op_s` (the harsher reading of "at
+        Mailchimp's pace": no faster than one call, one after another). A poll reports
+        progress; `finished`, with the results archive, comes no earlier than the second."""
         operations = req.json().get("operations")
         if not isinstance(operations, list) or not operations:
             raise invalid("operations", "operations must be a non-empty array")
         if len(operations) > BATCH_OPERATIONS_LIMIT:
             raise invalid("operations", f"at most {BATCH_OPERATIONS_LIMIT} operations per batch")
-        results = []
         for op in operations:
             if not isinstance(op, dict) or op.get("method") not in (
                 "GET",
@@ -672,53 +678,74 @@ class MailchimpApi:
                 "DELETE",
             ):
                 raise invalid("operations", "each operation needs a method and a path")
-            body = op.get("body")
-            try:
-                parsed = json.loads(body) if isinstance(body, str) and body else None
-            except ValueError:
-                parsed = BadJson()
-            inner = Request(
-                op["method"], str(op.get("path", "")), dict(op.get("params") or {}), parsed
-            )
+        batch_id = f"b{len(self.batches) + 1:06d}"
+        self.batches[batch_id] = {
+            "id": batch_id,
+            "status": "pending",
+            "total_operations": len(operations),
+            "finished_operations": 0,
+            "errored_operations": 0,
+            "submitted_at": iso(datetime.now(UTC)),
+            "completed_at": "",
+            "response_body_url": "",
+            "polls": 0,
+            "done": False,
+        }
+        self._batch_queue.append((batch_id, operations))
+        if self._batch_worker is None or not self._batch_worker.is_alive():
+            self._batch_worker = threading.Thread(target=self._run_batches, daemon=True)
+            self._batch_worker.start()
+        return 200, self._batch_view(batch_id)
+
+    def _run_batches(self) -> None:
+        """Mailchimp's side: the queued batches, one after another."""
+        while True:
+            with self.lock:
+                if not self._batch_queue:
+                    self._batch_worker = None
+                    return
+                batch_id, operations = self._batch_queue.pop(0)
+                self.batches[batch_id]["status"] = "started"
+            results = [self._run_operation(batch_id, op) for op in operations]
+            with self.lock:
+                batch = self.batches[batch_id]
+                self.batch_archives[batch_id] = _tar_gz({f"{batch_id}.json": json.dumps(results)})
+                batch["done"], batch["completed_at"] = True, iso(datetime.now(UTC))
+
+    def _run_operation(self, batch_id: str, op: JSON) -> JSON:
+        if self.batch_op_s:
+            time.sleep(self.batch_op_s)
+        body = op.get("body")
+        try:
+            parsed = json.loads(body) if isinstance(body, str) and body else None
+        except ValueError:
+            parsed = BadJson()
+        inner = Request(op["method"], str(op.get("path", "")), dict(op.get("params") or {}), parsed)
+        with self.lock:
             try:
                 status, doc = self.dispatch(inner)
             except ApiError as err:
                 status, doc = err.status, err.problem()
-            results.append(
-                {
-                    "operation_id": op.get("operation_id"),
-                    "status_code": status,
-                    "response": json.dumps(doc) if doc is not None else "",
-                }
-            )
-        batch_id = f"b{len(self.batches) + 1:06d}"
-        errored = sum(1 for r in results if r["status_code"] >= 400)
-        self.batches[batch_id] = {
-            "id": batch_id,
-            "status": "pending",
-            "total_operations": len(results),
-            "finished_operations": len(results),
-            "errored_operations": errored,
-            "response_body_url": "",
-            "polls": 0,
-        }
-        self.batch_archives[batch_id] = _tar_gz({f"{batch_id}.json": json.dumps(results)})
-        return 200, self._batch_view(batch_id)
+            batch = self.batches[batch_id]
+            batch["finished_operations"] += 1
+            batch["errored_operations"] += status >= 400
+        response = json.dumps(doc) if doc is not None else ""
+        return {"operation_id": op.get("operation_id"), "status_code": status, "response": response}
 
     def get_batch(self, req: Request, batch_id: str) -> Reply:
         if batch_id not in self.batches:
             raise not_found()
         batch = self.batches[batch_id]
         batch["polls"] += 1
-        if batch["polls"] >= 2:
+        if batch["done"] and batch["polls"] >= 2:
             batch["status"] = "finished"
             batch["response_body_url"] = f"{self.results_base}/{batch_id}.tar.gz"
-        else:
-            batch["status"] = "started"
+        elif batch["done"]:
+            batch["status"] = "finalizing"
         return 200, self._batch_view(batch_id)
 
     def _batch_view(self, batch_id: str) -> JSON:
-        return {k: v for k, v in self.batches[batch_id].items() if k != "polls"}
+        return {k: v for k, v in self.batches[batch_id].items() if k not in ("polls", "done")}
 
     def audience(self, list_id: str) -> Audience:
         if list_id not in self.audiences:
@@ -1132,17 +1159,25 @@ class FakeMailchimp(LoopbackFake):
     """The fake server, with helpers to set up, inspect and sabotage it from tests."""
 
     def __init__(
-        self, *, api_key: str = API_KEY, max_connections: int = 10, latency: float = 0.0
+        self,
+        *,
+        api_key: str = API_KEY,
+        max_connections: int = 10,
+        latency: float = 0.0,
+        batch_op_s: float | None = None,
     ) -> None:
+        """`batch_op_s`: seconds each `/batches` operation takes Mailchimp (default: `latency`,
+        as long as the same call made directly; batches run one at a time)."""
         self.api_key, self.max_connections, self.latency = api_key, max_connections, latency
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         self._clock = Clock()
         self._api = MailchimpApi(api_key)
+        self._api.batch_op_s = latency if batch_op_s is None else batch_op_s
         self._faults: list[Fault] = []
         self._lock = threading.Lock()  # guards requests, faults and the in-flight count
         self._in_flight = 0
         self.peak_in_flight = 0
-        """The most requests ever in flight at once (a test can tell calls overlapped)."""
+        """The most requests it ever had in flight at once (above `max_connections`: a 429)."""
         self.on_applied: Callable[[str, str], None] | None = None
         """Called with (method, path) after a write call was applied, before its answer is
         sent: a test can kill the client there, as a crash between apply and acknowledge."""

@@ -161,8 +161,9 @@ class MailchimpConfig(Frozen):
     max_connections: int = Field(default=10, ge=1, le=10)
     timeout_s: float = Field(default=30.0, gt=0, le=120)
     retries: int = Field(default=5, ge=0, le=20)
-    batch_threshold: int = Field(default=50_000, ge=1)
-    """Member upserts from this many on go through /batches (run by Mailchimp) instead."""
+    batch_threshold: int | None = Field(default=None, ge=1)
+    """From this many new members on, upserts go through /batches (run by Mailchimp, one
+    batch at a time) instead; None: never (direct calls on every connection are faster)."""
     batch_poll_s: float = Field(default=5.0, gt=0)
     audiences: list[AudienceConfig] = Field(default_factory=list)
 

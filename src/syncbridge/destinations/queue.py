@@ -7,7 +7,7 @@ a profile leaves the queue only when the destination acknowledged it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, literal, select, true
@@ -49,6 +49,26 @@ def queued(conn: Connection, destination: str) -> list[int]:
     q = QUEUE.c
     query = select(q.profile_id).where(q.destination == destination).order_by(q.profile_id)
     return list(conn.execute(query).scalars())
+
+
+def queued_chunks(engine: Engine, destination: str, size: int) -> Iterator[list[int]]:
+    """The queue in ascending chunks of `size` ids, each read on a connection of its own (a
+    long read would hold SQLite's log from being checkpointed while the push writes)."""
+    q = QUEUE.c
+    after = -1
+    while True:
+        query = (
+            select(q.profile_id)
+            .where(q.destination == destination, q.profile_id > after)
+            .order_by(q.profile_id)
+            .limit(size)
+        )
+        with engine.connect() as conn:
+            ids = list(conn.execute(query).scalars())
+        if not ids:
+            return
+        yield ids
+        after = ids[-1]
 
 
 def waiting(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from liquid import Environment
@@ -40,15 +41,15 @@ class DesiredMember:
     merge_fields: dict[str, Any]
     tags: frozenset[str]
 
-    @property
+    @cached_property
     def hash(self) -> str:
         return subscriber_hash(self.email)
 
-    @property
+    @cached_property
     def merge_hash(self) -> str:
         return content_hash(self.merge_fields)
 
-    @property
+    @cached_property
     def state_hash(self) -> str:
         """Everything we would send: a per-member error is not retried until this changes."""
         return content_hash([self.email, self.consent, self.merge_fields, sorted(self.tags)])
@@ -79,13 +80,20 @@ class AudienceRules:
             if value is not None:
                 merge_fields[field.tag] = value
         tags = self._tags(attributes)
-        if self.audience.rule_tags:
+        if rule_tags and self.audience.rule_tags:
             tags |= {f"{self.audience.tag_prefix}{t}"[:100] for t in rule_tags}
         return DesiredMember(profile_id, email, consent, merge_fields, tags)
 
     def _consent(self, attributes: dict[str, Any]) -> bool | None:
         """Only an explicit opt-out is False; only a recorded yes is True; all else is None."""
-        if _is_yes(attributes.get(self.audience.opt_out_attribute or "")):
+        opt_out = attributes.get(self.audience.opt_out_attribute or "")
+        consent = attributes.get(self.audience.consent_attribute or "")
+        if opt_out is None or opt_out is False:  # the common cases, without parsing
+            if consent is True:
+                return True
+            if consent is None or consent is False:
+                return None
+        if _is_yes(opt_out):
             return False
         if _is_yes(attributes.get(self.audience.consent_attribute or "")):
             return True
@@ -100,11 +108,16 @@ class AudienceRules:
 
     def _tags(self, attributes: dict[str, Any]) -> frozenset[str]:
         tags: set[str] = set()
+        prefix = self.audience.tag_prefix
         for name in self.audience.tag_attributes:
             value = attributes.get(name)
-            items = value if isinstance(value, list) else str(value or "").split(",")
-            tags.update(f"{self.audience.tag_prefix}{t.strip()}" for t in items if str(t).strip())
-        return frozenset(t[:100] for t in tags)
+            if not value:
+                continue
+            for item in value if isinstance(value, list) else str(value).split(","):
+                text = str(item).strip()
+                if text:
+                    tags.add((prefix + text)[:100])
+        return frozenset(tags)
 
 
 def _is_yes(value: Any) -> bool:

@@ -11,6 +11,9 @@ audiences and test lists are not blocked by one deletion.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from ..config.models import AudienceConfig
 from ..errors import FatalError
 from .plan import Plan
 
@@ -24,9 +27,16 @@ class MassRemovalError(FatalError):
 
 def mass_removal(plan: Plan, members: int) -> str | None:
     """Why this plan is a mass removal for an audience of `members` live members, or None."""
-    share = plan.audience.max_removal_share
+    return mass_removal_of(plan.audience, plan.removals(), members)
+
+
+def mass_removal_of(
+    audience: AudienceConfig, removals: Mapping[str, int], members: int
+) -> str | None:
+    """The same for removals counted over a plan made in chunks (`Plan.removals`' keys)."""
+    share = audience.max_removal_share
     limit = max(share * members, FLOOR - 1)
-    over = [(what, n) for what, n in plan.removals().items() if n > limit]
+    over = [(what, n) for what, n in sorted(removals.items()) if n > limit]
     if not over:
         return None
     parts = [
@@ -35,7 +45,7 @@ def mass_removal(plan: Plan, members: int) -> str | None:
         for what, n in over
     ]
     return (
-        f"audience {plan.audience.name!r} ({plan.audience.list_id}): this push would remove "
+        f"audience {audience.name!r} ({audience.list_id}): this push would remove "
         f"more than max_removal_share ({share:.0%}): {'; '.join(parts)}. Nothing was sent to "
         "this audience. An emptied export or a typo in a rule looks like this: check the "
         "sources and rules, or run again with --allow-mass-removal if it is intended."

@@ -79,6 +79,27 @@ class Plan:
     released: list[int] = field(default_factory=list)
     """Deleted or merged-away profiles whose address another profile now holds: their
     acknowledged state is dropped once the plan is applied, the member is left in place."""
+    tags_had: dict[int, frozenset[str]] = field(default_factory=dict)
+    """For each profile with tag additions or removals, the tags its address is known to
+    have before them: its acknowledged tag set is this, plus what was confirmed added, less
+    what was confirmed removed."""
+
+    def extend(self, other: Plan) -> None:
+        """Add another part of the same audience's plan (planned in chunks) to this one."""
+        self.upserts += other.upserts
+        self.email_changes += other.email_changes
+        for tag, members in other.tag_adds.items():
+            self.tag_adds[tag] += members
+        for tag, members in other.tag_removes.items():
+            self.tag_removes[tag] += members
+        self.archives += other.archives
+        self.untags += other.untags
+        for reason, n in other.skipped.items():
+            self.skipped[reason] += n
+        self.unchanged += other.unchanged
+        self.done += other.done
+        self.released += other.released
+        self.tags_had.update(other.tags_had)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -150,11 +171,14 @@ def plan_member(
             plan.done.append(profile_id)
         elif live and acked is not None and acked.email and audience.removal == "archive":
             plan.archives.append(Removal(profile_id, acked.email, acked.tags))
+            if acked.tags:
+                plan.tags_had[profile_id] = acked.tags
             for tag in acked.tags:
                 plan.tag_removes[tag].append((profile_id, acked.email))
         elif live and acked is not None and acked.email and audience.removal == "untag":
             if acked.tags:  # once taken, the member stays as it is: nothing left to remove
                 plan.untags.append(Removal(profile_id, acked.email, acked.tags))
+                plan.tags_had[profile_id] = acked.tags
                 for tag in acked.tags:
                     plan.tag_removes[tag].append((profile_id, acked.email))
             else:
@@ -200,13 +224,14 @@ def plan_member(
             Upsert(desired, status, changed, current is None, send_status=not resend,
                    tags_before=None if same_member else had)
         )  # fmt: skip
-    for tag in sorted(desired.tags - had):
-        plan.tag_adds[tag].append((profile_id, desired.email))
-    for tag in sorted(had - desired.tags):
-        plan.tag_removes[tag].append((profile_id, desired.email))
-    needs_call = (plan.upserts and plan.upserts[-1].member.profile_id == profile_id) or (
-        desired.tags ^ had
-    )
+    retagged = desired.tags ^ had
+    if retagged:
+        plan.tags_had[profile_id] = had
+        for tag in sorted(desired.tags - had):
+            plan.tag_adds[tag].append((profile_id, desired.email))
+        for tag in sorted(had - desired.tags):
+            plan.tag_removes[tag].append((profile_id, desired.email))
+    needs_call = (plan.upserts and plan.upserts[-1].member.profile_id == profile_id) or retagged
     if not needs_call:
         plan.done.append(profile_id)
 

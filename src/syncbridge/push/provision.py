@@ -7,7 +7,6 @@ or that would pass the audience's merge-field limit, is refused with a clear mes
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 from ..config.models import AudienceConfig
@@ -87,44 +86,12 @@ def static_segments(client: MailchimpClient, list_id: str) -> dict[str, int]:
     return {s["name"]: int(s["id"]) for s in list_segments(client, list_id, "static")}
 
 
-def _by_folded_name(segments: dict[str, int], name: str) -> int | None:
+def by_folded_name(segments: dict[str, int], name: str) -> int | None:
     """Mailchimp matches segment and tag names without regard to case: `vip` is `VIP`."""
     if name in segments:
         return segments[name]
     folded = name.casefold()
     return next((i for n, i in segments.items() if n.casefold() == folded), None)
-
-
-def ensure_tags(
-    client: MailchimpClient, list_id: str, tags: Iterable[str], known: dict[str, int]
-) -> tuple[dict[str, int], list[str]]:
-    """Static segment ids for `tags`, creating the missing ones (empty). A tag that exists
-    under another case is used as it is; a create that fails because the name exists (an
-    earlier attempt's answer was lost) is looked up again."""
-    wanted = sorted(set(tags) - set(known))
-    if not wanted:
-        return known, []
-    in_mailchimp = static_segments(client, list_id)
-    known = dict(known)
-    created = []
-    for tag in wanted:
-        found = _by_folded_name(in_mailchimp, tag)
-        if found is None:
-            try:
-                segment = client.call(
-                    client.sdk.lists.create_segment, list_id, {"name": tag, "static_segment": []}
-                )
-                found = int(segment["id"])
-                created.append(tag)
-            except ApiError as exc:
-                in_mailchimp = static_segments(client, list_id)
-                found = _by_folded_name(in_mailchimp, tag)
-                if found is None:
-                    raise FatalError(
-                        f"cannot create tag {tag!r} in audience {list_id}: {exc}"
-                    ) from None
-        known[tag] = found
-    return known, created
 
 
 def provision_segments(client: MailchimpClient, audience: AudienceConfig) -> list[str]:

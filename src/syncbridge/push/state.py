@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
 from ..store.bulk import as_utc, chunks, utcnow
-from ..store.rawsql import insert_many
+from ..store.rawsql import insert_many, read_json, select_in
 from ..store.tables import AudienceMember, AudienceSync, MemberState, Profile
 from .plan import Acked
 
@@ -21,30 +21,43 @@ _STATE_COLUMNS = ("email", "status", "merge_hash", "merge_fields", "tags", "ackn
                   "error", "error_hash")  # fmt: skip
 
 
-def profiles(conn: Connection, ids: list[int]) -> dict[int, tuple[dict[str, Any], bool]]:
+def profiles(conn: Connection, ids: Sequence[int]) -> dict[int, tuple[dict[str, Any], bool]]:
     """id → (attributes, deleted) for these profiles."""
-    p = PROFILES.c
-    out: dict[int, tuple[dict[str, Any], bool]] = {}
-    for part in chunks(ids):
-        for pid, attributes, deleted in conn.execute(
-            select(p.id, p.attributes, p.deleted).where(p.id.in_(part))
-        ):
-            out[pid] = (attributes or {}, bool(deleted))
-    return out
+    sql = "SELECT id, attributes, deleted FROM profile WHERE id IN ({in})"
+    return {
+        pid: (read_json(attributes) or {}, bool(deleted))
+        for pid, attributes, deleted in select_in(conn, sql, (), ids)
+    }
 
 
-def acked_states(conn: Connection, audience: str, ids: list[int]) -> dict[int, Acked]:
-    s = STATES.c
-    out: dict[int, Acked] = {}
-    for part in chunks(ids):
-        for row in conn.execute(
-            select(STATES).where(s.audience == audience, s.profile_id.in_(part))
-        ).mappings():
-            out[row["profile_id"]] = Acked(
-                row["email"], row["status"], row["merge_hash"], row["merge_fields"] or {},
-                frozenset(row["tags"] or ()), row["error_hash"],
-            )  # fmt: skip
-    return out
+def rule_results(conn: Connection, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+    """id → (traits, content, tags, segments) the rules stored for these profiles."""
+    sql = "SELECT profile_id, traits, content, tags, segments FROM profile_rules WHERE "
+    sql += "profile_id IN ({in})"
+    return {
+        pid: (read_json(traits), read_json(content), read_json(tags), read_json(segments))
+        for pid, traits, content, tags, segments in select_in(conn, sql, (), ids)
+    }
+
+
+def acked_states(conn: Connection, audience: str, ids: Sequence[int]) -> dict[int, Acked]:
+    sql = (
+        "SELECT profile_id, email, status, merge_hash, merge_fields, tags, error_hash "
+        "FROM member_state WHERE audience = ? AND profile_id IN ({in})"
+    )
+    return {
+        pid: Acked(
+            email,
+            status,
+            merge_hash,
+            read_json(merge) or {},
+            frozenset(read_json(tags) or ()),
+            error_hash,
+        )
+        for pid, email, status, merge_hash, merge, tags, error_hash in select_in(
+            conn, sql, (audience,), ids
+        )
+    }
 
 
 def address_holders(conn: Connection, audience: str, emails: Iterable[str]) -> dict[str, set[int]]:
@@ -99,14 +112,9 @@ def drop_states(conn: Connection, audience: str, ids: list[int]) -> None:
 
 
 def mailchimp_statuses(conn: Connection, list_id: str, hashes: Iterable[str]) -> dict[str, str]:
-    m = MEMBERS.c
-    out: dict[str, str] = {}
-    for part in chunks(sorted(set(hashes))):
-        query = select(m.subscriber_hash, m.status).where(
-            m.list_id == list_id, m.subscriber_hash.in_(part)
-        )
-        out.update(dict(conn.execute(query).all()))
-    return out
+    sql = "SELECT subscriber_hash, status FROM audience_member WHERE list_id = ? AND "
+    sql += "subscriber_hash IN ({in})"
+    return dict(select_in(conn, sql, (list_id,), sorted(set(hashes))))  # type: ignore[arg-type]
 
 
 def write_states(conn: Connection, audience: str, rows: list[dict[str, Any]]) -> None:
@@ -175,6 +183,15 @@ def write_sync(
 ) -> None:
     row = {"list_id": list_id, "members_read_until": read_until, "segment_ids": segment_ids}
     insert_many(conn, SYNC, [row], ["list_id"], ["members_read_until", "segment_ids"])
+
+
+def write_segment_ids(conn: Connection, list_id: str, segment_ids: dict[str, int]) -> None:
+    """Remember the tags' segment ids (the read-back watermark beside them is left as it is)."""
+    done = conn.execute(
+        update(SYNC).where(SYNC.c.list_id == list_id).values(segment_ids=segment_ids)
+    ).rowcount
+    if not done:
+        write_sync(conn, list_id, None, segment_ids)
 
 
 def _parse_time(value: Any) -> datetime | None:
