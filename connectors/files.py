@@ -188,7 +188,10 @@ class FileStream(Stream):
         threshold = resume.mark
         state = {"files": seen_files}
         files = self.files()
-        changed = [f for f in files if seen_files.get(self._name(f)) != self._fingerprint(f)]
+        # Taken before reading: a file replaced while it is read then differs from what is
+        # saved for it, so the next read takes it again instead of missing the change.
+        prints = {f: self._fingerprint(f) for f in files}
+        changed = [f for f in files if seen_files.get(self._name(f)) != prints[f]]
         if self.snapshot and changed:
             changed = files
         if not changed:
@@ -227,7 +230,7 @@ class FileStream(Stream):
                 if len(buffer) >= page_size:
                     yield Page(buffer, state, errors=errors, checkpoint=False, keys=keys)
                     buffer, keys, errors = [], [], []
-            seen_files = {**seen_files, self._name(path): self._fingerprint(path)}
+            seen_files = {**seen_files, self._name(path): prints[path]}
             state = {"files": seen_files}
             last = index == len(changed) - 1
             if buffer or errors or last:

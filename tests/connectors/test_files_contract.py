@@ -471,3 +471,21 @@ def test_a_saved_cursor_that_is_not_a_moment_does_not_skip_rows(tmp_path: Path) 
     text = "Id,Email,Updated\n1,a@x.io,2026-11-20T10:00:00Z\n"
     stream = _cursor_stream(tmp_path, text)
     assert [r["Id"] for r in _read(stream, {"files": {}, "max": "N/A"})[0]] == ["1"]
+
+
+def test_a_file_replaced_while_it_is_read_is_read_again_next_time(tmp_path: Path) -> None:
+    """The fingerprint saved for a file is the one it had when its read began: an export
+    replaced mid-read (an atomic rename by the exporting job) is not taken for read."""
+    import os
+
+    rows = "Id,Email\n" + "".join(f"{i},p{i}@x.io\n" for i in range(1, 30))
+    stream = _raw_stream(tmp_path, "export.csv", rows, page_size=10)
+    pages = stream.read(None)
+    first = next(pages)
+    newer = tmp_path / "export.new"
+    newer.write_text(rows + "99,late@x.io\n", encoding="utf-8")
+    os.replace(newer, tmp_path / "export.csv")  # the exporter's next file, mid-read
+    rest = list(pages)
+    assert sum(len(p.records) for p in [first, *rest]) == 29  # the file as it was opened
+    again, _ = _read(stream, rest[-1].cursor)
+    assert "99" in [r["Id"] for r in again]
