@@ -8,7 +8,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,7 @@ import pytest
 
 from syncbridge.alerts import AlertState
 from syncbridge.config.loader import ConfigError
-from syncbridge.daemon import DaemonOptions, loop
 from syncbridge.errors import FatalError
-from syncbridge.pipeline import CycleReport
 from syncbridge.redaction import register_secret
 
 from .builders import settings_from
@@ -174,23 +171,27 @@ def test_config_keys_are_validated(tmp_path: Path) -> None:
         assert "sekrit" not in str(caught.value)
 
 
-def test_run_every_alerts_on_failing_cycles_and_recovery(
-    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+def test_the_daemon_alerts_on_a_failing_job_and_its_recovery(
+    tmp_path: Path, receiver: Receiver
 ) -> None:
-    outcomes = iter([False, False, True])
+    """Each job outcome the daemon records reaches the alerts; a stop's abandoned run does not."""
+    from syncbridge.daemon.leases import JobBoard
+    from syncbridge.daemon.service import Daemon, DaemonOptions, JobState
+    from syncbridge.store.engine import open_engine
 
-    def run_cycle(*_args: Any, **_kwargs: Any) -> CycleReport:
-        if not next(outcomes):
-            raise FatalError("crm/contacts: the export went missing")
-        return CycleReport(run_id=3)
-
-    monkeypatch.setattr(loop, "run_cycle", run_cycle)
     data = {"store": {"url": f"sqlite:///{tmp_path / 'c.db'}"},
             "daemon": {"alert_webhook": receiver.url, "alert_after": 2}}  # fmt: skip
-    cycle = loop._Cycle(settings_from(data, tmp_path), DaemonOptions(60, 0.0), nullcontext)
-    for _ in range(3):
-        cycle()
-    cycle.alerts.close()
+    daemon = Daemon(settings_from(data, tmp_path), DaemonOptions())
+    engine = open_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    daemon.engine, daemon.board = engine, JobBoard(engine, 15.0, "me")
+    daemon.board.ensure(["pull:crm"])
+    state = JobState()
+    for error in ("crm/contacts: the export went missing", "crm/contacts: the export went missing",
+                  None):  # fmt: skip
+        daemon._record("pull:crm", state, None, {}, True, error, 0.1)
+    daemon.alerts.close()
     bodies = receiver.wait_for(2)
-    assert [(b["status"], b["failures"]) for b in bodies] == [("failing", 2), ("recovered", 2)]
+    assert [(b["job"], b["status"], b["failures"]) for b in bodies] == [
+        ("pull:crm", "failing", 2), ("pull:crm", "recovered", 2)]  # fmt: skip
     assert bodies[0]["last_error"] == "crm/contacts: the export went missing"
+    engine.dispose()
