@@ -309,8 +309,7 @@ class Daemon:
             log.warning("could not renew the job leases: %s", redact(str(exc)))
             return
         for name in held - self.held:
-            if self.held:
-                log.info("took over job %s", name, extra={"job": name})
+            log.info("took over job %s", name, extra={"job": name})
             self.kick(name)
         for name in self.held - held:
             log.warning("lost the lease of job %s to another agent", name, extra={"job": name})
@@ -346,6 +345,7 @@ class Daemon:
         if name not in self.held:
             if name not in self.board.acquire([name]):
                 return  # another agent runs it
+            log.info("took over job %s", name, extra={"job": name})
             self.held.add(name)
         settings = self.settings
         context = work.Context(self.engine, self.client, self.options.allow_mass_removal)
