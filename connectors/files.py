@@ -9,9 +9,11 @@ With `cursor_field`, the stream declares a typed cursor: the engine keeps its hi
 
 from __future__ import annotations
 
+import collections
 import csv
 import gzip
 import io
+import itertools
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -19,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from syncbridge.connectors import Connector, Page, Stream, StreamOptions
@@ -228,15 +231,17 @@ class FileStream(Stream):
                 buffer.append(row)
                 keys.append(key)
                 if len(buffer) >= page_size:
-                    yield Page(buffer, state, errors=errors, checkpoint=False, keys=keys)
-                    buffer, keys, errors = [], [], []
+                    yield Page(buffer, state, errors=errors[:], checkpoint=False, keys=keys)
+                    buffer, keys = [], []
+                    errors.clear()  # (the list `_rows` appends to: never a new one)
             seen_files = {**seen_files, self._name(path): prints[path]}
             state = {"files": seen_files}
             last = index == len(changed) - 1
             if buffer or errors or last:
                 complete = last and self.snapshot
-                yield Page(buffer, state, complete=complete, errors=errors, keys=keys)
-                buffer, keys, errors = [], [], []
+                yield Page(buffer, state, complete=complete, errors=errors[:], keys=keys)
+                buffer, keys = [], []
+                errors.clear()
             else:
                 yield Page([], state)
 
@@ -269,61 +274,50 @@ class FileStream(Stream):
         self, path: Path, fh: Any, errors: list[tuple[str, str]]
     ) -> Iterator[tuple[int, dict[str, Any]]]:
         """Rows as records, numbered by their first line. The reader counts the lines it takes
-        (`line_num`); only a record of several lines (rare) is looked at line by line, from
-        the lines `_fed` keeps, to tell a real multi-line cell from a quote left open."""
+        (`line_num`); a shadow of its input (`itertools.tee`, which buffers in C) keeps those
+        lines, so that only a record of several lines (rare) is looked at line by line, to tell
+        a real multi-line cell from a quote left open, at no Python cost per line."""
         csv.field_size_limit(self.options.max_cell_size)
-        delimiter = self.options.delimiter
-        source = iter(fh)
-        kept: list[str] = []  # every line handed to the reader since the last clear
-        again: list[str] = []  # lines to hand out again, reversed: pop() gives the next one
-        reader = csv.reader(_fed(source, kept, again), delimiter=delimiter)
+        feed = _Feed(iter(fh), self.options.delimiter)
+        reader = feed.reader
         header = [h.strip() for h in next(reader, [])]
         width = len(header)
         line = reader.line_num + 1  # the number of the next record's first line
         taken_so_far = reader.line_num
+        stop_at_blank = self.options.stop_at_blank_row
         while True:
-            if len(kept) > 256:  # between records: the kept lines are all of records read
-                kept.clear()
             try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:  # the reader goes on at the next line
-                taken = kept[-(reader.line_num - taken_so_far) :]
-                errors.append((f"{path.name} line {line}", self._unreadable(exc, line, taken)))
-                reader, taken_so_far, line = self._again(source, kept, again, taken, line)
-                continue
-            count = reader.line_num - taken_so_far
-            taken_so_far = reader.line_num
-            first = line
-            line += count
-            if count > 1:
-                taken = kept[-count:]
-                if self._runaway(row, taken, width):
-                    errors.append((f"{path.name} line {first}", _runaway_message(first, taken)))
-                    # the swallowed lines are rows: read them
-                    reader, taken_so_far, line = self._again(source, kept, again, taken, first)
-                    continue
-            if not "".join(row).strip():  # blank, or only whitespace
-                if self.options.stop_at_blank_row:
+                for row in reader:
+                    count = reader.line_num - taken_so_far
+                    taken_so_far += count
+                    first = line
+                    line += count
+                    if count > 1:
+                        taken = feed.last(count, taken_so_far)
+                        if self._runaway(row, taken, width):
+                            errors.append(
+                                (f"{path.name} line {first}", _runaway_message(first, taken))
+                            )
+                            # the swallowed lines are rows: read them
+                            reader, taken_so_far, line = feed.again(taken), 0, first + 1
+                            break
+                    elif taken_so_far - feed.released > 4096:
+                        feed.release(taken_so_far)
+                    if not "".join(row).strip():  # blank, or only whitespace
+                        if stop_at_blank:
+                            return
+                        continue
+                    if len(row) > width:
+                        where = f"{path.name} line {first}"
+                        errors.append((where, f"row has {len(row)} fields, the header has {width}"))
+                        continue
+                    yield first, dict(zip(header, row, strict=False))
+                else:
                     return
-                continue
-            if len(row) > width:
-                where = f"{path.name} line {first}"
-                errors.append((where, f"row has {len(row)} fields, the header has {width}"))
-                continue
-            yield first, dict(zip(header, row, strict=False))
-
-    def _again(
-        self, source: Iterator[str], kept: list[str], again: list[str], taken: list[str], first: int
-    ) -> tuple[Any, int, int]:
-        """Hand the lines after a record's first out again (they are rows a quote left open
-        swallowed, or follow a cell that was too large), through a new reader (the old one's
-        feed may have ended with the file); returns it, its lines taken, the next line number."""
-        again.extend(reversed(taken[1:]))
-        kept.clear()
-        reader = csv.reader(_fed(source, kept, again), delimiter=self.options.delimiter)
-        return reader, 0, first + 1
+            except csv.Error as exc:  # the reader goes on at the next line
+                taken = feed.last(reader.line_num - taken_so_far, reader.line_num)
+                errors.append((f"{path.name} line {line}", self._unreadable(exc, line, taken)))
+                reader, taken_so_far, line = feed.again(taken), 0, line + 1
 
     def _runaway(self, row: list[str], taken: list[str], width: int) -> bool:
         """A quoted cell spanning lines is a quote left open when it spans more than
@@ -360,7 +354,7 @@ class FileStream(Stream):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = _loads(line)
             except json.JSONDecodeError as exc:
                 errors.append((f"{path.name} line {number}", f"invalid JSON: {exc.msg}"))
                 continue
@@ -388,19 +382,48 @@ class FileStream(Stream):
         return f"record has no primary key value ({parts})"
 
 
-def _fed(source: Iterator[str], kept: list[str], again: list[str]) -> Iterator[str]:
-    """The lines under a csv reader: those to read again first, then the file's; each kept
-    (a generator, so that a line costs no method call of ours)."""
-    keep = kept.append
-    while True:
-        if again:
-            line = again.pop()
-        else:
-            line = next(source, None)
-            if line is None:
-                return
-        keep(line)
-        yield line
+def _loads(line: str) -> Any:
+    """orjson (several times faster); what it refuses goes to the standard parser, whose
+    reading (NaN, integers beyond 64 bits) and error messages the stream has always had."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
+class _Feed:
+    """The lines under a csv reader, with a shadow that keeps them until released: the file's,
+    after any handed out again (rows a quote left open swallowed, or that follow a cell too
+    large), which go to a new reader (the old one's input may have ended with the file)."""
+
+    def __init__(self, source: Iterator[str], delimiter: str) -> None:
+        self.source, self.delimiter = source, delimiter
+        self._pending: Iterator[str] = iter(())
+        self.reader = self._start(source)
+
+    def _start(self, lines: Iterator[str]) -> Any:
+        feed, self._shadow = itertools.tee(lines)
+        self.released = 0  # lines of this reader the shadow no longer holds
+        return csv.reader(feed, delimiter=self.delimiter)
+
+    def release(self, upto: int) -> None:
+        """Let go of the lines before line `upto` of this reader."""
+        collections.deque(itertools.islice(self._shadow, upto - self.released), maxlen=0)
+        self.released = upto
+
+    def last(self, count: int, upto: int) -> list[str]:
+        """The `count` lines the reader took before line `upto` (the last it took)."""
+        self.release(upto - count)
+        taken = list(itertools.islice(self._shadow, count))
+        self.released = upto
+        return taken
+
+    def again(self, taken: list[str]) -> Any:
+        """A new reader over the lines after a record's first, then the rest of the file."""
+        # The old reader took no line beyond its record, so what its input still holds is
+        # the rest of the lines handed out again before, then the file.
+        self._pending = iter(taken[1:] + list(self._pending))
+        return self._start(itertools.chain(self._pending, self.source))
 
 
 def _repeat(

@@ -308,6 +308,23 @@ def test_a_quote_left_open_to_the_end_of_the_file_is_reported_too(tmp_path: Path
     assert [w for w, _ in errors] == ["export.csv line 2"]
 
 
+def test_quotes_left_open_twice_and_deep_in_a_long_file_are_each_located(
+    tmp_path: Path,
+) -> None:
+    """The second open quote lies among the lines the first one swallowed (they are read
+    again), and both lie past the first page and past the lines the reader lets go of as it
+    goes (errors found after a page was handed over were once lost with it)."""
+    rows = [f"{i},p{i}@x.io,fine\n" for i in range(1, 10_001)]  # lines 2..10001
+    rows[9_000] = '9001,p9001@x.io,"open once\n'  # line 9002
+    rows[9_002] = '9003,p9003@x.io,"open twice\n'  # line 9004, swallowed by the first
+    text = "Id,Email,Note\n" + "".join(rows)
+    records, errors = _read(_raw_stream(tmp_path, "export.csv", text, max_cell_lines=5))
+    ids = [int(r["Id"]) for r in records]
+    assert ids == [i for i in range(1, 10_001) if i not in (9001, 9003)]
+    assert [w for w, _ in errors] == ["export.csv line 9002", "export.csv line 9004"]
+    assert records[-1] == {"Id": "10000", "Email": "p10000@x.io", "Note": "fine"}
+
+
 def test_a_cell_spanning_more_than_max_cell_lines_is_taken_for_an_open_quote(
     tmp_path: Path,
 ) -> None:
