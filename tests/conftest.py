@@ -11,6 +11,32 @@ from sqlalchemy import Engine, text
 
 from syncbridge.store.engine import open_engine
 
+
+def _own_database(variable: str) -> None:
+    """Under pytest-xdist, give this worker a database of its own beside the configured one
+    (`test` → `test_gw0`), so that workers never drop each other's tables."""
+    worker, base = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(variable)
+    if not worker or not base:
+        return
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    url = make_url(base)
+    name = f"{url.database}_{worker}"
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        if url.get_backend_name() == "postgresql":
+            found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+            if found.first() is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        else:
+            conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{name}`"))
+    engine.dispose()
+    os.environ[variable] = url.set(database=name).render_as_string(hide_password=False)
+
+
+_own_database("SYNCBRIDGE_TEST_POSTGRES_URL")
+_own_database("SYNCBRIDGE_TEST_MARIADB_URL")
 POSTGRES_URL = os.environ.get("SYNCBRIDGE_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
