@@ -156,3 +156,22 @@ def test_email_change_updates_the_member_in_place_when_the_new_address_is_free()
     assert [(c.old_email, c.new_email) for c in plan.email_changes] == [
         ("ann@gmail.com", "ann.new@gmail.com")
     ]
+
+
+def test_a_data_tag_differing_from_a_rules_tag_only_in_case_is_sent_as_the_rules_spell_it() -> None:
+    """Mailchimp ignores case in tag names: `vip` from shop tags and the `VIP` segment are one
+    tag there. Whichever member came first, both go out as `VIP`, and the clash is noted."""
+    from syncbridge.push.sync import case_clash_note
+
+    audience = AUDIENCE.model_copy(update={"tag_prefix": ""})
+    rules = AudienceRules(audience, declared_tags=["VIP", "Cart_Abandoned"])
+    base = {"email": "zoe@gmail.com", "email_valid": True, "accepts_email_marketing": True}
+    only_data = rules.desire(1, base | {"shop_tags": "vip, newsletter"})
+    both = rules.desire(2, base | {"shop_tags": "Vip"}, frozenset({"VIP"}))
+    assert only_data is not None and both is not None
+    assert only_data.tags == {"VIP", "newsletter"}
+    assert both.tags == {"VIP"}
+    assert rules.respelled == {"vip": "VIP", "Vip": "VIP"}
+    note = case_clash_note(audience, "vip", "VIP")
+    assert "ignores case" in note and "rename the rules' tag" in note
+    assert AudienceRules(audience).desire(3, base | {"shop_tags": "vip"}).tags == {"vip"}  # type: ignore[union-attr]

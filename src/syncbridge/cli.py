@@ -29,7 +29,14 @@ from .daemon import status as daemon_status
 from .destinations import queue
 from .errors import CacheBusyError, ConfigError, FatalError, SyncbridgeError
 from .logs import log_context, setup_logging
-from .pipeline import CycleReport, ProgressHook, push_upstream, run_cycle, select_streams
+from .pipeline import (
+    CycleReport,
+    ProgressHook,
+    declared_tags,
+    push_upstream,
+    run_cycle,
+    select_streams,
+)
 from .push.client import MailchimpClient
 from .push.guard import mass_removal
 from .push.plan import plan_as_dict
@@ -37,6 +44,7 @@ from .push.state import live_member_count
 from .push.sync import (
     PushReport,
     build_plan,
+    case_clash_note,
     check_provisioning,
     destination_name,
     everyone_for,
@@ -771,11 +779,15 @@ def _print_plans(settings: Settings, engine: Any, json_out: Path | None) -> None
         with engine.connect() as conn:
             name, everyone = destination_name(audience), everyone_for(audience)
             ids = queue.waiting(conn, name, kinds, everyone)
-        plans.append(build_plan(engine, audience, ids))
+        plans.append(build_plan(engine, audience, ids, declared_tags(settings)))
     unchecked = None
     if settings.config.mailchimp.api_key is not None and plans:
         unchecked = _check_provisioning(settings, plans)
     _show_plans(engine, plans, json_out)
+    for plan in plans:
+        for found, sent in sorted(plan.respelled.items()):
+            note = case_clash_note(plan.audience, found, sent)
+            err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
     if unchecked is not None:
         err.print(f"[yellow]note:[/yellow] {redact(unchecked)}", highlight=False, soft_wrap=True)
 
@@ -863,6 +875,7 @@ def push_command(
                 result = push(
                     engine, settings.config.mailchimp, client, progress=hook,
                     allow_mass_removal=allow_mass_removal, upstream=push_upstream(settings),
+                    declared_tags=declared_tags(settings),
                 )  # fmt: skip
     _print_push(result)
 

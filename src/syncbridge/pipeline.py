@@ -127,6 +127,16 @@ def consumers_of(settings: Settings, pushing: bool) -> list[str]:
     return names
 
 
+def declared_tags(settings: Settings) -> tuple[str, ...]:
+    """The tag names the rules declare: segments, and behaviour tags without a `{property}`
+    (those make one tag per value, known only from the data)."""
+    if settings.rules is None:
+        return ()
+    names = [s.name for s in settings.rules.segments]
+    names += [t.name for t in settings.rules.tags if "{" not in t.name]
+    return tuple(names)
+
+
 def push_upstream(settings: Settings) -> str:
     """The journal kind that tells destinations a desired member may have changed: the rules'
     entries when a rules file is configured (they follow evaluation), else identity's."""
@@ -295,6 +305,7 @@ def _stages(
             report.push = push(
                 engine, config.mailchimp, client, progress=progress,
                 allow_mass_removal=allow_mass_removal, upstream=push_upstream(settings),
+                declared_tags=declared_tags(settings),
             )  # fmt: skip
         metrics.push_finished(report.push)
         _log_stage("push", _push_counts(report.push))

@@ -29,7 +29,7 @@ from ..config.loader import Settings, StreamKey
 from ..destinations import queue
 from ..identity import resolve_pending
 from ..ingest import StreamsFailed, forget_cursors, ingest_streams
-from ..pipeline import consumers_of, push_upstream, stream_jobs
+from ..pipeline import consumers_of, declared_tags, push_upstream, stream_jobs
 from ..push.client import MailchimpClient
 from ..push.sync import MailchimpAudience, destination_name
 from ..remap import remap_changed_mappings
@@ -93,7 +93,9 @@ def destination(settings: Settings, ctx: Context, audience_name: str, run_id: in
     audience = next(a for a in config.audiences if a.name == audience_name)
     if ctx.client is None:
         raise RuntimeError("no Mailchimp client")  # jobs exist only with an API key
-    target = MailchimpAudience(audience, config, ctx.client, push_upstream(settings))
+    target = MailchimpAudience(
+        audience, config, ctx.client, push_upstream(settings), declared_tags=declared_tags(settings)
+    )
     target.allow_mass_removal = ctx.allow_mass_removal
     target.sync(ctx.engine)
     report = target.report

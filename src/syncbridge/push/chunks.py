@@ -37,9 +37,15 @@ def list_chunks(ids: Sequence[int], size: int = CHUNK) -> IdChunks:
 class Planner:
     """Plans one audience's profiles in chunks; `prepare` must run first."""
 
-    def __init__(self, engine: Engine, audience: AudienceConfig, ids: IdChunks) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        audience: AudienceConfig,
+        ids: IdChunks,
+        declared_tags: Sequence[str] = (),
+    ) -> None:
         self.engine, self.audience, self.ids = engine, audience, ids
-        self.rules = AudienceRules(audience)
+        self.rules = AudienceRules(audience, declared_tags)
         self.departing: dict[int, Acked] = {}
         """Profiles leaving the audience with an acknowledged address: planned last."""
         self._leaving: dict[str, int] = {}
@@ -139,11 +145,14 @@ class Planner:
         return plan
 
 
-def whole_plan(engine: Engine, audience: AudienceConfig, ids: Sequence[int]) -> Plan:
+def whole_plan(
+    engine: Engine, audience: AudienceConfig, ids: Sequence[int], declared_tags: Sequence[str] = ()
+) -> Plan:
     """The plan for these profiles in one piece (the dry run's), planned as the push plans it."""
-    planner = Planner(engine, audience, list_chunks(ids))
+    planner = Planner(engine, audience, list_chunks(ids), declared_tags)
     planner.prepare()
     plan = Plan(audience)
     for part in (*planner.chunks(), *planner.departures()):
         plan.extend(part)
+    plan.respelled = dict(planner.rules.respelled)
     return plan

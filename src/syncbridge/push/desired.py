@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -58,8 +59,17 @@ class DesiredMember:
 class AudienceRules:
     """An audience's config compiled once: templates parsed, fields ordered."""
 
-    def __init__(self, audience: AudienceConfig) -> None:
+    def __init__(self, audience: AudienceConfig, declared_tags: Iterable[str] = ()) -> None:
+        """`declared_tags`: the tag names the rules declare (segments, behaviour tags). Mailchimp
+        ignores case in tag names, so a data tag that differs from one only in case (`vip`
+        from shop tags beside the `VIP` segment) is the same tag there: it is sent with the
+        declared spelling, whatever order members arrive in, and noted in `respelled`."""
         self.audience = audience
+        prefix = audience.tag_prefix if audience.rule_tags else ""
+        self.spelling = {f"{prefix}{t}"[:100].casefold(): f"{prefix}{t}"[:100]
+                         for t in declared_tags}  # fmt: skip
+        self.respelled: dict[str, str] = {}
+        """Data tags sent with a declared spelling: {as found: as sent}."""
         self.templates = {
             f.tag: _liquid.from_string(f.template) for f in audience.merge_fields if f.template
         }
@@ -80,9 +90,20 @@ class AudienceRules:
             if value is not None:
                 merge_fields[field.tag] = value
         tags = self._tags(attributes)
+        if tags and self.spelling:
+            tags = self._spelled(tags)
         if rule_tags and self.audience.rule_tags:
             tags |= {f"{self.audience.tag_prefix}{t}"[:100] for t in rule_tags}
         return DesiredMember(profile_id, email, consent, merge_fields, tags)
+
+    def _spelled(self, tags: frozenset[str]) -> frozenset[str]:
+        out = set()
+        for tag in tags:
+            declared = self.spelling.get(tag.casefold(), tag)
+            if declared != tag:
+                self.respelled[tag] = declared
+            out.add(declared)
+        return frozenset(out)
 
     def _consent(self, attributes: dict[str, Any]) -> bool | None:
         """Only an explicit opt-out is False; only a recorded yes is True; all else is None."""

@@ -74,6 +74,8 @@ class Plan:
     fields_to_create: list[str] | None = None
     tags_to_create: list[str] | None = None
     """Known only when the plan was checked against Mailchimp (None: not checked)."""
+    respelled: dict[str, str] = field(default_factory=dict)
+    """Data tags that differ from a declared tag only in case: {as found: as sent}."""
     done: list[int] = field(default_factory=list)
     """Profiles that need no call (already in the desired state, or deliberately skipped)."""
     released: list[int] = field(default_factory=list)

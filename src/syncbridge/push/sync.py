@@ -43,9 +43,14 @@ from .state import (
 log = logging.getLogger(__name__)
 
 
-def build_plan(engine: Engine, audience: AudienceConfig, profile_ids: Sequence[int]) -> Plan:
+def build_plan(
+    engine: Engine,
+    audience: AudienceConfig,
+    profile_ids: Sequence[int],
+    declared_tags: Sequence[str] = (),
+) -> Plan:
     """The plan for these profiles from local state only (no API call), in one piece."""
-    return whole_plan(engine, audience, profile_ids)
+    return whole_plan(engine, audience, profile_ids, declared_tags)
 
 
 def check_provisioning(client: MailchimpClient, plan: Plan) -> None:
@@ -69,6 +74,7 @@ def push(
     progress: Callable[[str, int], None] | None = None,
     allow_mass_removal: bool = False,
     upstream: str = journal.PROFILE,
+    declared_tags: Sequence[str] = (),
 ) -> PushReport:
     """Each audience as a destination: provision, read back, claim from the journal, plan,
     apply, acknowledge; what was acknowledged leaves the audience's queue.
@@ -79,7 +85,7 @@ def push(
     remove more of the audience than `max_removal_share` (unless `allow_mass_removal`)."""
     result = PushReport()
     for audience in config.audiences:
-        destination = MailchimpAudience(audience, config, client, upstream, progress)
+        destination = MailchimpAudience(audience, config, client, upstream, progress, declared_tags)
         destination.allow_mass_removal = allow_mass_removal
         destination.sync(engine)
         result.audiences.append(destination.report)
@@ -100,8 +106,11 @@ class MailchimpAudience:
         client: MailchimpClient,
         upstream: str = journal.PROFILE,
         progress: Callable[[str, int], None] | None = None,
+        declared_tags: Sequence[str] = (),
     ) -> None:
         self.audience, self.config, self.client = audience, config, client
+        self.declared_tags = declared_tags
+        """The rules' tag names: a data tag differing only in case is sent with theirs."""
         self.name = destination_name(audience)
         self.kinds = [upstream, journal.MEMBER]
         self.report = AudienceReport(audience.name, progress=progress)
@@ -117,7 +126,10 @@ class MailchimpAudience:
         report.segments_changed = provision_segments(client, audience)
         report.read_back = read_back(client, engine, audience)
         queue.claim(engine, self.name, self.kinds, self.everyone())
-        planner = Planner(engine, audience, lambda: queue.queued_chunks(engine, self.name, CHUNK))
+        planner = Planner(
+            engine, audience, lambda: queue.queued_chunks(engine, self.name, CHUNK),
+            self.declared_tags,
+        )  # fmt: skip
         removals = planner.prepare()
         with engine.connect() as conn:
             if not self.allow_mass_removal:
@@ -132,9 +144,20 @@ class MailchimpAudience:
         applying = StreamedPush(client, engine, audience, report, self.config, segment_ids)
         failed = applying.run(planner, through_batches)
         report.planned = dict(applying.planned)
+        for found, sent in sorted(planner.rules.respelled.items()):
+            log.warning("%s", case_clash_note(audience, found, sent))
         for ids in queue.queued_chunks(engine, self.name, 10 * CHUNK):
             queue.release(engine, self.name, [i for i in ids if i not in failed])
         return failed
+
+
+def case_clash_note(audience: AudienceConfig, found: str, sent: str) -> str:
+    """Why a data tag went out spelt as a rules tag, and how to keep the two apart."""
+    return (
+        f"audience {audience.name}: tag {found!r} (from {', '.join(audience.tag_attributes)}) "
+        f"is the rules' tag {sent!r} in Mailchimp, which ignores case in tag names, so it is "
+        f"sent as {sent!r}; to keep them apart, rename the rules' tag (e.g. '{sent} segment')"
+    )
 
 
 def new_members(conn: Any, destination: str, audience: AudienceConfig) -> int:
