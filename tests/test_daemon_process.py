@@ -5,12 +5,14 @@ one SQLite file is refused with exit code 2."""
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,3 +175,41 @@ def test_a_second_daemon_or_run_on_one_sqlite_file_exits_2_naming_the_first(
         assert f"pid {first.proc.pid}" in " ".join(once.stderr.split())
     finally:
         assert first.stop() == 0, first.output
+
+
+def test_an_event_posted_to_the_intake_reaches_mailchimp(
+    tmp_path: Path, fake: FakeMailchimp, sqlite_url: str
+) -> None:
+    """Issue 15: an identify call through the daemon's intake changes the person's profile,
+    and the change is pushed like any other; the intake source is never pulled."""
+    events = Path(__file__).resolve().parents[1] / "mappings" / "events.toml"
+    intake = f"""
+[intake]
+write_keys = ["wk_daemon_test_key"]
+[[sources]]
+name = "web"
+connector = "intake"
+streams = [{{ name = "events", mapping = "{events}" }}]
+"""
+    export(tmp_path, [person(1), person(2)])
+    daemon = Daemon(write_setup(tmp_path, fake, sqlite_url, extra=intake)).started()
+    try:
+        daemon.wait_for(r"event intake on http://")
+        eventually(lambda: len(first_names(fake)) == 2, 60, "the first load reached Mailchimp")
+        body = {"type": "identify", "userId": "c1", "messageId": "m-1",
+                "traits": {"email": "person1@gmail.com", "firstName": "Evie"}}  # fmt: skip
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{daemon.port}/v1/identify", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json",
+                     "Authorization": "Basic " + base64.b64encode(b"wk_daemon_test_key:").decode()},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+        eventually(lambda: first_names(fake).get("person1@gmail.com") == "Evie", 20,
+                   "the identify call's first name arrived")  # fmt: skip
+        jobs = daemon.json("/v1/admin/status", TOKEN)["jobs"]
+        assert "pull:web" not in jobs and "pull:crm" in jobs
+    finally:
+        code = daemon.stop()
+    assert code == 0, daemon.output
+    assert "Traceback" not in daemon.output

@@ -125,6 +125,9 @@ class Connector(ABC):
 
     source_options: ClassVar[type[SourceOptions]] = SourceOptions
     stream_options: ClassVar[type[StreamOptions]] = StreamOptions
+    pulled: ClassVar[bool] = True
+    """False for a connector whose records are pushed to syncbridge (the event intake): the
+    daemon schedules no pull of it."""
 
     def __init__(
         self,

@@ -28,12 +28,12 @@ from sqlalchemy import Connection, Engine, delete, select, update
 
 from . import metrics
 from .children import end_with_parent, reported
-from .connectors import Stream
+from .connectors import Page, Stream
 from .counts import Counts
 from .cursors import goes_back, later, saved_form
 from .errors import FatalError, SyncbridgeError
 from .gc_tuning import bulk_gc
-from .prepare import PreparedPage, PreparedRecord, prepare_page, transform
+from .prepare import PreparedPage, PreparedRecord, prepare_page, record_key, transform
 from .store import journal
 from .store.bulk import chunks, utcnow
 from .store.rawsql import allocate_ids, datetime_binder, insert_many, insert_tuples, select_in
@@ -342,6 +342,29 @@ def _produce(index: int, job: StreamIngest, cursor: Any, pages: Any, parent: int
         pages.put((index, None))
     except BaseException as exc:  # the parent records it as the stream's failure
         pages.put((index, reported(f"{job.source}/{job.stream.name}", exc)))
+
+
+def append_records(engine: Engine, job: StreamIngest, records: list[dict[str, Any]]) -> int:
+    """Store records pushed to syncbridge (the event intake) as one page of `job`'s stream, in
+    one transaction with their journal entries. The first copy of a key wins: a key already
+    stored, or repeated among `records`, is not written again (Segment's `messageId`
+    de-duplication). Returns how many records were new."""
+    primary_key = job.stream.primary_key
+    first: dict[str, dict[str, Any]] = {}
+    for record in records:
+        key = record_key(record, primary_key)
+        if key is not None and key not in first:
+            first[key] = record
+    with engine.begin() as conn:
+        stored = _stored_hashes(conn, job, list(first))
+        fresh = [r for k, r in first.items() if k not in stored]
+        page = prepare_page(Page(fresh, None, keys=[k for k in first if k not in stored]),
+                            primary_key)  # fmt: skip
+        write_changed(conn, job, page.records, {}, [], utcnow())
+        job.stats.read += len(records)
+        job.stats.unchanged += len(records) - len(fresh)
+    metrics.page_committed(job.source, job.stream.name, len(records), 0)
+    return len(fresh)
 
 
 def forget_cursors(engine: Engine, streams: list[tuple[str, str]]) -> None:

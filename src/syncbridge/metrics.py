@@ -16,6 +16,8 @@ Who records what:
                  whoever runs the ingest: a cycle or a daemon's pull job)
     pipeline.py  syncbridge_stage_duration_seconds, _cycle_duration_seconds, _cycles_total
                  (`run_cycle`), and the push report's counts:
+    intake       syncbridge_intake_events_total (accepted, committed), _intake_refused_total
+                 (requests, by reason: auth, invalid, store)
     a push       syncbridge_push_operations_total, _members_pushed_total,
                  _members_refused_total (`audience_pushed(report)`, after a destination ran)
     scrape time  syncbridge_journal_lag, _journal_offset, _journal_head, _cache_up: read from
@@ -106,6 +108,12 @@ MEMBERS_REFUSED = Counter(
     "syncbridge_members_refused", "Members the destination refused.", ["audience"]
 )
 
+INTAKE_EVENTS = Counter(
+    "syncbridge_intake_events", "Events the intake accepted (each committed to the cache)."
+)
+INTAKE_REFUSED = Counter(
+    "syncbridge_intake_refused", "Intake requests refused, by reason.", ["reason"]
+)
 MEMBER_OPERATIONS = frozenset({"new members", "member updates", "archived", "email changes"})
 """The push report's operations that write a member (the others are tags and batches)."""
 
@@ -178,6 +186,14 @@ def page_committed(source: str, stream: str, read: int, errors: int) -> None:
     RECORDS_PULLED.labels(source, stream).inc(read)
     if errors:
         RECORD_ERRORS.labels(source, stream).inc(errors)
+
+
+def intake_accepted(events: int) -> None:
+    INTAKE_EVENTS.inc(events)
+
+
+def intake_refused(reason: str) -> None:
+    INTAKE_REFUSED.labels(reason).inc()
 
 
 def audience_pushed(report: AudienceReport) -> None:

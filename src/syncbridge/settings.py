@@ -27,6 +27,7 @@ from .config.mapping import Mapping
 from .config.models import Config, SourceConfig
 from .connectors import Connector, build_connector, connector_class
 from .errors import ConfigError, FatalError, Problem, SyncbridgeError
+from .intake.setup import intake_problems
 from .references import catalog, check_config, check_references, did_you_mean
 from .rules.config import RulesConfig
 from .transform import case_clashes
@@ -76,6 +77,7 @@ def check_settings(config: Config, path: Path | None) -> Settings:
                 Problem(file, where, f"unknown source {name!r}{did_you_mean(name, names)}")
             )
     problems.extend(check_config(config, file))
+    problems.extend(Problem(file, where, why) for where, why in intake_problems(config))
     streams = sum(len(source.streams) for source in config.sources)
     if len(settings.mappings) == streams and (rules_file is None or settings.rules is not None):
         # Only a complete picture can say a name is unknown: a mapping or rules file that did

@@ -13,6 +13,18 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from .timing import check_crontab, check_interval
 
 
+def refuse_unknown_keys(model: type[BaseModel], data: Any) -> Any:
+    """A `mode="before"` check of a section's keys: a misspelt one is named, with the key it
+    is closest to, instead of pydantic's plain "extra inputs are not permitted"."""
+    if isinstance(data, dict):
+        for key in data:
+            if key not in model.model_fields:
+                close = difflib.get_close_matches(str(key), list(model.model_fields), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown key {key!r}{hint}")
+    return data
+
+
 class Frozen(BaseModel):
     """Base for config sections: immutable, and unknown keys are errors (typos never pass)."""
 
@@ -297,13 +309,7 @@ class DaemonConfig(DaemonAlertsConfig):
     @model_validator(mode="before")
     @classmethod
     def _typos(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key in data:
-                if key not in cls.model_fields:
-                    close = difflib.get_close_matches(str(key), list(cls.model_fields), n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
-                    raise ValueError(f"unknown key {key!r}{hint}")
-        return data
+        return refuse_unknown_keys(cls, data)
 
     @field_validator("schedule")
     @classmethod
@@ -327,6 +333,42 @@ class DaemonConfig(DaemonAlertsConfig):
         return None if value == "" else value
 
 
+class IntakeConfig(Frozen):
+    """The event intake on the daemon's HTTP server (`/v1/track`, `/v1/batch`, …, Segment's
+    HTTP tracking API): the write keys it accepts and the source it stores events into."""
+
+    write_keys: list[SecretStr] = Field(default_factory=list)
+    """Keys a client may send (HTTP Basic user name, or `writeKey` in the body); none: off."""
+    source: str | None = None
+    """The `connector = "intake"` source to store into (default: the only one there is)."""
+    max_batch_records: int = Field(default=5000, ge=1, le=100_000)
+    """Requests waiting together are stored in one transaction of at most this many events."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typos(cls, data: Any) -> Any:
+        return refuse_unknown_keys(cls, data)
+
+    @field_validator("write_keys", mode="before")
+    @classmethod
+    def _one_key_is_a_list(cls, value: object) -> object:
+        if isinstance(value, str):  # SYNCBRIDGE_INTAKE__WRITE_KEYS=key, or a JSON list
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [k.strip() for k in text.split(",") if k.strip()]
+        return value
+
+    @field_validator("write_keys")
+    @classmethod
+    def _no_empty_key(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(k.get_secret_value()) < 8 for k in value):
+            raise ValueError("a write key must have at least 8 characters")
+        return value
+
+
 class Config(Frozen):
     """The whole configuration. `base_dir` resolves relative paths (the config file's folder)."""
 
@@ -338,6 +380,7 @@ class Config(Frozen):
     mailchimp: MailchimpConfig = MailchimpConfig()
     rules: RulesSection = RulesSection()
     daemon: DaemonConfig = DaemonConfig()
+    intake: IntakeConfig = IntakeConfig()
     sources: list[SourceConfig] = Field(default_factory=list)
 
     def resolve(self, path: str | Path) -> Path:

@@ -42,6 +42,8 @@ from ..alerts import AlertState
 from ..config.loader import Settings, StreamKey
 from ..config.timing import interval
 from ..errors import SyncbridgeError
+from ..intake.commit import GroupCommit
+from ..intake.setup import build_intake
 from ..redaction import redact
 from ..store.engine import open_engine
 from ..store.failures import store_failure
@@ -100,6 +102,7 @@ class Daemon:
         self.refresh = list(options.full_refresh)
         self.client: GatedClient | None = None
         self.http: HttpServer | None = None
+        self.intake: GroupCommit | None = None
         self._guard = threading.Lock()
         self.alerts = AlertState.from_config(settings.config.daemon)
         """Failure alerts: a job failing `alert_after` times in a row, and its recovery."""
@@ -176,7 +179,9 @@ class Daemon:
         busy = self._running()
         self.board.release(self.held - set(busy))
         if self.http is not None:
-            self.http.stop()
+            self.http.stop()  # no new request: what was accepted is stored, then the writer stops
+        if self.intake is not None:
+            self.intake.close()
         self.alerts.close(timeout=5.0)  # send what is queued (a stop should not swallow "failing")
         if busy:
             log.warning(
@@ -211,8 +216,13 @@ class Daemon:
     def _start_http(self) -> None:
         daemon = self.settings.config.daemon
         token = daemon.admin_token.get_secret_value() if daemon.admin_token else None
-        self.http = HttpServer(build_app(self, token), daemon.http or "")
+        intake = build_intake(lambda: self.settings, self.engine)
+        routes, self.intake = intake if intake is not None else ([], None)
+        self.http = HttpServer(build_app(self, token, routes), daemon.http or "")
         self.http.start()
+        if self.intake is not None:
+            log.info("event intake on http://%s/v1/track, /v1/batch, … (Segment's HTTP API)",
+                     self.http.address)  # fmt: skip
 
     def _build_client(self) -> None:
         self.client = (

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, func, select
 
 from .. import metrics as sync_metrics
 from ..config.loader import Settings, StreamKey
+from ..connectors import connector_class
 from ..destinations import queue
 from ..identity import resolve_pending
 from ..ingest import StreamsFailed, forget_cursors, ingest_streams
@@ -127,7 +128,8 @@ def pushing(settings: Settings) -> bool:
 
 def job_names(settings: Settings) -> list[str]:
     """Every job of this setup, pulls first, in pipeline order."""
-    names = [PULL + s.name for s in settings.config.sources if s.enabled]
+    names = [PULL + s.name for s in settings.config.sources
+             if s.enabled and connector_class(s.connector).pulled]  # fmt: skip
     names.append(IDENTITY)
     if settings.rules is not None:
         names.append(RULES)

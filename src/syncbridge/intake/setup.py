@@ -1,0 +1,81 @@
+"""Where the intake stores events, whether its setup can work, and its parts, built."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..config.models import Config, SourceConfig
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from starlette.routing import BaseRoute
+
+    from ..config.loader import Settings
+    from ..ingest import StreamIngest
+    from .commit import GroupCommit
+
+CONNECTOR = "intake"
+
+
+def intake_source(config: Config) -> SourceConfig | None:
+    """The source events are stored into: `[intake] source`, or the only intake source."""
+    wanted = config.intake.source
+    candidates = [s for s in config.sources if s.connector == CONNECTOR and s.enabled]
+    if wanted is not None:
+        return next((s for s in candidates if s.name == wanted), None)
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def intake_problems(config: Config) -> list[tuple[str, str]]:
+    """(key path, why) of an intake setup that cannot work."""
+    intake = config.intake
+    sources = [s for s in config.sources if s.connector == CONNECTOR and s.enabled]
+    if not intake.write_keys:
+        if intake.source is not None or sources:
+            return [("intake.write_keys", "the intake source needs at least one write key")]
+        return []
+    if intake.source is not None and intake_source(config) is None:
+        names = ", ".join(s.name for s in sources) or "none"
+        return [("intake.source", f"no enabled source {intake.source!r} with connector = "
+                 f'"intake" (intake sources: {names})')]  # fmt: skip
+    if intake.source is None and len(sources) != 1:
+        why = (
+            'no source has connector = "intake" to store events into'
+            if not sources
+            else f"several intake sources ({', '.join(s.name for s in sources)}): name one"
+        )
+        return [("intake.source", why)]
+    source = intake_source(config)
+    if source is not None and len(source.streams) != 1:
+        return [(f"sources.{source.name}.streams", "an intake source has exactly one stream")]
+    return []
+
+
+def build_intake(
+    settings: Callable[[], Settings], engine: Engine
+) -> tuple[list[BaseRoute], GroupCommit] | None:
+    """The intake's routes and its writer, or None when no write key is configured."""
+    from ..pipeline import stream_jobs
+    from .commit import GroupCommit
+    from .routes import intake_routes
+
+    config = settings().config
+    if not config.intake.write_keys or intake_source(config) is None:
+        return None
+    cache: dict[int, Any] = {}
+
+    def job() -> StreamIngest:
+        current = settings()
+        if id(current) not in cache:  # a reload brings a new Settings: a new mapping
+            source = intake_source(current.config)
+            if source is None:
+                raise RuntimeError("the intake source is gone from the config")
+            cache.clear()
+            cache[id(current)] = next(iter(stream_jobs(current, only=source.name).values()))
+        found: StreamIngest = cache[id(current)]
+        return found
+
+    commit = GroupCommit(engine, job, config.intake.max_batch_records)
+    keys = [k.get_secret_value() for k in config.intake.write_keys]
+    return intake_routes(keys, commit), commit
