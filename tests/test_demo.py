@@ -96,3 +96,28 @@ def test_demo_gives_every_example_segment_and_behaviour_tag_members(in_tmp: Path
     listing = runner.invoke(app, ["segments", "--demo"])
     assert "High-Value Customers" in listing.output
     engine.dispose()
+
+
+def test_demo_events_go_through_the_intake_and_change_the_person_s_tags(in_tmp: Path) -> None:
+    """`demo --events` posts a visitor's views, login (identify) and add to cart to the event
+    intake over HTTP; the next cycle stitches them to the person and the rules react."""
+    from syncbridge import views
+    from syncbridge.demo import EVENTS_PERSON
+
+    result = runner.invoke(app, ["demo", "--events"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"POST http://127\.0\.0\.1:\d+/v1/batch, 4 events: 200", result.output)
+    engine = open_engine(f"sqlite:///{in_tmp / DEMO_DB}")
+    profile = views.find_profile(engine, EVENTS_PERSON, events=0)
+    assert profile is not None and profile.rules is not None
+    assert {"Added_to_Cart", "Cart_Abandoned"} <= set(profile.rules["tags"])
+    assert "Viewed 24h, cart over 100" in profile.rules["segments"]
+    assert "Inactive subscribers" not in profile.rules["segments"]
+    again = runner.invoke(app, ["demo", "--events"], terminal_width=200)
+    assert again.exit_code == 0, again.output  # the same messageIds: stored once
+    with engine.connect() as conn:
+        from sqlalchemy import text
+
+        stored = conn.execute(text("SELECT count(*) FROM source_record WHERE source = 'site'"))
+        assert stored.scalar_one() == 4
+    engine.dispose()

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from . import demo as demo_module
 from . import lookup, render, runlog, views
@@ -717,20 +718,30 @@ def demo(
         ),
     ] = None,
     wait: WaitOption = None,
+    events: Annotated[
+        bool,
+        typer.Option(
+            "--events",
+            help="Then post a visitor's page views and add to cart through the event intake "
+            "(Segment's HTTP API, on a local port) and show their tags change.",
+        ),
+    ] = False,
 ) -> None:
     """Run the pipeline on the bundled sample exports (no credentials, no network), ending with
     the Mailchimp dry-run plan; with --audience, push it to a test audience of yours."""
     env = {k: v for k, v in os.environ.items() if k == "MAILCHIMP_API_KEY"
            or k.startswith("SYNCBRIDGE_MAILCHIMP__")}  # fmt: skip
     with _guard():
-        settings = demo_module.demo_settings(db.resolve(), env, audience)
+        settings = demo_module.demo_settings(db.resolve(), env, audience, events)
         state.store_url = settings.config.store.url
         with writer_lock(state.store_url, "demo", wait or 0.0):
             if reset:
                 demo_module.reset(db)
             fresh = not db.exists()
             moment = as_of or demo_module.SAMPLE_DATE
-            report = _cycle(settings, moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            report = _cycle(settings, moment)
+            followed = _events_part(settings, moment) if events else None
     out.print(
         f"[bold]syncbridge demo[/bold] into {db} "
         f"({'new cache' if fresh else 'continuing from the previous run; --reset starts over'})"
@@ -769,7 +780,54 @@ def demo(
     else:
         out.print("\n[bold]Mailchimp dry run[/bold] (no credentials: nothing is sent)")
         _print_plans(settings, engine, None)
+    if followed is not None:
+        _print_events_part(*followed)
     out.print("More: syncbridge profiles show EMAIL --demo · syncbridge status --demo")
+
+
+def _events_part(settings: Settings, moment: datetime) -> tuple[Any, ...]:
+    """`demo --events`: the followed person's tags, the events posted, another cycle, the tags."""
+    engine = open_engine(settings.config.store.url)
+    email = demo_module.EVENTS_PERSON
+    before = _tags_and_segments(engine, email)
+    body = demo_module.demo_events(moment)
+    url, status = demo_module.post_events(settings, engine, body)
+    report = _cycle(settings, moment)
+    return email, body["batch"], url, status, before, _tags_and_segments(engine, email), report
+
+
+def _tags_and_segments(engine: Any, email: str) -> tuple[list[str], list[str], str | None]:
+    found = views.find_profile(engine, email, events=0)
+    rules = (found.rules or {}) if found is not None else {}
+    content = rules.get("content") or {}
+    return (
+        sorted(rules.get("tags") or []),
+        sorted(rules.get("segments") or []),
+        (content.get("headline") if isinstance(content, dict) else None),
+    )
+
+
+def _print_events_part(
+    email: str, batch: list[dict[str, Any]], url: str, status: int,
+    before: tuple[Any, ...], after: tuple[Any, ...], report: Any,
+) -> None:  # fmt: skip
+    out.print(
+        f"\n[bold]Events through the intake[/bold]: POST {url}, {len(batch)} events: {status}"
+    )
+    for message in batch:
+        what = message.get("event") or message["type"]
+        who = message.get("traits", {}).get("email") or message.get("anonymousId")
+        out.print(f"  {message['timestamp']}  {what:<15} {who}", highlight=False)
+    _print_cycle(report)
+    rows = [("tags", before[0], after[0]), ("segments", before[1], after[1]),
+            ("headline", [before[2] or "—"], [after[2] or "—"])]  # fmt: skip
+    table = Table(title=f"{email} before and after the events")
+    for column in ("", "before", "after"):
+        table.add_column(column)
+    for name, was, now in rows:
+        added = [f"[green]{t}[/green]" if t not in was else t for t in now]
+        table.add_row(name, ", ".join(was) or "—", ", ".join(added) or "—")
+    out.print(table)
 
 
 def _print_plans(settings: Settings, engine: Any, json_out: Path | None) -> None:
