@@ -67,6 +67,9 @@ class Stream(ABC):
     """The declared cursor: the engine keeps its high-water mark from the records' values."""
     snapshot: bool = False
     """True when a full read returns every live record, so records not returned were deleted."""
+    in_process_only: ClassVar[bool] = False
+    """True for a stream that acknowledges what it read once the engine stored it (a bus):
+    it is read in the writing process, never in a producer process ahead of the writes."""
 
     @property
     def key_columns(self) -> tuple[str, ...]:

@@ -113,7 +113,10 @@ def ingest_streams(engine: Engine, jobs: list[StreamIngest], workers: int = 2) -
         statistics = TableStatistics(engine)
         writers = [_StreamWriter(engine, job, statistics) for job in jobs]
         forking = "fork" in multiprocessing.get_all_start_methods()
-        produced = [w for w in writers if forking and w.job.parallel and w.first_read]
+        produced = [
+            w for w in writers
+            if forking and w.job.parallel and w.first_read and not w.job.stream.in_process_only
+        ]  # fmt: skip
         if produced:
             failures += _write_produced(produced, max(1, workers))
         for writer in writers:
