@@ -418,3 +418,48 @@ def test_the_engine_never_moves_a_cursor_back(engine: Engine) -> None:
     stats = ingest_stream(engine, StreamIngest("src", stream, RecordTransformer(PERSON_MAPPING)))
     assert stats.inserted == 2  # the records of the page are stored all the same
     assert load_cursor(engine, "src", "people") == "2026-11-20T10:00:00Z"
+
+
+def test_a_read_abandoned_by_an_error_is_closed_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connector's read ends (its cursor and transaction closed, a bus's page handed back)
+    as soon as the writing fails, not when the collector finds the generator: while the
+    error is held (as a caller or a test holds it), the read is already closed."""
+    from collections.abc import Iterator
+
+    from syncbridge import ingest as ingest_module
+    from syncbridge.connectors import Page
+    from syncbridge.ingest import StreamIngest
+    from syncbridge.transform import RecordTransformer
+
+    from .streams import PERSON_MAPPING, ListStream
+
+    closed: list[str] = []
+
+    class HoldingStream(ListStream):
+        def read(self, cursor: Any | None) -> Iterator[Page]:
+            try:
+                yield from super().read(cursor)
+            finally:
+                closed.append("closed")
+
+    writes = 0
+    write = ingest_module._StreamWriter.write
+
+    def failing(writer: Any, page: Any) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            raise RuntimeError("disk full")
+        write(writer, page)
+
+    monkeypatch.setattr(ingest_module._StreamWriter, "write", failing)
+    engine = open_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    records = [{"id": str(i), "email": f"p{i}@gmail.com"} for i in range(30)]
+    job = StreamIngest("crm", HoldingStream("contacts", records, 10),
+                       RecordTransformer(PERSON_MAPPING, "US"))  # fmt: skip
+    with pytest.raises(RuntimeError, match="disk full") as held:
+        ingest_module.ingest_stream(engine, job)
+    assert held.value is not None and closed == ["closed"]
+    engine.dispose()

@@ -18,8 +18,8 @@ import logging
 import multiprocessing
 import os
 import queue
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,8 +123,9 @@ def ingest_streams(engine: Engine, jobs: list[StreamIngest], workers: int = 2) -
             if writer not in produced:
                 writer.announce()
                 try:
-                    for page in writer.job.stream.read(writer.cursor):
-                        writer.write(prepare_page(page, writer.job.stream.primary_key))
+                    with closing_pages(writer.job.stream.read(writer.cursor)) as pages:
+                        for page in pages:
+                            writer.write(prepare_page(page, writer.job.stream.primary_key))
                 except SyncbridgeError as exc:
                     failures.append(_failed(writer, exc))
                     continue
@@ -339,12 +340,27 @@ def _produce(index: int, job: StreamIngest, cursor: Any, pages: Any, parent: int
     with suppress(OSError):
         os.nice(_PRODUCER_NICENESS)
     try:
-        for page in job.stream.read(cursor):
-            prepared = prepare_page(page, job.stream.primary_key, job.transformer)
-            pages.put((index, prepared.to_wire()))
+        with closing_pages(job.stream.read(cursor)) as read:
+            for page in read:
+                prepared = prepare_page(page, job.stream.primary_key, job.transformer)
+                pages.put((index, prepared.to_wire()))
         pages.put((index, None))
     except BaseException as exc:  # the parent records it as the stream's failure
         pages.put((index, reported(f"{job.source}/{job.stream.name}", exc)))
+
+
+@contextmanager
+def closing_pages(pages: Iterator[Page]) -> Iterator[Iterator[Page]]:
+    """A stream's pages, closed however the reading ends. A read abandoned by an error is
+    closed at once, not whenever the collector gets to it (it may sit in a reference cycle
+    with the error's traceback while collections are rare): its server-side cursor and
+    transaction end, and a bus hands its unstored page back, before anything else runs."""
+    try:
+        yield pages
+    finally:
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()
 
 
 def append_records(engine: Engine, job: StreamIngest, records: list[dict[str, Any]]) -> int:
