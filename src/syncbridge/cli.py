@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -28,7 +28,7 @@ from .connectors import available_connectors, build_connector
 from .daemon import DaemonOptions, run_daemon
 from .daemon import status as daemon_status
 from .destinations import queue
-from .errors import CacheBusyError, ConfigError, FatalError, SyncbridgeError
+from .errors import CacheBusyError, ConfigError, FatalError, Problem, SyncbridgeError
 from .logs import log_context, setup_logging
 from .pipeline import (
     CycleReport,
@@ -61,7 +61,10 @@ from .store.migrate import current_revision, upgrade
 from .store.writer_lock import writer_lock
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 db_app = typer.Typer(no_args_is_help=True, help="Manage the profile cache's schema.")
 profiles_app = typer.Typer(no_args_is_help=True, help="Look at resolved profiles.")
@@ -75,6 +78,23 @@ app.add_typer(segments_app, name="segments")
 out = Console()
 err = Console(stderr=True)
 log = logging.getLogger("syncbridge")
+
+
+def _flags_without_a_type() -> None:
+    """typer 0.29 shows every on/off option with its type (`--once <bool>`, `--help <bool>`),
+    as if it took a value. Show flags bare, as every other CLI does (tests/test_cli_help.py
+    checks every command's help, so a typer that changes this is noticed)."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_bool_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_a_type()
 
 ConfigOption = Annotated[
     Path,
@@ -94,20 +114,52 @@ class _State:
 state = _State()
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out.print(f"syncbridge {version('syncbridge')}", highlight=False)
+        except PackageNotFoundError:  # run from a source tree without installing
+            out.print("syncbridge (not installed)")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     log_format: Annotated[
-        str | None, typer.Option("--log-format", help="text or json (overrides the config).")
+        Literal["text", "json"] | None,
+        typer.Option("--log-format", help="How log lines look (overrides the config)."),
     ] = None,
-    log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, …")] = None,
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None,
+        typer.Option(
+            "--log-level",
+            help="The least severe lines shown (overrides the config).",
+            case_sensitive=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
 ) -> None:
-    """syncbridge: sync CRM and commerce data into Mailchimp."""
-    if log_format not in (None, "text", "json"):
-        raise typer.BadParameter("--log-format must be text or json")
+    """syncbridge keeps Mailchimp audiences in step with your CRM, shop and site: it pulls
+    Salesforce, SQL databases, Shopify and other exports, site events and an event bus into a
+    local profile cache,
+    merges each person's records into one profile, computes traits, behaviour tags and
+    segments, and pushes merge fields and tags to Mailchimp for your campaigns.
+
+    Start with: `syncbridge demo` (sample data, no credentials) · `syncbridge init` (a config
+    of your own) · `syncbridge validate` · `syncbridge run --once` · `syncbridge plan` (what a
+    push would send) · `syncbridge daemon` (run as a service).
+
+    `--log-format` and `--log-level` may also follow the command (`run --once --log-format
+    json`)."""
     if log_level is not None:
-        log_level = log_level.upper()
-        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise typer.BadParameter("--log-level must be DEBUG, INFO, WARNING or ERROR")
+        log_level = log_level.upper()  # type: ignore[assignment]
     state.log_format, state.log_level = log_format, log_level
     _set_logging(log_level or "INFO", log_format or "text")
 
@@ -904,16 +956,29 @@ def _print_push(result: PushReport) -> None:
             out.print(f"  … {len(a.errors) - 10} more refusals (see syncbridge status)")
 
 
+def _demo_settings(audience: str | None = None) -> Settings:
+    """The demo's setup over the demo's cache (which `syncbridge demo` must have made)."""
+    db = Path(demo_module.DEMO_DB).resolve()
+    if not db.exists():
+        raise ConfigError([Problem(str(db), "", "no demo cache here yet: run `syncbridge demo`")])
+    env = {k: v for k, v in os.environ.items() if k == "MAILCHIMP_API_KEY"
+           or k.startswith("SYNCBRIDGE_MAILCHIMP__")}  # fmt: skip
+    settings = demo_module.demo_settings(db, env, audience)
+    state.store_url = settings.config.store.url
+    return settings
+
+
 @app.command()
 def plan(
     config: ConfigOption = Path("config.toml"),
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the whole plan as JSON ('-': stdout).")
     ] = None,
+    demo: DemoOption = False,
 ) -> None:
     """Dry run: what the next push would send to Mailchimp, from the cache alone."""
     with _guard():
-        settings = _settings(config)
+        settings = _demo_settings() if demo else _settings(config)
         _print_plans(settings, open_engine(settings.config.store.url), json_out)
 
 
@@ -922,10 +987,28 @@ def push_command(
     config: ConfigOption = Path("config.toml"),
     allow_mass_removal: AllowMassRemoval = False,
     wait: WaitOption = None,
+    demo: DemoOption = False,
+    audience: Annotated[
+        str | None,
+        typer.Option(
+            help="With --demo: the id of a test audience of yours to push into "
+            "(key: $MAILCHIMP_API_KEY)."
+        ),
+    ] = None,
 ) -> None:
     """Apply the plan: provision, read back Mailchimp's changes, send batches, acknowledge."""
     with _guard():
-        settings = _settings(config)
+        if demo and not audience:
+            raise ConfigError(
+                [
+                    Problem(
+                        "push --demo",
+                        "--audience",
+                        "give the id of a test audience to push the demo into",
+                    )
+                ]
+            )
+        settings = _demo_settings(audience) if demo else _settings(config)
         with writer_lock(settings.config.store.url, "push", wait or 0.0):
             engine = open_engine(settings.config.store.url)
             client = MailchimpClient(settings.config.mailchimp)
@@ -938,10 +1021,36 @@ def push_command(
     _print_push(result)
 
 
+GLOBAL_OPTIONS = ("--log-format", "--log-level")
+
+
+def global_options_first(argv: list[str]) -> list[str]:
+    """The arguments with `--log-format X` / `--log-level X` moved before the command, where
+    the parser takes them, wherever the user typed them (`run --once --log-format json`)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg in GLOBAL_OPTIONS and i + 1 < len(argv):
+            front += argv[i : i + 2]
+            i += 2
+            continue
+        if arg.split("=", 1)[0] in GLOBAL_OPTIONS and "=" in arg:
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        app(args=global_options_first(sys.argv[1:]), prog_name="syncbridge")
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception:  # a bug: say so, with a traceback that has secrets masked

@@ -1,0 +1,76 @@
+"""The command line a newcomer meets first (issue 16, point 1): what `--help` says, flags shown
+as flags, choices listed, `--version`, global options after the command, `--demo` on plan
+and push."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from syncbridge.cli import app, global_options_first
+
+runner = CliRunner()
+
+
+def _commands(group: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [path]
+    for name, command in getattr(group, "commands", {}).items():
+        found += _commands(command, (*path, name))
+    return found
+
+
+def test_no_command_shows_a_flag_as_taking_a_value() -> None:
+    commands = _commands(typer.main.get_command(app))
+    assert len(commands) > 15
+    for path in commands:
+        result = runner.invoke(app, [*path, "--help"], terminal_width=200)
+        assert result.exit_code == 0, (path, result.output)
+        assert "<bool>" not in result.output, path
+
+
+def test_the_help_says_what_syncbridge_does_and_where_to_start() -> None:
+    result = runner.invoke(app, ["--help"], terminal_width=200)
+    text = " ".join(result.output.split())
+    assert text.find("syncbridge keeps Mailchimp audiences in step") < text.find("Options")
+    for step in ("syncbridge demo", "syncbridge init", "syncbridge validate",
+                 "syncbridge run --once", "syncbridge plan", "syncbridge daemon"):  # fmt: skip
+        assert step in text
+    assert "<text|json>" in text and "<debug|info|warning|error>" in text
+    assert "parse arguments" not in text  # the module's docstring is for developers
+
+
+def test_version_and_bad_choices() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("syncbridge ")
+    bad = runner.invoke(app, ["--log-format", "xml", "status"], terminal_width=200)
+    assert bad.exit_code == 2
+    assert "'xml' is not one of 'text'," in bad.output and "'json'" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("typed", "parsed"),
+    [
+        (["run", "--once", "--log-format", "json"], ["--log-format", "json", "run", "--once"]),
+        (["status", "--log-level=DEBUG", "--demo"], ["--log-level=DEBUG", "status", "--demo"]),
+        (["--log-level", "info", "plan"], ["--log-level", "info", "plan"]),
+        (["run", "--", "--log-format", "x"], ["run", "--", "--log-format", "x"]),
+    ],
+)
+def test_global_options_may_follow_the_command(typed: list[str], parsed: list[str]) -> None:
+    assert global_options_first(typed) == parsed
+
+
+def test_plan_and_push_take_the_demo_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAILCHIMP_API_KEY", raising=False)
+    missing = runner.invoke(app, ["plan", "--demo"], terminal_width=200)
+    assert missing.exit_code != 0 and "run `syncbridge demo`" in missing.output
+    assert runner.invoke(app, ["demo"]).exit_code == 0
+    planned = runner.invoke(app, ["plan", "--demo"], terminal_width=200)
+    assert planned.exit_code == 0 and "Plan for audience customers" in planned.output
+    pushed = runner.invoke(app, ["push", "--demo"], terminal_width=200)
+    assert pushed.exit_code != 0 and "--audience" in pushed.output
