@@ -74,3 +74,26 @@ def test_plan_and_push_take_the_demo_cache(tmp_path: Path, monkeypatch: pytest.M
     assert planned.exit_code == 0 and "Plan for audience customers" in planned.output
     pushed = runner.invoke(app, ["push", "--demo"], terminal_width=200)
     assert pushed.exit_code != 0 and "--audience" in pushed.output
+
+
+def test_plan_json_lists_who_is_skipped_and_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16, point 4: each member left out, with the reason; "no consent recorded" is
+    not counted as an opt-out."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAILCHIMP_API_KEY", raising=False)
+    assert runner.invoke(app, ["demo"]).exit_code == 0
+    result = runner.invoke(app, ["plan", "--demo", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    (plan,) = json.loads(result.stdout)
+    reasons: dict[str, list[str]] = {}
+    for item in plan["skipped"]:
+        reasons.setdefault(item["reason"], []).append(item["email"])
+    assert {"no consent recorded", "opted out", "invalid email"} <= set(reasons)
+    assert "rachel_morris at fastmail.com" in reasons["invalid email"]  # a broken sample address
+    assert {r: len(e) for r, e in reasons.items()} == {
+        r.removeprefix("skipped: "): n for r, n in plan["counts"].items() if r.startswith("skipped")
+    }

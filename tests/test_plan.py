@@ -133,7 +133,7 @@ def test_failed_member_is_not_retried_until_it_changes() -> None:
     desired = member(True, FNAME="Ann")
     plan = Plan(AUDIENCE)
     plan_member(plan, 1, desired, acked(error_hash=desired.state_hash, status=None), {})
-    assert plan.empty and plan.skipped["failed before, unchanged since"] == 1
+    assert plan.empty and plan.skipped["refused before, unchanged since"] == 1
     changed = member(True, FNAME="Anna")
     plan_member(plan, 1, changed, acked(error_hash=desired.state_hash, status=None), {})
     assert len(plan.upserts) == 1

@@ -50,6 +50,8 @@ class Planner:
         """Profiles leaving the audience with an acknowledged address: planned last."""
         self._leaving: dict[str, int] = {}
         """Their addresses → the profile."""
+        self._invalid: dict[int, str] = {}
+        """Profiles of this chunk whose address is not a valid one: skipped, and said so."""
         self.taken: set[str] = set()
         """Addresses of leavers that another profile holds or wants: not archived."""
 
@@ -120,6 +122,8 @@ class Planner:
             tags = frozenset(rule_tags or ()) | segments if rule_tags or segments else segments
             outside = audience.segment is not None and audience.segment not in segments
             desired[pid] = None if deleted or outside else rules.desire(pid, values, tags)
+            if desired[pid] is None and not deleted and not outside and attributes.get("email"):
+                self._invalid[pid] = str(attributes["email"])  # an address that did not clean
         return desired
 
     def _plan(
@@ -142,6 +146,12 @@ class Planner:
         taken = frozenset(self.taken)
         for pid in ids:
             plan_member(plan, pid, desired.get(pid), acked.get(pid), statuses, taken, left_behind)
+            if pid in self._invalid:
+                known = acked.get(pid)
+                if known is None or not known.email or known.status in (None, "archived"):
+                    plan.skip(self._invalid.pop(pid), "invalid email")
+                else:
+                    self._invalid.pop(pid)
         return plan
 
 

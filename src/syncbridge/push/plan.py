@@ -74,6 +74,8 @@ class Plan:
     fields_to_create: list[str] | None = None
     tags_to_create: list[str] | None = None
     """Known only when the plan was checked against Mailchimp (None: not checked)."""
+    skipped_members: list[tuple[str, str]] = field(default_factory=list)
+    """(email, reason) of each member left out: the details behind `skipped`."""
     respelled: dict[str, str] = field(default_factory=dict)
     """Data tags that differ from a declared tag only in case: {as found: as sent}."""
     done: list[int] = field(default_factory=list)
@@ -98,10 +100,16 @@ class Plan:
         self.untags += other.untags
         for reason, n in other.skipped.items():
             self.skipped[reason] += n
+        self.skipped_members += other.skipped_members
         self.unchanged += other.unchanged
         self.done += other.done
         self.released += other.released
         self.tags_had.update(other.tags_had)
+
+    def skip(self, email: str, reason: str) -> None:
+        """Leave a member out, for a reason the plan shows (counted, and listed by --json)."""
+        self.skipped[reason] += 1
+        self.skipped_members.append((email, reason))
 
     def counts(self) -> dict[str, int]:
         return {
@@ -189,7 +197,7 @@ def plan_member(
             plan.done.append(profile_id)
         return
     if acked is not None and acked.error_hash == desired.state_hash:
-        plan.skipped["failed before, unchanged since"] += 1
+        plan.skip(desired.email, "refused before, unchanged since")
         plan.done.append(profile_id)
         return
     current = statuses.get(desired.hash)
@@ -200,12 +208,13 @@ def plan_member(
         elif audience.removal == "archive":  # taken: the old member leaves, the new one is used
             plan.archives.append(Removal(profile_id, acked.email, acked.tags, replaced=True))
     if current == "archived" and not audience.recreate_archived:
-        plan.skipped["archived in Mailchimp"] += 1
+        plan.skip(desired.email, "archived in Mailchimp")
         plan.done.append(profile_id)
         return
     status = status_for(desired, None if current == "archived" else current, audience)
     if status is None:
-        plan.skipped["no consent" if desired.consent is None else "opted out"] += 1
+        reason = "no consent recorded" if desired.consent is None else "opted out"
+        plan.skip(desired.email, reason)
         plan.done.append(profile_id)
         return
     same_member = acked is not None and acked.email == desired.email and current is not None
@@ -260,4 +269,5 @@ def plan_as_dict(plan: Plan) -> dict[str, Any]:
         "untags": [r.email for r in plan.untags],
         "merge_fields_to_create": plan.fields_to_create,
         "tags_to_create": plan.tags_to_create,
+        "skipped": [{"email": email, "reason": why} for email, why in plan.skipped_members],
     }
