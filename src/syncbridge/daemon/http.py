@@ -1,5 +1,6 @@
 """The daemon's HTTP server: health, readiness, Prometheus metrics and the admin endpoints.
 
+    GET  /                        the status page (`page.py`; the admin token when one is set)
     GET  /healthz                 200 while the process serves requests
     GET  /readyz                  200, or 503 with the reasons as JSON (cache unreachable,
                                   a consumer failing for longer than `[daemon] ready_failing_s`)

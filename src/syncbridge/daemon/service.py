@@ -52,6 +52,7 @@ from . import metrics, runs, work
 from .gate import GatedClient, ShuttingDown
 from .http import HttpServer, build_app
 from .leases import JobBoard, agent_name, job_rows
+from .page import page_routes
 from .reload import Watched, reload
 
 log = logging.getLogger("syncbridge.daemon")
@@ -218,6 +219,7 @@ class Daemon:
         token = daemon.admin_token.get_secret_value() if daemon.admin_token else None
         intake = build_intake(lambda: self.settings, self.engine)
         routes, self.intake = intake if intake is not None else ([], None)
+        routes = [*page_routes(self.engine, token), *routes]
         self.http = HttpServer(build_app(self, token, routes), daemon.http or "")
         self.http.start()
         if self.intake is not None:
