@@ -97,3 +97,16 @@ def test_plan_json_lists_who_is_skipped_and_why(
     assert {r: len(e) for r, e in reasons.items()} == {
         r.removeprefix("skipped: "): n for r, n in plan["counts"].items() if r.startswith("skipped")
     }
+
+
+def test_segments_preview_shows_the_merge_values_a_member_would_get(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16, point 6: which HEADLINE a VIP sees, not only their traits."""
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["demo"]).exit_code == 0
+    result = runner.invoke(app, ["segments", "preview", "VIP", "--demo", "--limit", "2"],
+                           terminal_width=400)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "What they would get in audience customers" in result.output
+    assert "HEADLINE" in result.output and "Early access, just for you" in result.output

@@ -38,6 +38,7 @@ from .pipeline import (
     run_cycle,
     select_streams,
 )
+from .push.chunks import Planner, list_chunks
 from .push.client import MailchimpClient
 from .push.guard import mass_removal
 from .push.plan import plan_as_dict
@@ -665,11 +666,14 @@ def _explanations(config: Path, demo: bool, view: views.ProfileView) -> dict[str
 
 def _segment_names(config: Path, demo: bool) -> list[str]:
     """Configured segment names (so that empty segments are listed too)."""
-    if demo:
-        settings = demo_module.demo_settings(Path(demo_module.DEMO_DB).resolve())
-    else:
-        settings = _settings(config)
+    settings = _preview_settings(config, demo)
     return [s.name for s in settings.rules.segments] if settings.rules else []
+
+
+def _preview_settings(config: Path, demo: bool) -> Settings:
+    if demo:
+        return demo_module.demo_settings(Path(demo_module.DEMO_DB).resolve())
+    return _settings(config)
 
 
 @segments_app.callback(invoke_without_command=True)
@@ -702,10 +706,31 @@ def segments_preview(
         raise typer.Exit(1)
     count = views.segment_counts(engine).get(name, 0)
     out.print(f"[bold]{name}[/bold]: {count} member(s)")
-    for member in views.segment_sample(engine, name, limit):
+    sample = views.segment_sample(engine, name, limit)
+    for member in sample:
         traits = ", ".join(f"{k}={v}" for k, v in list(member["traits"].items())[:4])
         out.print(f"  {member['email'] or '(no email)'}  {member['first_name'] or ''}  {traits}",
                   highlight=False)  # fmt: skip
+    settings = _preview_settings(config, demo)
+    for audience in settings.config.mailchimp.audiences:
+        _print_merge_preview(engine, audience, [m["id"] for m in sample], declared_tags(settings))
+
+
+def _print_merge_preview(engine: Any, audience: Any, ids: list[int], declared: Any) -> None:
+    """What these members would get in the audience: their merge fields and tags, a line each
+    (readable at any terminal width)."""
+    if not ids:
+        return
+    desired = Planner(engine, audience, list_chunks(ids), declared).desired(ids)
+    out.print(f"What they would get in audience {audience.name} (merge fields; tags):")
+    for pid in ids:
+        member = desired.get(pid)
+        if member is None:
+            out.print("  (not in this audience: no valid email, or outside its segment)")
+            continue
+        fields = ", ".join(f"{tag}={value}" for tag, value in member.merge_fields.items())
+        tags = ", ".join(sorted(member.tags)) or "no tags"
+        out.print(f"  {member.email}: {fields}; {tags}", highlight=False, markup=False)
 
 
 @db_app.command("upgrade")

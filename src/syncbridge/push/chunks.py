@@ -104,6 +104,11 @@ class Planner:
             acked = acked_states(conn, self.audience.name, ids)
             return self._plan(conn, ids, self._desire(conn, ids), acked)
 
+    def desired(self, ids: list[int]) -> dict[int, DesiredMember | None]:
+        """The member each of these profiles should be (what `segments preview` shows)."""
+        with self.engine.connect() as conn:
+            return self._desire(conn, ids)
+
     # ------------------------------------------------------------------ internals
 
     def _desire(self, conn: Connection, ids: list[int]) -> dict[int, DesiredMember | None]:
