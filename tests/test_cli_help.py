@@ -110,3 +110,20 @@ def test_segments_preview_shows_the_merge_values_a_member_would_get(
     assert result.exit_code == 0, result.output
     assert "What they would get in audience customers" in result.output
     assert "HEADLINE" in result.output and "Early access, just for you" in result.output
+
+
+def test_without_a_terminal_progress_is_a_few_lines_not_one_per_member(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 16, point 3: a push of 133 members once logged 133 lines."""
+    import logging
+
+    from syncbridge import cli
+
+    with caplog.at_level(logging.INFO, logger="syncbridge"), cli._progress() as hook:
+        assert hook is not None
+        for _ in range(133):
+            hook("new members", 1)
+        hook("tag additions", 500)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("new", "tag"))]
+    assert lines == ["new members: 1", "tag additions: 500", "new members: 133"]

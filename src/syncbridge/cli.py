@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -189,18 +190,33 @@ def _settings(config: Path) -> Settings:
     return settings
 
 
+PROGRESS_LOG_S = 10.0
+"""Without a terminal, a progress count is logged at most this often (and once at the end)."""
+
+
 @contextmanager
 def _progress() -> Iterator[ProgressHook | None]:
     """A live progress display on a terminal; plain log lines otherwise."""
     if not err.is_terminal or state.log_format == "json":
         totals: dict[str, int] = {}
+        shown: dict[str, tuple[float, int]] = {}  # label → (when, total) last logged
 
-        def log_page(label: str, n: int) -> None:
-            totals[label] = totals.get(label, 0) + n
+        def line(label: str) -> None:
+            shown[label] = (time.monotonic(), totals[label])
             log.info("%s: %d", label, totals[label], extra={"progress": label,
                                                              "count": totals[label]})  # fmt: skip
 
+        def log_page(label: str, n: int) -> None:
+            """A line when a count starts and then at most every PROGRESS_LOG_S: a push of
+            thousands of members is a few lines in a service's log, not one per member."""
+            totals[label] = totals.get(label, 0) + n
+            if label not in shown or time.monotonic() - shown[label][0] >= PROGRESS_LOG_S:
+                line(label)
+
         yield log_page
+        for label in totals:  # the final counts, where the last line did not show them
+            if shown[label][1] != totals[label]:
+                line(label)
         return
     columns = (
         SpinnerColumn(),
