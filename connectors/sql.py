@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -62,6 +64,22 @@ from . import describe_rows
 
 log = logging.getLogger(__name__)
 _UNSET = {"", "0", "false", "f", "no", "n"}
+
+
+def _own_connections_after_fork(engine: Engine) -> None:
+    """A forked producer process must not use the connections it inherited from its parent
+    (settings checks open one to look the table up): the two processes would share one
+    socket, and a producer killed mid-read would leave that session in its transaction,
+    holding its locks for as long as the parent lives. The child forgets the pool, without
+    closing the parent's connections (SQLAlchemy's recipe for os.fork)."""
+    reference = weakref.ref(engine)
+
+    def forget() -> None:
+        alive = reference()
+        if alive is not None:
+            alive.dispose(close=False)
+
+    os.register_at_fork(after_in_child=forget)
 
 
 class SqlOptions(SourceOptions):
@@ -289,6 +307,7 @@ class SqlConnector(Connector):
                 connect_args["connect_timeout"] = options.connect_timeout_s
             try:
                 self._engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+                _own_connections_after_fork(self._engine)
             except (NoSuchModuleError, ModuleNotFoundError) as exc:
                 raise FatalError(
                     f"source {self.source.name!r}: no driver for {url.drivername!r} "

@@ -321,3 +321,40 @@ def test_connectors_describe_lists_a_tables_columns_with_types_and_samples(
     assert "VARCHAR(200)" in rows["email"] and "person1@gmail.com" in rows["email"]
     assert "DATETIME" in rows["updated_at"] and "2026-03-01T12:00:01Z" in rows["updated_at"]
     assert "100%" in rows["deleted_at"]  # never set in the sample
+
+
+@pytest.fixture
+def server_harness(tmp_path: Path) -> Any:
+    url = os.environ.get("SYNCBRIDGE_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("SYNCBRIDGE_TEST_POSTGRES_URL is not set")
+    harness = SqlHarness(tmp_path, url)
+    yield harness
+    harness.close()
+
+
+def test_a_producer_killed_mid_read_leaves_no_session_holding_the_table(
+    server_harness: SqlHarness,
+) -> None:
+    """A forked producer reads on connections of its own: killed mid-read, its session ends
+    with it. (It once read on the connection the parent had opened to look the table up; the
+    parent kept that socket open, so the session stayed in its transaction, holding a lock,
+    and a DROP TABLE waited forever.)"""
+    import multiprocessing
+
+    server_harness.put(people(1, 30))
+    stream = _stream(server_harness, page_size=5)
+    stream.source()  # the parent looks the table up: a pooled connection, as validate does
+
+    def read_one_page_then_die() -> None:
+        pages = stream.read(None)
+        next(pages)
+        os._exit(0)  # killed mid-read, `pages` still open: nothing is closed
+
+    child = multiprocessing.get_context("fork").Process(target=read_one_page_then_die)
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    with server_harness.db.begin() as conn:
+        conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+        conn.execute(text(f"LOCK TABLE {server_harness.name} IN ACCESS EXCLUSIVE MODE"))
