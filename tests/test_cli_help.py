@@ -127,3 +127,21 @@ def test_without_a_terminal_progress_is_a_few_lines_not_one_per_member(
         hook("tag additions", 500)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("new", "tag"))]
     assert lines == ["new members: 1", "tag additions: 500", "new members: 133"]
+
+
+def test_the_live_display_hears_when_the_cycle_moves_to_the_next_stage(tmp_path: Path) -> None:
+    """Issue 16, point 3: the stream counts stop spinning once resolution starts."""
+    from syncbridge.demo import demo_settings
+    from syncbridge.pipeline import STAGE, run_cycle
+    from syncbridge.store.engine import open_engine
+
+    settings = demo_settings(tmp_path / "demo.db")
+    heard: list[str] = []
+    run_cycle(
+        settings, open_engine(settings.config.store.url), lambda label, n: heard.append(label)
+    )
+    stages = [label.removeprefix(STAGE) for label in heard if label.startswith(STAGE)]
+    assert stages == ["resolving identities", "evaluating rules"]
+    first_stage = heard.index(STAGE + "resolving identities")
+    assert all(label.endswith("records read") for label in heard[:first_stage])
+    assert heard[first_stage - 1].endswith("records read")

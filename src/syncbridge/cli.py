@@ -32,6 +32,7 @@ from .destinations import queue
 from .errors import CacheBusyError, ConfigError, FatalError, Problem, SyncbridgeError
 from .logs import log_context, setup_logging
 from .pipeline import (
+    STAGE,
     CycleReport,
     ProgressHook,
     declared_tags,
@@ -209,6 +210,8 @@ def _progress() -> Iterator[ProgressHook | None]:
         def log_page(label: str, n: int) -> None:
             """A line when a count starts and then at most every PROGRESS_LOG_S: a push of
             thousands of members is a few lines in a service's log, not one per member."""
+            if label.startswith(STAGE):  # the cycle's own log line says it already
+                return
             totals[label] = totals.get(label, 0) + n
             if label not in shown or time.monotonic() - shown[label][0] >= PROGRESS_LOG_S:
                 line(label)
@@ -221,18 +224,34 @@ def _progress() -> Iterator[ProgressHook | None]:
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
-        TextColumn("{task.completed:,}"),
+        TextColumn("{task.fields[count]}"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=err, transient=False) as progress:
         tasks: dict[str, Any] = {}
 
+        def finish_all() -> None:
+            for task in progress.tasks:
+                if not task.finished:
+                    progress.update(
+                        task.id, total=task.completed or 1, completed=task.completed or 1
+                    )
+
+        counts: dict[str, int] = {}
+
         def advance(label: str, n: int) -> None:
+            if label.startswith(STAGE):  # a new stage: the counts so far are done
+                finish_all()
+                name = label.removeprefix(STAGE) + " …"
+                tasks[label] = progress.add_task(name, total=None, count="")
+                return
             if label not in tasks:
-                tasks[label] = progress.add_task(label, total=None)
-            progress.advance(tasks[label], n)
+                tasks[label] = progress.add_task(label, total=None, count="0")
+            counts[label] = counts.get(label, 0) + n
+            progress.update(tasks[label], advance=n, count=f"{counts[label]:,}")
 
         yield advance
+        finish_all()
 
 
 def _fail(exc: BaseException, code: int = 1) -> typer.Exit:

@@ -137,6 +137,16 @@ def declared_tags(settings: Settings) -> tuple[str, ...]:
     return tuple(names)
 
 
+STAGE = "stage: "
+"""A progress label that starts with this says the cycle moved on to a stage (count 0): a
+live display stops the earlier counts' spinners and shows the stage instead."""
+
+
+def _stage_started(progress: ProgressHook | None, what: str) -> None:
+    if progress is not None:
+        progress(STAGE + what, 0)
+
+
 def push_upstream(settings: Settings) -> str:
     """The journal kind that tells destinations a desired member may have changed: the rules'
     entries when a rules file is configured (they follow evaluation), else identity's."""
@@ -286,6 +296,7 @@ def _stages(
         failed = exc
     _log_stage("ingest", {k: v.as_dict() for k, v in report.streams.items()})
     log.info("resolving identities")
+    _stage_started(progress, "resolving identities")
     with metrics.stage("identity"):
         report.resolve = resolve_pending(engine, config.identity, report.run_id)
     _log_stage("identity", report.resolve.as_dict())
@@ -294,12 +305,14 @@ def _stages(
     with metrics.stage("rules"):
         if settings.rules is not None:
             log.info("evaluating rules")
+            _stage_started(progress, "evaluating rules")
             report.rules = run_rules(engine, settings.rules, now)
             _log_stage("rules", report.rules.as_dict())
         else:
             hand_over(engine)
     if config.mailchimp.audiences and (client or config.mailchimp.api_key):
         log.info("pushing to Mailchimp")
+        _stage_started(progress, "pushing to Mailchimp")
         client = client or MailchimpClient(config.mailchimp)
         with metrics.stage("push"):
             report.push = push(
