@@ -10,6 +10,12 @@ with it (atomically, as an export job would). For each change the time from the 
 file to the fake holding the new FNAME is measured. Then one bulk change of `--bulk` rows
 checks that a load still goes in full 500-member batches.
 
+With `--events` each change is an event instead (issue 15): a `Product Added` posted to the
+daemon's intake (`/v1/track`, Segment's shape, the person named by `context.traits.email`),
+measured from the POST until the person has the rules' `Added_to_Cart` tag in the fake: the
+path through the intake's group commit, identity resolution, the rules and the destination's
+tag call. No bulk change follows.
+
 Prints one JSON object: p50, p95, p99 and max latency, the batch-subscribe calls the changes
 took (micro-batches), the bulk load's calls and time, and the calibration loop's seconds.
 """
@@ -17,15 +23,18 @@ took (micro-batches), the bulk load's calls and time, and the calibration loop's
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +76,59 @@ def row(i: int, name: str) -> dict[str, str]:
     return {"id": f"c{i}", "email": f"person{i}@gmail.com", "first_name": name, "optin": "yes"}
 
 
-def config_text(folder: Path, fake: FakeMailchimp, args: argparse.Namespace) -> str:
+WRITE_KEY = "bench-write-key"
+
+
+RULES = """
+[[tags]]
+name = "Added_to_Cart"   # as in mappings/rules.toml
+event = "added_to_cart"
+within = "7d"
+"""
+
+
+def events_config(port: int, folder: Path) -> str:
+    """`--events`: the intake on `port`, stored through mappings/events.toml, and the rules'
+    `Added_to_Cart` tag, which each event should earn its person."""
+    (folder / "rules.toml").write_text(RULES)
     return f"""
+[intake]
+write_keys = ["{WRITE_KEY}"]
+[rules]
+file = "{folder / "rules.toml"}"
+[[sources]]
+name = "site"
+connector = "intake"
+streams = [{{ name = "events", mapping = "{ROOT / "mappings" / "events.toml"}" }}]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def post_event(port: int, i: int, n: int) -> None:
+    """Person i adds a product to the cart, as a site's Segment snippet reports it."""
+    body = {"type": "track", "event": "Product Added", "anonymousId": f"visitor-{i}",
+            "messageId": f"bench-{n}", "context": {"traits": {"email": f"person{i}@gmail.com"}},
+            "properties": {"sku": "SKU-1", "price": 42.0, "quantity": 1}}  # fmt: skip
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/track",
+                                     data=json.dumps(body).encode(), method="POST")  # fmt: skip
+    request.add_header("Content-Type", "application/json")
+    request.add_header(
+        "Authorization", "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+
+
+def config_text(folder: Path, fake: FakeMailchimp, args: argparse.Namespace) -> str:
+    http = f"127.0.0.1:{args.port}" if args.events else ""
+    return (
+        (events_config(args.port, folder) if args.events else "")
+        + f"""
 [store]
 url = "sqlite:///{folder / "cache.db"}"
 [ingest]
@@ -76,7 +136,7 @@ parallel = false
 [logging]
 level = "{args.log_level}"
 [daemon]
-http = ""
+http = "{http}"
 flush_s = {args.flush_s}
 [mailchimp]
 api_key = "{fake.api_key}"
@@ -98,6 +158,7 @@ mapping = "mapping.toml"
 path = "contacts.csv"
 primary_key = "id"
 """
+    )
 
 
 class Watcher:
@@ -112,6 +173,7 @@ class Watcher:
         threading.Thread(target=self._poll, daemon=True).start()
 
     def expect(self, email: str, name: str, at: float) -> None:
+        """`name`: the FNAME to see, or "tag:<name>" for a tag the member must have."""
         with self.lock:
             self.pending[email] = (name, at)
 
@@ -120,12 +182,14 @@ class Watcher:
             with self.lock:
                 waiting = dict(self.pending)
             if waiting:
-                members = {m["email_address"]: m["merge_fields"].get("FNAME")
-                           for m in self.fake.members("L1").values()}  # fmt: skip
+                found = self.fake.members("L1").values()
+                members = {m["email_address"]: m["merge_fields"].get("FNAME") for m in found}
+                tags = {m["email_address"]: {f"tag:{t}" for t in m["tags"]} for m in found}
                 now = time.monotonic()
                 with self.lock:
                     for email, (name, at) in waiting.items():
-                        if members.get(email) == name and self.pending.get(email) == (name, at):
+                        seen = name in tags.get(email, ()) or members.get(email) == name
+                        if seen and self.pending.get(email) == (name, at):
                             del self.pending[email]
                             self.latencies.append(now - at)
             time.sleep(0.02)
@@ -161,7 +225,15 @@ def main() -> None:
     parser.add_argument("--bulk", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--log-level", default="WARNING", help="the daemon's, on stderr")
+    parser.add_argument(
+        "--events", action="store_true",
+        help="each change is a 'Product Added' event posted to the intake; measured until the "
+             "person has the Added_to_Cart tag in the fake (no bulk change)",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.port = free_port()
+    if args.events and args.changes > args.people:
+        raise SystemExit("--events changes one person each: --changes must be <= --people")
     calibration = calibrate()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp, FakeMailchimp(latency=args.latency) as fake:
@@ -187,14 +259,23 @@ def main() -> None:
                 time.sleep(0.1)
             time.sleep(3)  # let the first load's read-back pass settle
             before = batch_calls(fake)
+            order = rng.sample(range(args.people), args.changes) if args.events else []
             for n in range(1, args.changes + 1):
                 time.sleep(rng.expovariate(args.rate))
+                if args.events:
+                    i = order[n - 1]
+                    at = time.monotonic()
+                    post_event(args.port, i, n)
+                    watcher.expect(f"person{i}@gmail.com", "tag:Added_to_Cart", at)
+                    continue
                 i, name = rng.randrange(args.people), f"v{n}"
                 names[i] = name
                 write_rows(export, [row(k, v) for k, v in names.items()])
                 watcher.expect(f"person{i}@gmail.com", name, time.monotonic())
             watcher.wait_empty(180)
             lane_calls = batch_calls(fake) - before
+            if args.events:
+                args.bulk = 0
             bulk_name = "bulk"
             before, at = batch_calls(fake), time.monotonic()
             for i in range(min(args.bulk, args.people)):

@@ -852,12 +852,11 @@ def demo(
             fresh = not db.exists()
             moment = as_of or demo_module.SAMPLE_DATE
             moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            how = "new cache" if fresh else "continuing from the previous run; --reset starts over"
+            # before the live display, which then reads as this run's progress
+            out.print(f"[bold]syncbridge demo[/bold] into {db} ({how})")
             report = _cycle(settings, moment)
             followed = _events_part(settings, moment) if events else None
-    out.print(
-        f"[bold]syncbridge demo[/bold] into {db} "
-        f"({'new cache' if fresh else 'continuing from the previous run; --reset starts over'})"
-    )
     _print_cycle(report)
     engine = open_engine(settings.config.store.url)
     view = views.status(engine, errors=8)
