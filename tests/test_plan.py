@@ -173,5 +173,9 @@ def test_a_data_tag_differing_from_a_rules_tag_only_in_case_is_sent_as_the_rules
     assert both.tags == {"VIP"}
     assert rules.respelled == {"vip": "VIP", "Vip": "VIP"}
     note = case_clash_note(audience, "vip", "VIP")
-    assert "ignores case" in note and "rename the rules' tag" in note
+    assert "ignores case" in note and "attribute_tag_prefix" in note and "'shop:vip'" in note
+    apart = AudienceRules(audience.model_copy(update={"attribute_tag_prefix": "shop:"}),
+                          declared_tags=["VIP"])  # fmt: skip
+    kept = apart.desire(4, base | {"shop_tags": "vip"}, frozenset({"VIP"}))
+    assert kept is not None and kept.tags == {"shop:vip", "VIP"} and apart.respelled == {}
     assert AudienceRules(audience).desire(3, base | {"shop_tags": "vip"}).tags == {"vip"}  # type: ignore[union-attr]

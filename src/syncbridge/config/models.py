@@ -145,6 +145,11 @@ class AudienceConfig(Frozen):
     tag_attributes: list[str] = Field(default_factory=list)
     """Attributes whose values (a list, or comma-separated text) become tags."""
     tag_prefix: str = ""
+    """Put before every tag this audience gets (from the data and from the rules)."""
+    attribute_tag_prefix: str = ""
+    """Put before the tags from `tag_attributes` only (after `tag_prefix`): `"shop:"` keeps
+    a shop tag `vip` apart from the rules' `VIP` segment, which Mailchimp would take for one
+    tag (it ignores case in tag names)."""
     rule_tags: bool = True
     """Behaviour tags and segment memberships from the rules become Mailchimp tags too."""
     removal: Literal["archive", "untag", "ignore"] = "archive"

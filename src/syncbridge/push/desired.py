@@ -129,7 +129,7 @@ class AudienceRules:
 
     def _tags(self, attributes: dict[str, Any]) -> frozenset[str]:
         tags: set[str] = set()
-        prefix = self.audience.tag_prefix
+        prefix = self.audience.tag_prefix + self.audience.attribute_tag_prefix
         for name in self.audience.tag_attributes:
             value = attributes.get(name)
             if not value:

@@ -156,7 +156,8 @@ def case_clash_note(audience: AudienceConfig, found: str, sent: str) -> str:
     return (
         f"audience {audience.name}: tag {found!r} (from {', '.join(audience.tag_attributes)}) "
         f"is the rules' tag {sent!r} in Mailchimp, which ignores case in tag names, so it is "
-        f"sent as {sent!r}; to keep them apart, rename the rules' tag (e.g. '{sent} segment')"
+        f"sent as {sent!r}; to keep them apart, set the audience's attribute_tag_prefix "
+        f"(e.g. \"shop:\" sends it as 'shop:{found}') or rename the rules' tag"
     )
 
 
