@@ -16,6 +16,7 @@ import io
 import itertools
 import json
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -112,6 +113,19 @@ def _open_text(path: Path, encoding: str) -> io.TextIOBase:
     return path.open("r", encoding=encoding, newline="")
 
 
+def _position_of(fh: Any) -> Any:
+    """How many bytes of the file on disk were read so far (for the progress share): the OS
+    position under the text layer, or under gzip the compressed file's (read-ahead makes it a
+    little early, which a percentage does not mind)."""
+    layer = getattr(fh, "buffer", None)
+    inner = getattr(layer, "fileobj", None) or getattr(layer, "raw", None) or layer
+    try:
+        descriptor = inner.fileno()
+    except (AttributeError, OSError, ValueError):
+        return lambda: 0
+    return lambda: os.lseek(descriptor, 0, os.SEEK_CUR)
+
+
 def _format_of(path: Path, declared: str) -> str:
     if declared != "auto":
         return declared
@@ -125,6 +139,8 @@ class FileStream(Stream):
     def __init__(self, options: FileStreamOptions, base_dir: Path) -> None:
         self.options = options
         self.name = options.name
+        self._position: Any = lambda: 0
+        """Bytes of the file being read that were read so far (set when it is opened)."""
         parts = options.primary_key
         # A key that needs cleaning is computed here into `KEY`; plain columns are read as is.
         cleaned = any(isinstance(p, KeyField) for p in parts)
@@ -209,6 +225,12 @@ class FileStream(Stream):
         cursor_filter = self.cursor if self.cursor is not None and threshold is not None else None
         key_of = self._key if self.key_parts else partial(record_key, primary_key=self.primary_key)
         page_size = self.options.page_size
+        sizes = [max(1, int(prints[f].split(":", 1)[0])) for f in changed]
+        total, before = sum(sizes), 0  # bytes of the files to read, and of those read
+
+        def share() -> float:
+            return min(1.0, (before + self._position()) / total)
+
         for index, path in enumerate(changed):
             name = path.name
             if not self.snapshot:  # a later file of a folder is a newer export, not a repeat
@@ -231,15 +253,18 @@ class FileStream(Stream):
                 buffer.append(row)
                 keys.append(key)
                 if len(buffer) >= page_size:
-                    yield Page(buffer, state, errors=errors[:], checkpoint=False, keys=keys)
+                    yield Page(buffer, state, errors=errors[:], checkpoint=False, keys=keys,
+                               share=share())  # fmt: skip
                     buffer, keys = [], []
                     errors.clear()  # (the list `_rows` appends to: never a new one)
             seen_files = {**seen_files, self._name(path): prints[path]}
             state = {"files": seen_files}
+            before += sizes[index]
             last = index == len(changed) - 1
             if buffer or errors or last:
                 complete = last and self.snapshot
-                yield Page(buffer, state, complete=complete, errors=errors[:], keys=keys)
+                yield Page(buffer, state, complete=complete, errors=errors[:], keys=keys,
+                           share=before / total)  # fmt: skip
                 buffer, keys = [], []
                 errors.clear()
             else:
@@ -263,6 +288,7 @@ class FileStream(Stream):
         """(line, record) pairs of one file; what cannot be a record goes to `errors`."""
         try:
             with _open_text(path, self.options.encoding) as fh:
+                self._position = _position_of(fh)
                 if _format_of(path, self.options.format) == "jsonl":
                     yield from self._jsonl(path, fh, errors)
                 else:

@@ -155,12 +155,13 @@ class SalesforceStream(Stream):
         if isinstance(resume.mark, datetime):
             since = resume.mark - timedelta(seconds=self.connector.options.overlap_s)
         soql = self.soql(since)
-        if self.connector.estimate(self.object, since) > self.connector.options.bulk_threshold:
-            yield from self._bulk(soql)
+        expected = self.connector.estimate(self.object, since)  # also the live display's total
+        if expected > self.connector.options.bulk_threshold:
+            yield from self._bulk(soql, expected)
             return
-        yield from self._rest(soql)
+        yield from self._rest(soql, expected)
 
-    def _rest(self, soql: str) -> Iterator[Page]:
+    def _rest(self, soql: str, expected: int | None = None) -> Iterator[Page]:
         """Ordered by SystemModstamp: every page is a checkpoint for the engine's mark."""
         headers = {"Sforce-Query-Options": f"batchSize={self.connector.options.batch_size}"}
 
@@ -176,10 +177,13 @@ class SalesforceStream(Stream):
             done = bool(result.get("done", True))
             return result, None if done else str(result["nextRecordsUrl"])
 
+        seen = 0
         for result in cursor_pages(fetch):
-            yield Page([self._record(r) for r in result.get("records", [])], None)
+            records = [self._record(r) for r in result.get("records", [])]
+            seen += len(records)
+            yield Page(records, None, share=_done(seen, expected), expected=expected)
 
-    def _bulk(self, soql: str) -> Iterator[Page]:
+    def _bulk(self, soql: str, expected: int | None = None) -> Iterator[Page]:
         """A Bulk API 2.0 query job, streamed. Its results are not ordered by SystemModstamp,
         so only the last page, once the whole job is in, is a checkpoint: the engine moves the
         mark then, and a crash repeats the job."""
@@ -188,11 +192,15 @@ class SalesforceStream(Stream):
         job = BulkQueryJob(self.connector.call, soql, o.bulk_page_size, o.bulk_poll_s,
                            o.bulk_timeout_s)  # fmt: skip
         to_rest = CsvToRest(self.object, self.connector.fields_of)
+        seen = 0
         for text in job.pages():
             records = [self._record(to_rest.record(row)) for row in csv_rows(text)]
             for start in range(0, len(records), o.batch_size):
-                yield Page(records[start : start + o.batch_size], None, checkpoint=False)
-        yield Page([], None)
+                part = records[start : start + o.batch_size]
+                seen += len(part)
+                yield Page(part, None, checkpoint=False, share=_done(seen, expected),
+                           expected=expected)  # fmt: skip
+        yield Page([], None, share=1.0, expected=expected)
 
     def _record(self, raw: dict[str, Any]) -> dict[str, Any]:
         record = _without_attributes(raw)
@@ -376,3 +384,8 @@ def _message(exc: SalesforceError) -> str:
 
 
 __all__ = ["SalesforceConnector"]
+
+
+def _done(seen: int, expected: int | None) -> float | None:
+    """The share of a counted read done (records may have changed since the COUNT())."""
+    return min(1.0, seen / expected) if expected else None

@@ -125,8 +125,13 @@ def test_without_a_terminal_progress_is_a_few_lines_not_one_per_member(
         for _ in range(133):
             hook("new members", 1)
         hook("tag additions", 500)
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("new", "tag"))]
-    assert lines == ["new members: 1", "tag additions: 500", "new members: 133"]
+        hook("crm/Contact records read", 2000, share=0.4, expected=5000)
+        hook("crm/Contact records read", 3000, share=1.0, expected=5000)
+    said = [r.getMessage() for r in caplog.records]
+    lines = [m for m in said if m.startswith(("new", "tag", "crm"))]
+    assert lines == ["new members: 1", "tag additions: 500",
+                     "crm/Contact records read: 2000 (40%)", "new members: 133",
+                     "crm/Contact records read: 5000 (100%)"]  # fmt: skip
 
 
 def test_the_live_display_hears_when_the_cycle_moves_to_the_next_stage(tmp_path: Path) -> None:
@@ -137,9 +142,21 @@ def test_the_live_display_hears_when_the_cycle_moves_to_the_next_stage(tmp_path:
 
     settings = demo_settings(tmp_path / "demo.db")
     heard: list[str] = []
-    run_cycle(
-        settings, open_engine(settings.config.store.url), lambda label, n: heard.append(label)
-    )
+    shares: dict[str, float | None] = {}
+
+    def hook(
+        label: str, n: int, *, share: float | None = None, expected: int | None = None
+    ) -> None:
+        heard.append(label)
+        shares[label] = share
+
+    run_cycle(settings, open_engine(settings.config.store.url), hook)
+    # the files connector says how much of its files it has read: all of them, at the end
+    assert {label: share for label, share in shares.items() if label.endswith("read")} == {
+        f"{s}/{t} records read": 1.0
+        for s, t in (("crm", "contacts"), ("shop", "customers"), ("shop", "orders"),
+                     ("web", "events"))
+    }  # fmt: skip
     stages = [label.removeprefix(STAGE) for label in heard if label.startswith(STAGE)]
     assert stages == ["resolving identities", "evaluating rules"]
     first_stage = heard.index(STAGE + "resolving identities")

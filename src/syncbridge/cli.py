@@ -191,6 +191,13 @@ def _settings(config: Path) -> Settings:
     return settings
 
 
+def _share(done: int, share: float | None, expected: int | None) -> float:
+    """The part of a read done: as its connector measured it, else records of those expected."""
+    if share is not None:
+        return max(0.0, min(1.0, share))
+    return min(1.0, done / expected) if expected else 0.0
+
+
 PROGRESS_LOG_S = 10.0
 """Without a terminal, a progress count is logged at most this often (and once at the end)."""
 
@@ -202,17 +209,24 @@ def _progress() -> Iterator[ProgressHook | None]:
         totals: dict[str, int] = {}
         shown: dict[str, tuple[float, int]] = {}  # label → (when, total) last logged
 
+        shares: dict[str, float] = {}
+
         def line(label: str) -> None:
             shown[label] = (time.monotonic(), totals[label])
-            log.info("%s: %d", label, totals[label], extra={"progress": label,
-                                                             "count": totals[label]})  # fmt: skip
+            done = f" ({shares[label]:.0%})" if label in shares else ""
+            log.info("%s: %d%s", label, totals[label], done,
+                     extra={"progress": label, "count": totals[label]})  # fmt: skip
 
-        def log_page(label: str, n: int) -> None:
+        def log_page(
+            label: str, n: int, *, share: float | None = None, expected: int | None = None
+        ) -> None:
             """A line when a count starts and then at most every PROGRESS_LOG_S: a push of
             thousands of members is a few lines in a service's log, not one per member."""
             if label.startswith(STAGE):  # the cycle's own log line says it already
                 return
             totals[label] = totals.get(label, 0) + n
+            if share is not None or expected:
+                shares[label] = _share(totals[label], share, expected)
             if label not in shown or time.monotonic() - shown[label][0] >= PROGRESS_LOG_S:
                 line(label)
 
@@ -239,7 +253,9 @@ def _progress() -> Iterator[ProgressHook | None]:
 
         counts: dict[str, int] = {}
 
-        def advance(label: str, n: int) -> None:
+        def advance(
+            label: str, n: int, *, share: float | None = None, expected: int | None = None
+        ) -> None:
             if label.startswith(STAGE):  # a new stage: the counts so far are done
                 finish_all()
                 name = label.removeprefix(STAGE) + " …"
@@ -248,7 +264,10 @@ def _progress() -> Iterator[ProgressHook | None]:
             if label not in tasks:
                 tasks[label] = progress.add_task(label, total=None, count="0")
             counts[label] = counts.get(label, 0) + n
-            progress.update(tasks[label], advance=n, count=f"{counts[label]:,}")
+            count = f"{counts[label]:,}" + (f" of {expected:,}" if expected else "")
+            if share is not None or expected:
+                count += f" ({_share(counts[label], share, expected):.0%})"
+            progress.update(tasks[label], advance=n, count=count)
 
         yield advance
         finish_all()

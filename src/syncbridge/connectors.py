@@ -55,6 +55,11 @@ class Page:
     keys: list[str] | None = None
     """Each record's primary key (`prepare.record_key` of it), when the connector computed
     them already (to report a key that repeats): the engine then does not compute them again."""
+    share: float | None = None
+    """How much of the whole read is done with this page (0 to 1), when the connector can tell
+    (bytes of the files read, records of a counted query): the live display's percentage."""
+    expected: int | None = None
+    """How many records the whole read will yield, when the connector knows (a COUNT())."""
 
 
 class Stream(ABC):

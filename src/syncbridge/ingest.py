@@ -80,7 +80,8 @@ class StreamIngest:
     stream: Stream
     transformer: RecordTransformer
     run_id: int | None = None
-    on_page: Callable[[int], None] | None = None
+    on_page: Callable[[int, float | None, int | None], None] | None = None
+    """Told each committed page's records read, share of the read done, and expected total."""
     parallel: bool = False
     stats: StreamStats = field(default_factory=StreamStats)
 
@@ -212,7 +213,7 @@ class _StreamWriter:
             _log_page(self.where, page.read, before, stats.as_dict(), moved, self.stored)
         self.complete = page.complete
         if self.job.on_page:
-            self.job.on_page(page.read)
+            self.job.on_page(page.read, page.share, page.expected)
 
     def _marked(self, page: PreparedPage) -> Any:
         """The cursor to save with a page of a stream with a declared `Cursor`: the newest of

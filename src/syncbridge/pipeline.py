@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, insert, update
 
@@ -39,8 +39,15 @@ from .transform import RecordTransformer
 log = logging.getLogger(__name__)
 RUNS = Run.__table__
 
-ProgressHook = Callable[[str, int], None]
-"""Called with (stream label, records just read) after every committed page."""
+
+class ProgressHook(Protocol):
+    """Called with (label, count just done) after every committed page or pushed batch; a
+    stream's pages also say how much of the read is done (`share`, 0 to 1) and how many records
+    it will yield (`expected`), when its connector can tell."""
+
+    def __call__(
+        self, label: str, n: int, *, share: float | None = None, expected: int | None = None
+    ) -> None: ...
 
 
 NO_API_KEY = (
@@ -108,7 +115,7 @@ def stream_jobs(
             transformer = RecordTransformer(
                 settings.mappings[key], config.identity.default_phone_region
             )
-            hook = (lambda n, label=f"{key} records read": progress(label, n)) if progress else None
+            hook = _page_hook(progress, f"{key} records read") if progress else None
             jobs[str(key)] = StreamIngest(
                 source.name, stream, transformer, run_id, hook, config.ingest.parallel
             )
@@ -140,6 +147,15 @@ def declared_tags(settings: Settings) -> tuple[str, ...]:
 STAGE = "stage: "
 """A progress label that starts with this says the cycle moved on to a stage (count 0): a
 live display stops the earlier counts' spinners and shows the stage instead."""
+
+
+def _page_hook(
+    progress: ProgressHook, label: str
+) -> Callable[[int, float | None, int | None], None]:
+    def tell(n: int, share: float | None, expected: int | None) -> None:
+        progress(label, n, share=share, expected=expected)
+
+    return tell
 
 
 def _stage_started(progress: ProgressHook | None, what: str) -> None:

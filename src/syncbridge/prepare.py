@@ -60,16 +60,20 @@ class PreparedPage:
     read: int
     checkpoint: bool = True
     """See `Page.checkpoint`."""
+    share: float | None = None
+    expected: int | None = None
+    """See `Page.share` and `Page.expected` (progress only)."""
 
     def to_wire(self) -> tuple[Any, ...]:
         records = [r.to_tuple() for r in self.records]
-        return (records, self.errors, self.cursor, self.complete, self.read, self.checkpoint)
+        return (records, self.errors, self.cursor, self.complete, self.read, self.checkpoint,
+                self.share, self.expected)  # fmt: skip
 
     @classmethod
     def from_wire(cls, wire: tuple[Any, ...]) -> PreparedPage:
-        records, errors, cursor, complete, read, checkpoint = wire
+        records, errors, cursor, complete, read, checkpoint, share, expected = wire
         prepared = [PreparedRecord.from_tuple(r) for r in records]
-        return cls(prepared, errors, cursor, complete, read, checkpoint)
+        return cls(prepared, errors, cursor, complete, read, checkpoint, share, expected)
 
 
 def record_key(record: dict[str, Any], primary_key: tuple[str, ...]) -> str | None:
@@ -117,8 +121,9 @@ def prepare_page(
             transform(record, transformer)
             record.raw = None
     return PreparedPage(
-        records, errors, page.cursor, page.complete, len(page.records), page.checkpoint
-    )
+        records, errors, page.cursor, page.complete, len(page.records), page.checkpoint,
+        page.share, page.expected,
+    )  # fmt: skip
 
 
 def transform(record: PreparedRecord, transformer: RecordTransformer) -> None:

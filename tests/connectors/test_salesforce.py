@@ -759,3 +759,35 @@ def test_validate_connect_signs_in_and_names_a_refused_source_without_its_secret
     assert refused.exit_code == 1
     assert "error: source 'crm':" in refused.output
     assert secret not in refused.output
+
+
+def test_a_read_tells_the_live_display_its_total_and_how_far_it_is(
+    fake: FakeSalesforce, tmp_path: Path, store: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16, point 3: the COUNT() that picks REST or Bulk is also the display's total."""
+    import simple_salesforce.bulk2 as bulk2
+
+    from syncbridge.store.engine import open_engine
+
+    monkeypatch.setattr(bulk2, "sleep", lambda *_: None)
+    fake.insert_many(
+        "Contact", [{"Email": f"t{i}@gmail.com", "LastName": f"T{i}"} for i in range(2300)]
+    )
+    told: list[tuple[int, float | None, int | None]] = []
+
+    def hook(
+        label: str, n: int, *, share: float | None = None, expected: int | None = None
+    ) -> None:
+        if label.endswith("records read"):
+            told.append((n, share, expected))
+
+    for threshold in (10_000, 100):  # REST pages, then a Bulk API 2.0 job
+        told.clear()
+        path = tmp_path / str(threshold)
+        path.mkdir()
+        settings = sf_settings(fake, path, f"sqlite:///{path / 'c.db'}",
+                               bulk_threshold=threshold, bulk_poll_s=0)  # fmt: skip
+        run_cycle(settings, open_engine(f"sqlite:///{path / 'c.db'}"), hook)
+        assert {expected for _, _, expected in told} == {2300}
+        assert told[-1][1] == 1.0 and all(0 < s <= 1 for _, s, _ in told if s is not None)
+        assert sum(n for n, _, _ in told) == 2300
