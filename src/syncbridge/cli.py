@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,7 +17,6 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import demo as demo_module
@@ -32,7 +30,6 @@ from .destinations import queue
 from .errors import CacheBusyError, ConfigError, FatalError, Problem, SyncbridgeError
 from .logs import log_context, setup_logging
 from .pipeline import (
-    STAGE,
     CycleReport,
     ProgressHook,
     declared_tags,
@@ -40,6 +37,7 @@ from .pipeline import (
     run_cycle,
     select_streams,
 )
+from .progress import progress_display
 from .push.chunks import Planner, list_chunks
 from .push.client import MailchimpClient
 from .push.guard import mass_removal
@@ -191,86 +189,11 @@ def _settings(config: Path) -> Settings:
     return settings
 
 
-def _share(done: int, share: float | None, expected: int | None) -> float:
-    """The part of a read done: as its connector measured it, else records of those expected."""
-    if share is not None:
-        return max(0.0, min(1.0, share))
-    return min(1.0, done / expected) if expected else 0.0
-
-
-PROGRESS_LOG_S = 10.0
-"""Without a terminal, a progress count is logged at most this often (and once at the end)."""
-
-
 @contextmanager
 def _progress() -> Iterator[ProgressHook | None]:
-    """A live progress display on a terminal; plain log lines otherwise."""
-    if not err.is_terminal or state.log_format == "json":
-        totals: dict[str, int] = {}
-        shown: dict[str, tuple[float, int]] = {}  # label → (when, total) last logged
-
-        shares: dict[str, float] = {}
-
-        def line(label: str) -> None:
-            shown[label] = (time.monotonic(), totals[label])
-            done = f" ({shares[label]:.0%})" if label in shares else ""
-            log.info("%s: %d%s", label, totals[label], done,
-                     extra={"progress": label, "count": totals[label]})  # fmt: skip
-
-        def log_page(
-            label: str, n: int, *, share: float | None = None, expected: int | None = None
-        ) -> None:
-            """A line when a count starts and then at most every PROGRESS_LOG_S: a push of
-            thousands of members is a few lines in a service's log, not one per member."""
-            if label.startswith(STAGE):  # the cycle's own log line says it already
-                return
-            totals[label] = totals.get(label, 0) + n
-            if share is not None or expected:
-                shares[label] = _share(totals[label], share, expected)
-            if label not in shown or time.monotonic() - shown[label][0] >= PROGRESS_LOG_S:
-                line(label)
-
-        yield log_page
-        for label in totals:  # the final counts, where the last line did not show them
-            if shown[label][1] != totals[label]:
-                line(label)
-        return
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TextColumn("{task.fields[count]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err, transient=False) as progress:
-        tasks: dict[str, Any] = {}
-
-        def finish_all() -> None:
-            for task in progress.tasks:
-                if not task.finished:
-                    progress.update(
-                        task.id, total=task.completed or 1, completed=task.completed or 1
-                    )
-
-        counts: dict[str, int] = {}
-
-        def advance(
-            label: str, n: int, *, share: float | None = None, expected: int | None = None
-        ) -> None:
-            if label.startswith(STAGE):  # a new stage: the counts so far are done
-                finish_all()
-                name = label.removeprefix(STAGE) + " …"
-                tasks[label] = progress.add_task(name, total=None, count="")
-                return
-            if label not in tasks:
-                tasks[label] = progress.add_task(label, total=None, count="0")
-            counts[label] = counts.get(label, 0) + n
-            count = f"{counts[label]:,}" + (f" of {expected:,}" if expected else "")
-            if share is not None or expected:
-                count += f" ({_share(counts[label], share, expected):.0%})"
-            progress.update(tasks[label], advance=n, count=count)
-
-        yield advance
-        finish_all()
+    """The live display on a terminal, log lines otherwise (`progress.py`)."""
+    with progress_display(err, plain=not err.is_terminal or state.log_format == "json") as hook:
+        yield hook
 
 
 def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
