@@ -374,3 +374,48 @@ def test_a_session_given_keeps_its_adapters_and_gets_the_default_timeout() -> No
     assert get(r, "https://api.example/ping") == 204
     assert r.session.get("https://api.example/ping", timeout=2).status_code == 204
     assert seen == [7.0, 2]
+
+
+def test_a_forked_child_sends_on_connections_of_its_own() -> None:
+    """A producer process must not answer for the parent's keep-alive socket: the server sees
+    the child's request on a connection the parent never used."""
+    import http.server
+    import multiprocessing
+
+    peers: list[int] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the parent's connection stays pooled
+
+        def do_GET(self) -> None:
+            peers.append(self.client_address[1])
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/ping"
+    remote = Remote("Test", RetryPolicy(MAILCHIMP_TABLE, attempts=1), logging.getLogger("t"))
+    try:
+        remote.session.get(url)
+        remote.session.get(url)
+        assert peers[0] == peers[1]  # one pooled connection in the parent
+
+        def child() -> None:
+            remote.session.get(url)
+
+        process = multiprocessing.get_context("fork").Process(target=child)
+        process.start()
+        process.join(30)
+        assert process.exitcode == 0
+        assert len(peers) == 3 and peers[2] != peers[0]
+        remote.session.get(url)  # and the parent's own connection still works
+        assert peers[3] == peers[0]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -29,8 +29,10 @@ pages that name the next one (Salesforce's `nextRecordsUrl`, the Bulk API's `Sfo
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -181,6 +183,7 @@ class Remote:
         for prefix, adapter in list(session.adapters.items()):
             session.adapters[prefix] = _Logged(adapter, self)
         self.session = session
+        _fresh_connections_after_fork(session)
 
     # ------------------------------------------------------------------ calls
 
@@ -304,6 +307,26 @@ class Remote:
             line += " (attempt %d)"
             args.append(attempt)
         self.log.debug(line, *args)
+
+
+def _fresh_connections_after_fork(session: requests.Session) -> None:
+    """A forked producer process opens connections of its own instead of sending on the
+    keep-alive sockets it inherited: the parent still holds them, and a child killed in the
+    middle of a response would leave the parent a socket with half an answer on it. Dropping
+    the child's copies closes only its file descriptors (no TLS close_notify is sent)."""
+    reference = weakref.ref(session)
+
+    def forget() -> None:
+        alive = reference()
+        if alive is None:
+            return
+        for adapter in alive.adapters.values():
+            inner = getattr(adapter, "inner", adapter)
+            manager = getattr(inner, "poolmanager", None)
+            if manager is not None:
+                manager.clear()
+
+    os.register_at_fork(after_in_child=forget)
 
 
 class _Logged(BaseAdapter):
