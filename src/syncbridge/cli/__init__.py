@@ -5,61 +5,44 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from . import demo as demo_module
-from . import lookup, render, runlog, views
-from .bundled import data_dir, example_config
-from .config.loader import Settings, StreamKey
-from .connectors import available_connectors, build_connector
-from .daemon import DaemonOptions, run_daemon
-from .daemon import status as daemon_status
-from .destinations import queue
-from .errors import CacheBusyError, ConfigError, FatalError, Problem, SyncbridgeError
-from .logs import log_context, setup_logging
-from .pipeline import (
+from .. import demo as demo_module
+from .. import lookup, render, runlog, views
+from ..bundled import data_dir, example_config
+from ..config.loader import Settings, StreamKey
+from ..connectors import available_connectors, build_connector
+from ..daemon import DaemonOptions, run_daemon
+from ..daemon import status as daemon_status
+from ..errors import CacheBusyError, ConfigError, FatalError, SyncbridgeError
+from ..logs import log_context, setup_logging
+from ..pipeline import (
     CycleReport,
     ProgressHook,
     declared_tags,
-    push_upstream,
     run_cycle,
     select_streams,
 )
-from .progress import progress_display
-from .push.chunks import Planner, list_chunks
-from .push.client import MailchimpClient
-from .push.guard import mass_removal
-from .push.plan import plan_as_dict
-from .push.state import live_member_count
-from .push.sync import (
-    PushReport,
-    build_plan,
-    case_clash_note,
-    check_provisioning,
-    destination_name,
-    everyone_for,
-    push,
-)
-from .redaction import redact
-from .rules.compute import explain as explain_results
-from .settings import check_connections, load_settings
-from .store import journal
-from .store.engine import create_store_engine, open_engine
-from .store.failures import store_failure
-from .store.migrate import current_revision, upgrade
-from .store.writer_lock import writer_lock
+from ..progress import progress_display
+from ..push.chunks import Planner, list_chunks
+from ..push.sync import PushReport
+from ..redaction import redact
+from ..rules.compute import explain as explain_results
+from ..settings import check_connections, load_settings
+from ..store.engine import create_store_engine, open_engine
+from ..store.failures import store_failure
+from ..store.migrate import current_revision, upgrade
+from ..store.writer_lock import writer_lock
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -755,194 +738,6 @@ def connectors_describe(
     out.print(render.fields_table(f"{match.name}: {obj}", fields))
 
 
-@app.command()
-def demo(
-    reset: Annotated[bool, typer.Option("--reset", help="Start from an empty demo cache.")] = False,
-    db: Annotated[Path, typer.Option(help="The demo's SQLite file.")] = Path(demo_module.DEMO_DB),
-    audience: Annotated[
-        str | None,
-        typer.Option(help="Push the sample data into this audience (key: $MAILCHIMP_API_KEY)."),
-    ] = None,
-    as_of: Annotated[
-        datetime | None,
-        typer.Option(
-            "--as-of",
-            help="Evaluate time windows as of this time (default: the "
-            "sample data's export date, 2026-11-23).",
-        ),
-    ] = None,
-    wait: WaitOption = None,
-    events: Annotated[
-        bool,
-        typer.Option(
-            "--events",
-            help="Then post a visitor's page views and add to cart through the event intake "
-            "(Segment's HTTP API, on a local port) and show their tags change.",
-        ),
-    ] = False,
-) -> None:
-    """Run the pipeline on the bundled sample exports (no credentials, no network), ending with
-    the Mailchimp dry-run plan; with --audience, push it to a test audience of yours."""
-    env = {k: v for k, v in os.environ.items() if k == "MAILCHIMP_API_KEY"
-           or k.startswith("SYNCBRIDGE_MAILCHIMP__")}  # fmt: skip
-    with _guard():
-        settings = demo_module.demo_settings(db.resolve(), env, audience, events)
-        state.store_url = settings.config.store.url
-        with writer_lock(state.store_url, "demo", wait or 0.0):
-            if reset:
-                demo_module.reset(db)
-            fresh = not db.exists()
-            moment = as_of or demo_module.SAMPLE_DATE
-            moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-            how = "new cache" if fresh else "continuing from the previous run; --reset starts over"
-            # before the live display, which then reads as this run's progress
-            out.print(f"[bold]syncbridge demo[/bold] into {db} ({how})")
-            report = _cycle(settings, moment)
-            followed = _events_part(settings, moment) if events else None
-    _print_cycle(report)
-    engine = open_engine(settings.config.store.url)
-    view = views.status(engine, errors=8)
-    p = view.profiles
-    spread = views.source_spread(engine)
-    several = sum(n for sources, n in spread.items() if sources >= 2)
-    out.print(
-        f"Cache now holds {p['live']} live profiles; {several} of them joined records from "
-        f"2+ sources ({', '.join(f'{n} from {k}' for k, n in sorted(spread.items()))}); "
-        f"{p['merges']} merges of existing profiles so far."
-    )
-    if view.recent_errors:
-        out.print(render.errors_table(view.recent_errors, "Sample record errors (kept, not lost)"))
-    example = views.most_merged_email(engine)
-    if example:
-        out.print(f"\nThe profile built from the most sources: {example}")
-        view_profile = views.find_profile(engine, example, events=5)
-        if view_profile is not None:
-            why = (
-                explain_results(settings.rules, view_profile.rules or {})
-                if settings.rules
-                else None
-            )
-            out.print(render.profile_group(view_profile, max_records=8, explain=why))
-    segments = views.segment_counts(engine)
-    if settings.rules is not None:
-        counts = {s.name: 0 for s in settings.rules.segments} | segments
-        out.print(render.counts_table("Segments (as of the sample date)", counts, "segment"))
-        out.print(render.counts_table("Behaviour tags", views.tag_counts(engine), "tag"))
-    if report.push is not None:
-        _print_push(report.push)
-    else:
-        out.print("\n[bold]Mailchimp dry run[/bold] (no credentials: nothing is sent)")
-        _print_plans(settings, engine, None)
-    if followed is not None:
-        _print_events_part(*followed)
-    out.print("More: syncbridge profiles show EMAIL --demo · syncbridge status --demo")
-
-
-def _events_part(settings: Settings, moment: datetime) -> tuple[Any, ...]:
-    """`demo --events`: the followed person's tags, the events posted, another cycle, the tags."""
-    engine = open_engine(settings.config.store.url)
-    email = demo_module.EVENTS_PERSON
-    before = _tags_and_segments(engine, email)
-    body = demo_module.demo_events(moment)
-    url, status = demo_module.post_events(settings, engine, body)
-    report = _cycle(settings, moment)
-    return email, body["batch"], url, status, before, _tags_and_segments(engine, email), report
-
-
-def _tags_and_segments(engine: Any, email: str) -> tuple[list[str], list[str], str | None]:
-    found = views.find_profile(engine, email, events=0)
-    rules = (found.rules or {}) if found is not None else {}
-    content = rules.get("content") or {}
-    return (
-        sorted(rules.get("tags") or []),
-        sorted(rules.get("segments") or []),
-        (content.get("headline") if isinstance(content, dict) else None),
-    )
-
-
-def _print_events_part(
-    email: str, batch: list[dict[str, Any]], url: str, status: int,
-    before: tuple[Any, ...], after: tuple[Any, ...], report: Any,
-) -> None:  # fmt: skip
-    out.print(
-        f"\n[bold]Events through the intake[/bold]: POST {url}, {len(batch)} events: {status}"
-    )
-    for message in batch:
-        what = message.get("event") or message["type"]
-        who = message.get("traits", {}).get("email") or message.get("anonymousId")
-        out.print(f"  {message['timestamp']}  {what:<15} {who}", highlight=False)
-    _print_cycle(report)
-    rows = [("tags", before[0], after[0]), ("segments", before[1], after[1]),
-            ("headline", [before[2] or "—"], [after[2] or "—"])]  # fmt: skip
-    table = Table(title=f"{email} before and after the events")
-    for column in ("", "before", "after"):
-        table.add_column(column)
-    for name, was, now in rows:
-        added = [f"[green]{t}[/green]" if t not in was else t for t in now]
-        table.add_row(name, ", ".join(was) or "—", ", ".join(added) or "—")
-    out.print(table)
-
-
-def _print_plans(settings: Settings, engine: Any, json_out: Path | None) -> None:
-    plans = []
-    kinds = [push_upstream(settings), journal.MEMBER]
-    for audience in settings.config.mailchimp.audiences:
-        with engine.connect() as conn:
-            name, everyone = destination_name(audience), everyone_for(audience)
-            ids = queue.waiting(conn, name, kinds, everyone)
-        plans.append(build_plan(engine, audience, ids, declared_tags(settings)))
-    unchecked = None
-    if settings.config.mailchimp.api_key is not None and plans:
-        unchecked = _check_provisioning(settings, plans)
-    _show_plans(engine, plans, json_out)
-    for plan in plans:
-        for found, sent in sorted(plan.respelled.items()):
-            note = case_clash_note(plan.audience, found, sent)
-            err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
-    if unchecked is not None:
-        err.print(f"[yellow]note:[/yellow] {redact(unchecked)}", highlight=False, soft_wrap=True)
-
-
-def _check_provisioning(settings: Settings, plans: list[Any]) -> str | None:
-    """Ask Mailchimp which merge fields and tags the push would create (read-only calls).
-
-    One try per call with a short timeout: a dry run without network must not sit through
-    the push's retries. Returns what could not be checked and why (None: all checked)."""
-    config = settings.config.mailchimp
-    quick = config.model_copy(
-        update={"retries": 0, "timeout_s": min(config.timeout_s, PLAN_CHECK_TIMEOUT_S)}
-    )
-    client = MailchimpClient(quick)
-    for plan in plans:
-        try:
-            check_provisioning(client, plan)
-        except SyncbridgeError as exc:
-            return (
-                "could not check with Mailchimp which merge fields and tags the push would "
-                f"create ({exc}); the plan above comes from the cache alone"
-            )
-    return None
-
-
-def _show_plans(engine: Any, plans: list[Any], json_out: Path | None) -> None:
-    if json_out is not None:
-        text = json.dumps([plan_as_dict(p) for p in plans], ensure_ascii=False, indent=2)
-        if str(json_out) == "-":
-            _json_text(text)
-        else:
-            json_out.write_text(text + "\n", encoding="utf-8")
-            out.print(f"Wrote the plan to {json_out}")
-        return
-    if not plans:
-        out.print("No [[mailchimp.audiences]] configured: nothing to plan.")
-    for plan in plans:
-        out.print(render.plan_table(plan))
-        with engine.connect() as conn:
-            members = live_member_count(conn, plan.audience.list_id)
-        if (why := mass_removal(plan, members)) is not None:
-            out.print(f"[yellow]warning:[/yellow] {why}", highlight=False)
-
-
 def _print_push(result: PushReport) -> None:
     for a in result.audiences:
         applied = ", ".join(f"{k}: {v}" for k, v in sorted(a.applied.items())) or "no changes"
@@ -955,71 +750,6 @@ def _print_push(result: PushReport) -> None:
             out.print(f"  [yellow]refused[/yellow] {email}: {message}", highlight=False)
         if len(a.errors) > 10:
             out.print(f"  … {len(a.errors) - 10} more refusals (see syncbridge status)")
-
-
-def _demo_settings(audience: str | None = None) -> Settings:
-    """The demo's setup over the demo's cache (which `syncbridge demo` must have made)."""
-    db = Path(demo_module.DEMO_DB).resolve()
-    if not db.exists():
-        raise ConfigError([Problem(str(db), "", "no demo cache here yet: run `syncbridge demo`")])
-    env = {k: v for k, v in os.environ.items() if k == "MAILCHIMP_API_KEY"
-           or k.startswith("SYNCBRIDGE_MAILCHIMP__")}  # fmt: skip
-    settings = demo_module.demo_settings(db, env, audience)
-    state.store_url = settings.config.store.url
-    return settings
-
-
-@app.command()
-def plan(
-    config: ConfigOption = Path("config.toml"),
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the whole plan as JSON ('-': stdout).")
-    ] = None,
-    demo: DemoOption = False,
-) -> None:
-    """Dry run: what the next push would send to Mailchimp, from the cache alone."""
-    with _guard():
-        settings = _demo_settings() if demo else _settings(config)
-        _print_plans(settings, open_engine(settings.config.store.url), json_out)
-
-
-@app.command("push")
-def push_command(
-    config: ConfigOption = Path("config.toml"),
-    allow_mass_removal: AllowMassRemoval = False,
-    wait: WaitOption = None,
-    demo: DemoOption = False,
-    audience: Annotated[
-        str | None,
-        typer.Option(
-            help="With --demo: the id of a test audience of yours to push into "
-            "(key: $MAILCHIMP_API_KEY)."
-        ),
-    ] = None,
-) -> None:
-    """Apply the plan: provision, read back Mailchimp's changes, send batches, acknowledge."""
-    with _guard():
-        if demo and not audience:
-            raise ConfigError(
-                [
-                    Problem(
-                        "push --demo",
-                        "--audience",
-                        "give the id of a test audience to push the demo into",
-                    )
-                ]
-            )
-        settings = _demo_settings(audience) if demo else _settings(config)
-        with writer_lock(settings.config.store.url, "push", wait or 0.0):
-            engine = open_engine(settings.config.store.url)
-            client = MailchimpClient(settings.config.mailchimp)
-            with _progress() as hook:
-                result = push(
-                    engine, settings.config.mailchimp, client, progress=hook,
-                    allow_mass_removal=allow_mass_removal, upstream=push_upstream(settings),
-                    declared_tags=declared_tags(settings),
-                )  # fmt: skip
-    _print_push(result)
 
 
 GLOBAL_OPTIONS = ("--log-format", "--log-level")
@@ -1062,3 +792,7 @@ def main() -> None:
             "[red]syncbridge failed unexpectedly; please report this with the text above.[/red]"
         )
         sys.exit(1)
+
+
+# The commands of the other modules register themselves on `app` (they import from here).
+from . import demo_command, mailchimp_commands  # noqa: E402, F401
