@@ -46,33 +46,16 @@ write_keys = ["{key}"]
 
 def serve(config: Path) -> None:
     """The child: the intake on a free port (printed), until stdin closes."""
-    from syncbridge.daemon.http import HttpServer, build_app
-    from syncbridge.intake.setup import build_intake
+    from syncbridge.intake.setup import serving
     from syncbridge.settings import load_settings
     from syncbridge.store.engine import open_engine
 
-    class View:
-        def readiness(self) -> dict[str, Any]:
-            return {"ready": True, "reasons": []}
-
-        def status(self) -> dict[str, Any]:
-            return {}
-
-        def run_source(self, source: str) -> tuple[int, dict[str, Any]]:
-            return 404, {}
-
     settings = load_settings(config)
     engine = open_engine(settings.config.store.url)
-    built = build_intake(lambda: settings, engine)
-    assert built is not None
-    routes, commit = built
-    server = HttpServer(build_app(View(), None, routes), "127.0.0.1:0")
-    server.start()
-    print(server.address, flush=True)
-    sys.stdin.read()
-    cpu = time.process_time()
-    server.stop()
-    commit.close()
+    with serving(lambda: settings, engine) as base:
+        print(base.removeprefix("http://"), flush=True)
+        sys.stdin.read()
+        cpu = time.process_time()
     print(json.dumps({"server_cpu_s": round(cpu, 2)}), flush=True)
 
 

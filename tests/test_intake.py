@@ -23,12 +23,10 @@ import pytest
 from sqlalchemy import Engine, text
 
 from syncbridge.config.loader import Settings
-from syncbridge.daemon.http import HttpServer, build_app
 from syncbridge.errors import ConfigError
 from syncbridge.identity import resolve_pending
-from syncbridge.intake.commit import GroupCommit
 from syncbridge.intake.segment import Invalid, messages_of, stamped
-from syncbridge.intake.setup import build_intake
+from syncbridge.intake.setup import serving
 from syncbridge.settings import load_settings
 from syncbridge.store.engine import open_engine
 
@@ -46,17 +44,6 @@ write_keys = ["{key}"]
 """
 
 
-class View:
-    def readiness(self) -> dict[str, Any]:
-        return {"ready": True, "reasons": []}
-
-    def status(self) -> dict[str, Any]:
-        return {}
-
-    def run_source(self, source: str) -> tuple[int, dict[str, Any]]:
-        return 404, {}
-
-
 def write_config(folder: Path, url: str, **extra: str) -> Path:
     mapping = REPO / "mappings" / "events.toml"
     path = folder / "config.toml"
@@ -72,7 +59,6 @@ class Intake:
     url: str
     engine: Engine
     settings: Settings
-    commit: GroupCommit
 
     def post(
         self, path: str, body: Any, key: str | None = KEY, *, basic: bool = True,
@@ -110,14 +96,8 @@ def _json(value: Any) -> Any:
 def intake(tmp_path: Path, store_url: str) -> Iterator[Intake]:
     settings = load_settings(write_config(tmp_path, store_url))
     engine = open_engine(store_url)
-    built = build_intake(lambda: settings, engine)
-    assert built is not None
-    routes, commit = built
-    server = HttpServer(build_app(View(), None, routes), "127.0.0.1:0")
-    server.start()
-    yield Intake(f"http://{server.address}", engine, settings, commit)
-    server.stop()
-    commit.close()
+    with serving(lambda: settings, engine) as base:
+        yield Intake(base, engine, settings)
     engine.dispose()
 
 

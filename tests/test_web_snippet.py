@@ -15,13 +15,12 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from syncbridge.daemon.http import HttpServer, build_app
 from syncbridge.identity import resolve_pending
-from syncbridge.intake.setup import build_intake
+from syncbridge.intake.setup import serving
 from syncbridge.settings import load_settings
 from syncbridge.store.engine import open_engine
 
-from .test_intake import KEY, View, _json, write_config
+from .test_intake import KEY, _json, write_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SNIPPET = Path(__file__).resolve().parents[1] / "examples" / "web" / "syncbridge-events.js"
@@ -43,14 +42,8 @@ def intake(tmp_path: Path) -> Iterator[tuple[str, Any, Any]]:
     url = f"sqlite:///{tmp_path / 'cache.db'}"
     settings = load_settings(write_config(tmp_path, url))
     engine = open_engine(url)
-    built = build_intake(lambda: settings, engine)
-    assert built is not None
-    routes, commit = built
-    server = HttpServer(build_app(View(), None, routes), "127.0.0.1:0")
-    server.start()
-    yield f"http://{server.address}", engine, settings
-    server.stop()
-    commit.close()
+    with serving(lambda: settings, engine) as base:
+        yield base, engine, settings
     engine.dispose()
 
 

@@ -111,35 +111,13 @@ def post_events(settings: Settings, engine: Any, body: dict[str, Any]) -> tuple[
     import json
     import urllib.request
 
-    from .daemon.http import HttpServer, build_app
-    from .intake.setup import build_intake
+    from .intake.setup import serving
 
-    built = build_intake(lambda: settings, engine)
-    assert built is not None  # the events setup has a write key and an intake source
-    routes, commit = built
-    server = HttpServer(build_app(_NoDaemon(), None, routes), "127.0.0.1:0")
-    server.start()
-    url = f"http://{server.address}/v1/batch"
-    try:
+    with serving(lambda: settings, engine) as base:
+        url = f"{base}/v1/batch"
         request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
         request.add_header("Content-Type", "application/json")
         token = base64.b64encode(f"{DEMO_WRITE_KEY}:".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
         with urllib.request.urlopen(request, timeout=30) as response:
             return url, response.status
-    finally:
-        server.stop()
-        commit.close()
-
-
-class _NoDaemon:
-    """The health routes' view while only the demo's intake runs."""
-
-    def readiness(self) -> dict[str, Any]:
-        return {"ready": True, "reasons": []}
-
-    def status(self) -> dict[str, Any]:
-        return {}
-
-    def run_source(self, source: str) -> tuple[int, dict[str, Any]]:
-        return 404, {"error": "the demo pulls no source on demand"}

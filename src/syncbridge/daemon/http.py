@@ -50,6 +50,20 @@ class DaemonView(Protocol):
         ...
 
 
+class IdleView:
+    """The view of a server that runs no jobs (the intake served alone: the demo, a bench, a
+    test): always ready, nothing to show, no source to pull."""
+
+    def readiness(self) -> dict[str, Any]:
+        return {"ready": True, "reasons": []}
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def run_source(self, source: str) -> tuple[int, dict[str, Any]]:
+        return 404, {"error": "no source is pulled here"}
+
+
 def health_routes(view: DaemonView) -> list[BaseRoute]:
     def healthz(request: Request) -> Response:
         return JSONResponse({"status": "alive"})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..config.models import Config, SourceConfig
+from ..errors import FatalError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -79,3 +81,22 @@ def build_intake(
     commit = GroupCommit(engine, job, config.intake.max_batch_records)
     keys = [k.get_secret_value() for k in config.intake.write_keys]
     return intake_routes(keys, commit), commit
+
+
+@contextmanager
+def serving(settings: Callable[[], Settings], engine: Engine) -> Iterator[str]:
+    """The intake alone on an HTTP server on a free local port (the demo, the bench, tests):
+    yields its base URL; on exit the server stops, then the writer stores what it accepted."""
+    from ..daemon.http import HttpServer, IdleView, build_app
+
+    built = build_intake(settings, engine)
+    if built is None:
+        raise FatalError('the intake needs [intake] write_keys and a connector = "intake" source')
+    routes, commit = built
+    server = HttpServer(build_app(IdleView(), None, routes), "127.0.0.1:0")
+    server.start()
+    try:
+        yield f"http://{server.address}"
+    finally:
+        server.stop()
+        commit.close()
