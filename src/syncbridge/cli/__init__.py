@@ -317,14 +317,15 @@ AllowMassRemoval = Annotated[
 ]
 
 
+StreamsArgument = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="SOURCE[/STREAM]", help="With --full-refresh: the streams to re-read."),
+]
+
+
 @app.command()
 def run(
-    streams: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="SOURCE[/STREAM]", help="With --full-refresh: the streams to re-read."
-        ),
-    ] = None,
+    streams: StreamsArgument = None,
     config: ConfigOption = Path("config.toml"),
     once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
     every: Annotated[
@@ -370,12 +371,7 @@ def run(
 
 @app.command()
 def daemon(
-    streams: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="SOURCE[/STREAM]", help="With --full-refresh: the streams to re-read."
-        ),
-    ] = None,
+    streams: StreamsArgument = None,
     config: ConfigOption = Path("config.toml"),
     full_refresh: Annotated[
         bool,
