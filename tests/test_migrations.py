@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
@@ -35,3 +37,24 @@ def test_migrations_match_the_models(engine: Engine) -> None:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(context, metadata)
     assert diff == []
+
+
+def test_tag_history_starts_with_the_tags_profiles_hold(tmp_path: Any) -> None:
+    """Upgrading a cache that holds rule results (0006 → 0007) opens a history row per tag
+    held, with no entry time: members now, not the day's entries."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0006")
+    with engine.begin() as conn:
+        for pid, tags in ((1, '["Buyer", "VIP"]'), (2, "[]"), (3, '["Buyer"]')):
+            conn.execute(text(
+                "INSERT INTO profile_rules (profile_id, traits, tags, segments, content, "
+                "explain) VALUES (:p, '{}', :t, '[]', '{}', '{}')"), {"p": pid, "t": tags})  # fmt: skip
+    upgrade(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT tag, profile_id, entered_at, exited_at FROM tag_membership")
+        ).all()
+    assert sorted(rows) == [("Buyer", 1, None, None), ("Buyer", 3, None, None),
+                            ("VIP", 1, None, None)]  # fmt: skip

@@ -206,3 +206,51 @@ def test_a_transient_failure_in_the_second_process_stays_retriable(
     with pytest.raises(RetriableError, match=r"second process: database is locked") as caught:
         run_rules(engine, RULES, DAY0)
     assert "hunter2" not in str(caught.value)
+
+
+TAGGING = RulesConfig.model_validate(
+    {"tags": [{"name": "Recent_Buyer", "event": "purchase", "within": "7d"},
+              {"name": "Buyer", "event": "purchase"}]}
+)  # fmt: skip
+
+
+def test_tags_keep_a_history_of_who_got_and_lost_them(engine: Engine) -> None:
+    """The status page's "got it / lost it (24 h)" per tag comes from this history (issue 16,
+    point 8): a tag gained opens a row, a tag lost (its window passed, the profile deleted)
+    closes it; a tag kept writes nothing."""
+    from syncbridge.daemon.page import page_data, render, tag_changes
+    from syncbridge.store.tables import TagMembership
+
+    load(engine, [order(1, 1, 10, DAY0), order(2, 2, 20, DAY0)])
+    run_rules(engine, TAGGING, DAY0 + timedelta(hours=1))
+    day1 = DAY0 + timedelta(hours=2)
+    assert tag_changes(engine, DAY0) == {"Recent_Buyer": (2, 0), "Buyer": (2, 0)}
+    load(engine, [order(3, 1, 30, DAY0 + timedelta(days=5))])  # p1 buys again: keeps its tags
+    run_rules(engine, TAGGING, DAY0 + timedelta(days=5))
+    run_rules(engine, TAGGING, DAY0 + timedelta(days=8))  # p2's purchase is 8 days old
+    since = DAY0 + timedelta(days=7)
+    assert tag_changes(engine, since) == {"Recent_Buyer": (0, 1)}
+    t = TagMembership.__table__.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.tag, t.entered_at, t.exited_at)).all()
+    assert len(rows) == 4  # one row per (tag, profile) held: p1's second order opened none
+    assert sorted((tag, exited is None) for tag, _, exited in rows) == [
+        ("Buyer", True), ("Buyer", True), ("Recent_Buyer", False), ("Recent_Buyer", True),
+    ]  # fmt: skip
+    assert tag_changes(engine, day1) == {"Recent_Buyer": (0, 1)}
+    html = render(page_data(engine, DAY0 + timedelta(days=8, hours=1)))
+    assert 'data-tag="Recent_Buyer"' in html and 'data-left="1"' in html
+
+
+def test_a_deleted_profile_loses_its_tags_in_the_history(engine: Engine) -> None:
+    from syncbridge.daemon.page import tag_changes
+    from syncbridge.rules.stage import retire_deleted
+
+    load(engine, [order(1, 1, 10, DAY0)])
+    run_rules(engine, TAGGING, DAY0 + timedelta(hours=1))
+    with engine.begin() as conn:
+        conn.execute(Profile.__table__.update().values(deleted=True, dirty=True))
+        retire_deleted(conn, DAY0 + timedelta(days=1))
+    assert tag_changes(engine, DAY0 + timedelta(hours=12)) == {
+        "Recent_Buyer": (0, 1), "Buyer": (0, 1),
+    }  # fmt: skip

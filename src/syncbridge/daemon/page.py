@@ -3,10 +3,10 @@
 Plain server-rendered HTML with a little CSS and no script; it reloads itself every 15 s.
 It shows the sources' streams (records, deletes, errors, position, last read), the journal's
 consumers and their lag, the daemon's jobs (holder, next run, last result), segments with
-their members and the day's entries and exits, behaviour tags with their members, and the
-recent per-record and per-member errors with the reason. With `[daemon] admin_token` set it
-asks for the same token as the admin endpoints (`Authorization: Bearer`, or `?token=` from a
-browser's address bar); without one it is open, like /metrics.
+their members and the day's entries and exits, behaviour tags with their members and the
+day's gains and losses, and the recent per-record and per-member errors with the reason. With
+`[daemon] admin_token` set it asks for the same token as the admin endpoints (`Authorization:
+Bearer`, or `?token=` from a browser's address bar); without one it is open, like /metrics.
 
 Every number is also a `data-*` attribute of its cell, so a test (or a scraper) reads the page
 without parsing the layout; the numbers come from the same queries as `syncbridge status`.
@@ -25,7 +25,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .. import views
-from ..store.tables import MemberState, Profile, SegmentMembership
+from ..store.tables import MemberState, Profile, SegmentMembership, TagMembership
 from . import status as daemon_status
 
 REFRESH_S = 15
@@ -73,25 +73,37 @@ def page_data(engine: Engine, now: datetime | None = None) -> dict[str, Any]:
         "segments": views.segment_counts(engine),
         "segment_day": segment_changes(engine, now - timedelta(days=1)),
         "tags": views.tag_counts(engine),
+        "tag_day": tag_changes(engine, now - timedelta(days=1)),
         "member_errors": member_errors(engine),
     }
 
 
 def segment_changes(engine: Engine, since: datetime) -> dict[str, tuple[int, int]]:
     """Per segment: (profiles that entered, profiles that left) since `since`."""
-    m = SegmentMembership.__table__.c
+    table = SegmentMembership.__table__
+    return _changes(engine, table, table.c.segment, since)
+
+
+def tag_changes(engine: Engine, since: datetime) -> dict[str, tuple[int, int]]:
+    """Per behaviour tag: (profiles that got it, profiles that lost it) since `since`."""
+    table = TagMembership.__table__
+    return _changes(engine, table, table.c.tag, since)
+
+
+def _changes(engine: Engine, table: Any, name: Any, since: datetime) -> dict[str, tuple[int, int]]:
+    c = table.c
     out: dict[str, tuple[int, int]] = {}
     with engine.connect() as conn:
         entered = conn.execute(
-            select(m.segment, func.count()).where(m.entered_at >= since).group_by(m.segment)
+            select(name, func.count()).where(c.entered_at >= since).group_by(name)
         ).all()
         left = conn.execute(
-            select(m.segment, func.count()).where(m.exited_at >= since).group_by(m.segment)
+            select(name, func.count()).where(c.exited_at >= since).group_by(name)
         ).all()
-    for segment, n in entered:
-        out[segment] = (int(n), 0)
-    for segment, n in left:
-        out[segment] = (out.get(segment, (0, 0))[0], int(n))
+    for value, n in entered:
+        out[value] = (int(n), 0)
+    for value, n in left:
+        out[value] = (out.get(value, (0, 0))[0], int(n))
     return out
 
 
@@ -155,10 +167,14 @@ def render(data: dict[str, Any]) -> str:
         keys=segments, key_name="segment",
     ))  # fmt: skip
     parts.append("</div><div><h2>Behaviour tags</h2>")
-    tags = sorted(data["tags"].items(), key=lambda item: (-item[1], item[0]))
+    tag_day = data["tag_day"]
+    counts = {t: data["tags"].get(t, 0) for t in set(data["tags"]) | set(tag_day)}
+    tags = sorted(counts, key=lambda t: (-counts[t], t))
     parts.append(_table(
-        ["tag", "members"], [[_text(t), _num(n, "members")] for t, n in tags],
-        keys=[t for t, _ in tags], key_name="tag",
+        ["tag", "members", "got it (24 h)", "lost it (24 h)"],
+        [[_text(t), _num(counts[t], "members"), _num(tag_day.get(t, (0, 0))[0], "entered"),
+          _num(tag_day.get(t, (0, 0))[1], "left")] for t in tags],
+        keys=tags, key_name="tag",
     ))  # fmt: skip
     parts.append("</div></div><h2>Recent record errors</h2>")
     parts.append(_table(

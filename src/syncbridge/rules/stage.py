@@ -2,7 +2,7 @@
 
 Reads, per bounded batch, the profiles' attributes and events and their previous results;
 writes new results, the next expiry (an indexed column, so finding expiring profiles is an index
-range scan), segment entries and exits; a profile whose outcome changed is journaled for the
+range scan), segment and tag entries and exits; a profile whose outcome changed is journaled for the
 push. When the rules themselves change (a hash per rule), every profile is evaluated once, or,
 when only segments and content changed, just those are decided again from stored traits and
 tags. A pass over `PARALLEL_FROM` profiles or more runs in two processes.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Table, select, update
 
 from ..children import end_with_parent, reported
 from ..counts import Counts
@@ -28,7 +28,14 @@ from ..store import journal
 from ..store.bulk import as_utc, chunks, utcnow
 from ..store.engine import create_store_engine
 from ..store.rawsql import insert_many, update_many
-from ..store.tables import CacheSetting, Event, Profile, ProfileRules, SegmentMembership
+from ..store.tables import (
+    CacheSetting,
+    Event,
+    Profile,
+    ProfileRules,
+    SegmentMembership,
+    TagMembership,
+)
 from .compute import CompiledRules, Evaluation, EventRow
 from .config import RulesConfig
 
@@ -37,6 +44,7 @@ PROFILES = Profile.__table__
 EVENTS = Event.__table__
 RESULTS = ProfileRules.__table__
 MEMBERSHIP = SegmentMembership.__table__
+TAG_MEMBERSHIP = TagMembership.__table__
 SETTINGS = CacheSetting.__table__
 RULES_KEY = "rules"
 CONSUMER = journal.RULES_CONSUMER
@@ -233,6 +241,8 @@ def _evaluate_batch(
         for row in conn.execute(select(RESULTS).where(RESULTS.c.profile_id.in_(ids))).mappings()
     }
     rows, dirty, entered, exited = [], [], [], []
+    tagged: list[dict[str, Any]] = []
+    untagged: list[tuple[str, int]] = []
     was_dirty = set(
         conn.execute(
             select(PROFILES.c.id).where(PROFILES.c.id.in_(ids), PROFILES.c.dirty.is_(True))
@@ -263,6 +273,10 @@ def _evaluate_batch(
         entered += [{"segment": s, "profile_id": pid, "entered_at": now, "exited_at": None}
                     for s in sorted(result.segments - old_segments)]  # fmt: skip
         exited += [(s, pid) for s in sorted(old_segments - result.segments)]
+        old_tags = set(before["tags"]) if before else set()
+        tagged += [{"tag": t, "profile_id": pid, "entered_at": now, "exited_at": None}
+                   for t in sorted(result.tags - old_tags)]  # fmt: skip
+        untagged += [(t, pid) for t in sorted(old_tags - result.tags)]
         rows.append({
             "profile_id": pid, "traits": result.traits, "tags": sorted(result.tags),
             "segments": sorted(result.segments), "content": result.content,
@@ -272,16 +286,34 @@ def _evaluate_batch(
     insert_many(conn, RESULTS, rows, ["profile_id"], RESULT_COLUMNS)
     insert_many(conn, MEMBERSHIP, entered)
     stats.entered += len(entered)
-    for segment, pid in exited:
-        m = MEMBERSHIP.c
-        conn.execute(
-            update(MEMBERSHIP)
-            .where(m.segment == segment, m.profile_id == pid, m.exited_at.is_(None))
-            .values(exited_at=now)
-        )
+    _close_memberships(conn, MEMBERSHIP, MEMBERSHIP.c.segment, exited, now)
     stats.exited += len(exited)
+    insert_many(conn, TAG_MEMBERSHIP, tagged)
+    _close_memberships(conn, TAG_MEMBERSHIP, TAG_MEMBERSHIP.c.tag, untagged, now)
     journal.append(conn, journal.RULES, dirty)
     update_many(conn, PROFILES, [{"id": pid, "dirty": False} for pid in sorted(was_dirty)], "id")
+
+
+def _close_memberships(
+    conn: Connection,
+    table: Table,
+    name: ColumnElement[str],
+    left: list[tuple[str, int]],
+    now: datetime,
+) -> None:
+    """Close the open rows of (segment or tag, profile) pairs a profile no longer has: one
+    UPDATE per segment or tag, over all its profiles of the batch."""
+    by_name: dict[str, list[int]] = {}
+    for value, pid in left:
+        by_name.setdefault(value, []).append(pid)
+    c = table.c
+    for value, pids in by_name.items():
+        for part in chunks(pids):
+            conn.execute(
+                update(table)
+                .where(name == value, c.profile_id.in_(part), c.exited_at.is_(None))
+                .values(exited_at=now)
+            )
 
 
 def retire_deleted(conn: Connection, now: datetime) -> int:
@@ -296,13 +328,13 @@ def retire_deleted(conn: Connection, now: datetime) -> int:
     )
     if not gone:
         return 0
-    m = MEMBERSHIP.c
     for part in chunks(gone):
-        conn.execute(
-            update(MEMBERSHIP)
-            .where(m.profile_id.in_(part), m.exited_at.is_(None))
-            .values(exited_at=now)
-        )
+        for table in (MEMBERSHIP, TAG_MEMBERSHIP):
+            conn.execute(
+                update(table)
+                .where(table.c.profile_id.in_(part), table.c.exited_at.is_(None))
+                .values(exited_at=now)
+            )
         conn.execute(RESULTS.delete().where(RESULTS.c.profile_id.in_(part)))
     update_many(conn, PROFILES, [{"id": pid, "dirty": False} for pid in gone], "id")
     journal.append(conn, journal.RULES, gone)

@@ -265,6 +265,20 @@ class SegmentMembership(CacheTable, table=True):
     exited_at: datetime | None = _ts()
 
 
+class TagMembership(CacheTable, table=True):
+    """When a profile got and lost a behaviour tag (an open row: it still has it), so a day's
+    change of each tag can be shown (the status page) without keeping old rule results."""
+
+    __tablename__ = "tag_membership"
+    __table_args__ = (Index("ix_tag_membership_open", "tag", "exited_at"),)
+
+    id: int | None = _id()
+    tag: str = Field(max_length=100)
+    profile_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    entered_at: datetime | None = _ts()
+    exited_at: datetime | None = _ts()
+
+
 metadata = SQLModel.metadata
 
 
