@@ -292,3 +292,85 @@ def test_shipped_orders_setup_keeps_every_line_and_counts_orders(
 
 def _line_key(row: dict[str, str]) -> str:
     return f"{row['Name']}|{row['Lineitem sku'] or row['Lineitem name']}"
+
+
+# -- events per item of a list (`each`) ---------------------------------------------------------
+
+ORDER_LINES = """
+[identifiers]
+email = "email"
+[[events]]
+type = "order_placed"
+time = { field = "createdAt", type = "datetime" }
+[[events]]
+type = "purchase"
+each = "lineItems"
+when = { "item.giftCard" = false }
+time = { field = "createdAt", type = "datetime" }
+[events.properties]
+order = "name"
+sku = "item.sku"
+quantity = { field = "item.quantity", type = "integer" }
+price = { field = "item.price.amount", type = "number" }
+"""
+ORDER = {
+    "email": "ann@gmail.com", "name": "#1001", "createdAt": "2026-11-02T10:00:00Z",
+    "lineItems": [
+        {"sku": "SHOE-1", "quantity": 2, "price": {"amount": "49.50"}, "giftCard": False},
+        {"sku": "", "quantity": 1, "price": {"amount": "25"}, "giftCard": True},
+        {"sku": "SOCK-9", "quantity": "x", "price": {"amount": "5"}, "giftCard": False},
+    ],
+}  # fmt: skip
+
+
+def test_each_makes_one_event_per_item_with_the_records_fields_beside_the_items() -> None:
+    out = apply(ORDER_LINES, ORDER)
+    assert [(e.index, e.type) for e in out.events] == [
+        (0, "order_placed"),
+        (1, "purchase"),
+        (5, "purchase"),
+    ]  # fmt: skip: ordinals unique in the record, the first item's is the mapping's index
+    first, third = out.events[1].properties, out.events[2].properties
+    assert first == {"order": "#1001", "sku": "SHOE-1", "quantity": 2, "price": 49.5}
+    assert third["sku"] == "SOCK-9" and "quantity" not in third  # the gift card is filtered out
+    assert [e.field for e in out.errors] == ["lineItems[2].quantity"]  # says which item
+
+
+def test_each_over_no_list_makes_no_event() -> None:
+    for lines in (None, [], "not a list"):
+        out = apply(ORDER_LINES, {**ORDER, "lineItems": lines})
+        assert [e.type for e in out.events] == ["order_placed"]
+
+
+def test_item_fields_without_each_are_refused_and_validate_checks_the_list() -> None:
+    with pytest.raises(ValidationError, match="set 'each' to the list"):
+        mapping(ORDER_LINES.replace('each = "lineItems"\n', ""))
+    refs = mapping(ORDER_LINES).field_references()
+    assert ("events[1].each", "lineItems") in refs
+    assert not [f for _, f in refs if f.startswith("item.")]  # the items' fields, not columns
+
+
+def test_each_events_are_stored_once_each_and_replaced_when_the_order_changes(
+    engine: Any,
+) -> None:
+    from syncbridge.ingest import StreamIngest, ingest_stream
+    from syncbridge.store.tables import Event
+
+    from .streams import ListStream
+
+    def stored() -> list[tuple[int, str, str]]:
+        e = Event.__table__.c
+        with engine.connect() as conn:
+            rows = conn.execute(
+                Event.__table__.select().with_only_columns(e.ordinal, e.type, e.properties)
+            ).all()
+        return sorted((o, t, (p or {}).get("sku", "")) for o, t, p in rows)
+
+    transformer = RecordTransformer(mapping(ORDER_LINES))
+    order = {"id": "o1", **ORDER}
+    ingest_stream(engine, StreamIngest("shop", ListStream("orders", [order]), transformer))
+    assert stored() == [(0, "order_placed", ""), (1, "purchase", "SHOE-1"),
+                        (5, "purchase", "SOCK-9")]  # fmt: skip
+    edited = {**order, "lineItems": order["lineItems"][:1]}  # the order was edited: one line
+    ingest_stream(engine, StreamIngest("shop", ListStream("orders", [edited]), transformer))
+    assert stored() == [(0, "order_placed", ""), (1, "purchase", "SHOE-1")]

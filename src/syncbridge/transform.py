@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import cleaning
-from .config.mapping import EventMapping, FieldSpec, Mapping
+from .config.mapping import ITEM, EventMapping, FieldSpec, Mapping
 from .errors import RecordError
 from .filters import compile_filters
 from .hashing import content_hash
@@ -30,6 +30,8 @@ Cleaner = Callable[[Any], Any]
 @dataclass
 class Event:
     index: int
+    """The event's ordinal within its record (unique there): the event mapping's index, plus
+    the item's number times the mapping's event count for `each` lists."""
     type: str
     occurred_at: str
     properties: dict[str, Any]
@@ -227,9 +229,13 @@ def _reader(spec: FieldSpec, default_region: str | None, fold: bool = False) -> 
 
 
 class _EventReader:
-    def __init__(self, index: int, spec: EventMapping, fold: bool = False) -> None:
-        self.index = index
+    def __init__(self, index: int, spec: EventMapping, stride: int, fold: bool = False) -> None:
+        """`stride` is the mapping's number of events: the n-th item of an `each` list gets
+        ordinal `index + n * stride`, so ordinals stay unique within a record and an event
+        mapping without `each` keeps its index as its ordinal."""
+        self.index, self.stride = index, stride
         self.spec = spec
+        self.items = _path_getter(spec.each, fold) if spec.each else None
         self.type_get = _path_getter(spec.type_field, fold) if spec.type_field else None
         self.filters = [
             (_path_getter(f, fold), accepts) for f, accepts in compile_filters(spec.when)
@@ -240,7 +246,26 @@ class _EventReader:
             for n, s in spec.properties.items()
         }
 
-    def read(self, record: dict[str, Any], errors: list[RecordError]) -> Event | None:
+    def read_all(self, record: dict[str, Any], errors: list[RecordError]) -> list[Event]:
+        """The record's events from this mapping: one, none, or one per item with `each`."""
+        if self.items is None:
+            event = self.read(record, errors, self.index)
+            return [] if event is None else [event]
+        items = self.items(record)
+        if not isinstance(items, list):
+            return []
+        found = []
+        for n, item in enumerate(items):
+            before = len(errors)
+            event = self.read({**record, ITEM: item}, errors, self.index + n * self.stride)
+            if event is not None:
+                found.append(event)
+            for error in errors[before:]:  # `item.quantity` → `lineItems[2].quantity`
+                if isinstance(error.field, str) and error.field.split(".", 1)[0] == ITEM:
+                    error.field = f"{self.spec.each}[{n}]{error.field[len(ITEM) :]}"
+        return found
+
+    def read(self, record: dict[str, Any], errors: list[RecordError], ordinal: int) -> Event | None:
         for get, accepts in self.filters:
             if not accepts(get(record)):
                 return None
@@ -255,7 +280,7 @@ class _EventReader:
             value = reader.read(record, errors)
             if value is not None:
                 props[name] = value
-        return Event(self.index, event_type, occurred_at, props)
+        return Event(ordinal, event_type, occurred_at, props)
 
     def _type(self, record: dict[str, Any]) -> str | None:
         if self.spec.type is not None:
@@ -329,7 +354,8 @@ class RecordTransformer:
             for n, s in mapping.attributes.items()
             if n not in plain
         ]
-        self.events = [_EventReader(i, e, fold) for i, e in enumerate(mapping.events)]
+        count = len(mapping.events)
+        self.events = [_EventReader(i, e, count, fold) for i, e in enumerate(mapping.events)]
         self.merged_into = [
             (EXTERNAL_PREFIX + ns, FieldReader(spec, fold)) for ns, spec in ids.merged_into.items()
         ]
@@ -382,9 +408,7 @@ class RecordTransformer:
             if value is not None:
                 attributes[name] = value
         for event_reader in self.events:
-            event = event_reader.read(record, errors)
-            if event is not None:
-                out.events.append(event)
+            out.events += event_reader.read_all(record, errors)
         if self.timestamp is not None:
             out.source_ts = self.timestamp.read(record, errors)
         if self.deleted is not None:

@@ -28,6 +28,8 @@ FieldType = Literal[
 ColumnMatching = Literal["exact", "ignore-case"]
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 Scalar = str | bool | int | float
+ITEM = "item"
+"""In an event with `each`, the first segment of a path that reads the list's item."""
 
 
 class _Frozen(BaseModel):
@@ -215,15 +217,27 @@ class EventMapping(_Frozen):
     """Only records whose field has this value (or one of a list); see syncbridge.filters."""
     time: FieldSpec
     properties: dict[str, FieldSpec] = Field(default_factory=dict)
+    each: str | None = None
+    """A list in the record (`lineItems`, `properties.products`): one event per item, whose
+    fields are read as `item.<field>` beside the record's own (an order's lines become one
+    `purchase` each, carrying the order's fields too). An empty or absent list makes none."""
 
     @model_validator(mode="after")
     def _one_type_source(self) -> EventMapping:
         if (self.type is None) == (self.type_field is None):
             raise ValueError("give exactly one of 'type' (a constant) or 'type_field'")
+        if self.each is None and any(_of_item(f) for f in self._fields_read()):
+            raise ValueError(f"'{ITEM}.' fields read a list's items: set 'each' to the list")
         if self.time.type not in ("datetime", "date"):
             raise ValueError("'time' must be a datetime or date field")
         _no_constant(self.time, "'time'")
         return self
+
+    def _fields_read(self) -> list[str]:
+        fields = [*self.time.fields, *self.when, *([self.type_field] if self.type_field else [])]
+        for spec in self.properties.values():
+            fields += spec.fields
+        return fields
 
 
 class Mapping(_Frozen):
@@ -277,10 +291,18 @@ class Mapping(_Frozen):
         for name, spec in self.attributes.items():
             add(f"attributes.{name}", spec)
         for i, event in enumerate(self.events):
+            start = len(refs)
             add(f"events[{i}].time", event.time)
             if event.type_field:
                 refs.append((f"events[{i}].type_field", event.type_field))
             refs.extend((f"events[{i}].when", f) for f in event.when)
             for name, spec in event.properties.items():
                 add(f"events[{i}].properties.{name}", spec)
+            if event.each is not None:  # an item's fields are the list's, not the record's
+                refs[start:] = [r for r in refs[start:] if not _of_item(r[1])]
+                refs.append((f"events[{i}].each", event.each))
         return refs
+
+
+def _of_item(field: str) -> bool:
+    return field == ITEM or field.startswith(ITEM + ".")
