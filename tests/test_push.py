@@ -75,10 +75,10 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-def settings_for(fake: FakeMailchimp, **audience: Any) -> MailchimpConfig:
+def settings_for(fake: FakeMailchimp, tags_in_batch: bool = True, **audience: Any) -> MailchimpConfig:
     return MailchimpConfig(
         api_key=SecretStr(fake.api_key), api_base_url=fake.base_url, retries=3,
-        audiences=[AUDIENCE.model_copy(update=audience)],
+        tags_in_batch=tags_in_batch, audiences=[AUDIENCE.model_copy(update=audience)],
     )  # fmt: skip
 
 
@@ -163,9 +163,9 @@ def test_first_push_creates_members_and_an_unchanged_second_push_writes_nothing(
     assert one["merge_fields"]["GREETING"] == "P1" and one["merge_fields"]["LTV"] == 100
     assert set(one["tags"]) == {"vip", "newsletter"}
     segment_calls = [r for r in fake.requests if r[0] == "POST" and "/segments" in r[1]]
-    # one call per tag, not one per member: a new tag is created holding its members
-    assert len(segment_calls) == 2
-    assert all(len(body["static_segment"]) in (4, 7) for _, _, _, body in segment_calls)
+    assert segment_calls == []  # the tags went inside the batch upsert
+    [upsert] = [b for m, p, _, b in fake.requests if m == "POST" and p == "/3.0/lists/L1"]
+    assert upsert["members"][0]["tags"] == ["newsletter", "vip"]
     writes = fake.write_calls()
     redirty(engine)
     push(engine, config, client_for(config))
@@ -418,7 +418,7 @@ def test_large_push_is_split_into_500_member_batches_and_all_acknowledged(
     fake: FakeMailchimp, engine: Engine
 ) -> None:
     load(engine, [person(i, tags="bulk") for i in range(1, 1201)])
-    config = settings_for(fake)
+    config = settings_for(fake, tags_in_batch=False)  # the tags by segment calls
     report = push(engine, config, client_for(config))
     batch_sizes = sorted(
         len(body["members"]) for method, path, _, body in fake.requests
@@ -471,9 +471,10 @@ def test_changed_profile_sends_only_the_changed_field_and_moves_its_tags(
     new = fake.requests[before:]
     [upsert] = [b for m, p, _, b in new if m == "POST" and p == "/3.0/lists/L1"]
     assert upsert["members"][0]["merge_fields"] == {"LTV": 250}
+    assert upsert["members"][0]["tags"] == ["wholesale"]  # an addition goes with the upsert
     segment_bodies = [b for m, p, _, b in new if m == "POST" and "/segments/" in p]
-    assert ["person1@gmail.com"] in tag_additions(new)  # wholesale: created holding them
-    assert {"members_to_add": [], "members_to_remove": ["person1@gmail.com"]} in segment_bodies
+    # a removal never does (a batch upsert only adds): it is a segment call
+    assert segment_bodies == [{"members_to_add": [], "members_to_remove": ["person1@gmail.com"]}]
     member = fake.members("L1")[subscriber_hash("person1@gmail.com")]
     assert set(member["tags"]) == {"newsletter", "wholesale"}
     assert member["merge_fields"]["LTV"] == 250

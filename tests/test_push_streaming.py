@@ -82,11 +82,12 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-def run_push(fake: FakeMailchimp, engine: Engine) -> Any:
-    """A push with retries off: a single 429 (an eleventh connection) would fail it."""
+def run_push(fake: FakeMailchimp, engine: Engine, tags_in_batch: bool = False) -> Any:
+    """A push with retries off: a single 429 (an eleventh connection) would fail it. Tags go
+    by segment calls unless asked (these tests are about how those calls are filled)."""
     config = MailchimpConfig(
         api_key=SecretStr(fake.api_key), api_base_url=fake.base_url, retries=0,
-        batch_threshold=10**9, audiences=[AUDIENCE],
+        batch_threshold=10**9, tags_in_batch=tags_in_batch, audiences=[AUDIENCE],
     )  # fmt: skip
     return push(engine, config, MailchimpClient(config, backoff_s=0.001)).audiences[0]
 

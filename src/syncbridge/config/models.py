@@ -182,6 +182,9 @@ class MailchimpConfig(Frozen):
     """From this many new members on, upserts go through /batches (run by Mailchimp, one
     batch at a time) instead; None: never (direct calls on every connection are faster)."""
     batch_poll_s: float = Field(default=5.0, gt=0)
+    tags_in_batch: bool = True
+    """Send the tags a member gains inside its batch upsert (additions only, confirmed from
+    the answer; see push/inline_tags.py) instead of by segment calls."""
     audiences: list[AudienceConfig] = Field(default_factory=list)
 
     @field_validator("api_key", mode="before")

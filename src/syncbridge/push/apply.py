@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 from ..config.models import AudienceConfig, MailchimpConfig
 from .chunks import Planner
 from .client import MailchimpClient
+from .inline_tags import InlineTags
 from .members import archive, change_email, patch_member, upsert_batch, upsert_through_batches
 from .plan import Plan
 from .report import AudienceReport
@@ -159,6 +160,7 @@ class StreamedPush:
             client, engine, audience.name, self.segments, report,
             partial(self.runner.submit, priority=0),  # full tag calls go before more upserts
         )  # fmt: skip
+        self.inline = InlineTags(config.tags_in_batch, self.segments.spelling)
         self.failed: set[int] = set()
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -211,14 +213,24 @@ class StreamedPush:
         ]  # fmt: skip
         work = [w for w in work if w]
         work += [u for u in plan.upserts if not u.send_status and u.member.profile_id not in failed]
-        self.runner.fan_out(work, self._member_call, lambda: self._tagged(plan))
+        self.runner.fan_out(work, partial(self._member_call, plan), lambda: self._tagged(plan))
 
-    def _member_call(self, item: Any) -> None:
+    def _member_call(self, plan: Plan, item: Any) -> None:
         client, engine, audience, report = self.client, self.engine, self.audience, self.report
-        if isinstance(item, list):
-            self._fail(upsert_batch(client, engine, audience, item, report))
-        else:
+        if not isinstance(item, list):
             self._fail(patch_member(client, engine, audience, item, report))
+            return
+        inline = self.inline.wanted(plan, item)
+        done = upsert_batch(client, engine, audience, item, report, inline, plan.tags_had)
+        if done.tags_refused:
+            self.inline.stop("Mailchimp refused them (400)")
+        elif done.tags_unseen:
+            self.inline.stop("Mailchimp's answer confirmed none of the tags sent")
+        # the chunk's tag operations start only after this call: the plan is ours to change
+        tagged = self.inline.settle(plan, done.tagged)
+        if tagged:
+            report.bump("tag additions", tagged)
+        self._fail(done.absent)
 
     def _tagged(self, plan: Plan) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ They return the profiles whose operation did not succeed (not acknowledged: plan
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from ..config.models import AudienceConfig, MailchimpConfig
 from .batches import run_batch
 from .client import ApiError, MailchimpClient
 from .desired import subscriber_hash
+from .inline_tags import confirmed_tags
 from .plan import EmailChange, Removal, Upsert
 from .report import AudienceReport
 from .state import (
@@ -29,6 +31,22 @@ from .state import (
 )
 
 log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+
+
+@dataclass
+class Upserted:
+    """What one batch upsert settled."""
+
+    absent: set[int] = field(default_factory=set)
+    """Profiles not acknowledged (planned again)."""
+    tagged: dict[int, set[str]] = field(default_factory=dict)
+    """Tags sent inside the call that Mailchimp confirmed, by profile."""
+    tags_refused: bool = False
+    """The call carried tags and was refused for it: it was made again without them."""
+    tags_unseen: bool = False
+    """The call carried tags but the answer confirmed none of them (its members list no tags,
+    or not the ones sent: a server that ignores the field)."""
 
 
 def upsert_batch(
@@ -37,21 +55,40 @@ def upsert_batch(
     audience: AudienceConfig,
     upserts: list[Upsert],
     report: AudienceReport,
-) -> set[int]:
-    """One batch-subscribe call (at most 500 members); acknowledge the confirmed ones."""
-    body = upsert_body(upserts)
-    response = client.call(client.sdk.lists.batch_list_members, audience.list_id, body)
-    return acknowledge_upserts(engine, audience, upserts, response, report)
+    inline: dict[int, dict[str, str]] | None = None,
+    had: dict[int, frozenset[str]] | None = None,
+) -> Upserted:
+    """One batch-subscribe call (at most 500 members) and the acknowledgement of what it
+    confirmed. `inline`: tags to add with the members (see inline_tags.py), acknowledged on
+    top of `had` (what the member's address is known to have) when the answer lists them."""
+    done = Upserted()
+    call = client.sdk.lists.batch_list_members
+    try:
+        response = client.call(call, audience.list_id, upsert_body(upserts, inline))
+    except ApiError as exc:
+        if not inline or exc.status != 400:
+            raise
+        log.warning("batch-subscribe refused member tags (%s): sending them by segment", exc)
+        done.tags_refused, inline = True, None
+        response = client.call(call, audience.list_id, upsert_body(upserts))
+    done.absent = acknowledge_upserts(
+        engine, audience, upserts, response, report, inline, had or {}, done
+    )
+    confirmed_members = response.get("new_members") or response.get("updated_members")
+    if inline and confirmed_members and not done.tagged:  # sent, answered, none of them kept
+        done.tags_unseen = True
+    return done
 
 
-def upsert_body(upserts: list[Upsert]) -> dict[str, Any]:
-    return {
-        "members": [
-            {"email_address": u.member.email, "status": u.status, "merge_fields": u.merge_fields}
-            for u in upserts
-        ],
-        "update_existing": True,
-    }
+def upsert_body(upserts: list[Upsert], inline: dict[int, dict[str, str]] | None = None) -> JSON:
+    members = []
+    for u in upserts:
+        item = {"email_address": u.member.email, "status": u.status, "merge_fields": u.merge_fields}
+        tags = inline.get(u.member.profile_id) if inline else None
+        if tags:
+            item["tags"] = sorted(tags.values())
+        members.append(item)
+    return {"members": members, "update_existing": True}
 
 
 def patch_member(
@@ -85,8 +122,12 @@ def acknowledge_upserts(
     upserts: list[Upsert],
     response: dict[str, Any],
     report: AudienceReport,
+    inline: dict[int, dict[str, str]] | None = None,
+    had: dict[int, frozenset[str]] | None = None,
+    done: Upserted | None = None,
 ) -> set[int]:
-    """Acknowledge each confirmed member, record each refused one; returns the others."""
+    """Acknowledge each confirmed member, record each refused one; returns the others.
+    Tags sent inline that the member object lists are acknowledged with it (into `done`)."""
     confirmed = {m["email_address"].lower(): m for m in response.get("new_members") or ()}
     confirmed.update({m["email_address"].lower(): m for m in response.get("updated_members") or ()})
     refused = {e.get("email_address", "").lower(): e for e in response.get("errors") or ()}
@@ -102,6 +143,15 @@ def acknowledge_upserts(
                    "error": None, "error_hash": None}  # fmt: skip
             if u.tags_before is not None:  # the address's tags, not the previous address's
                 row["tags"] = sorted(u.tags_before)
+            sent = inline.get(u.member.profile_id) if inline else None
+            if sent and done is not None:
+                shown = confirmed_tags(member, sent)
+                if shown is None:
+                    done.tags_unseen = True
+                elif shown:
+                    pid = u.member.profile_id
+                    done.tagged[pid] = shown
+                    row["tags"] = sorted((had or {}).get(pid, frozenset()) | shown)
             rows.append(row)
             if u.new:
                 created += 1

@@ -59,6 +59,7 @@ class TagSegments:
         self._lock = threading.Lock()
         self._tag_locks: dict[str, threading.Lock] = {}
         self._in_mailchimp: dict[str, int] | None = None
+        self._spelled: dict[str, str] = {}
 
     def get(self, tag: str, first: list[str]) -> tuple[int, bool]:
         """(segment id, whether the segment was just created holding `first`)."""
@@ -80,6 +81,18 @@ class TagSegments:
                 with self.engine.begin() as conn:
                     write_segment_ids(conn, self.list_id, self.ids)
             return found, holds
+
+    def spelling(self, tag: str) -> str:
+        """The name Mailchimp knows this tag by (its case may differ), or the tag itself when
+        Mailchimp has no such tag yet (as the push began)."""
+        segments = self._mailchimp()
+        if tag in segments:
+            return tag
+        with self._lock:
+            if tag not in self._spelled:
+                folded = tag.casefold()
+                self._spelled[tag] = next((n for n in segments if n.casefold() == folded), tag)
+            return self._spelled[tag]
 
     def _mailchimp(self, again: bool = False) -> dict[str, int]:
         with self._lock:
