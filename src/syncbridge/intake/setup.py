@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..config.models import Config, SourceConfig
 from ..errors import FatalError
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .commit import GroupCommit
 
 CONNECTOR = "intake"
+T = TypeVar("T")
 
 
 def intake_source(config: Config) -> SourceConfig | None:
@@ -54,6 +55,21 @@ def intake_problems(config: Config) -> list[tuple[str, str]]:
     return []
 
 
+class PerSettings(Generic[T]):
+    """A value built from the settings, built again when a reload brings new ones (the
+    daemon's settings are replaced whole on reload)."""
+
+    def __init__(self, settings: Callable[[], Settings], build: Callable[[Settings], T]) -> None:
+        self.settings, self.build = settings, build
+        self._built: tuple[Settings, T] | None = None
+
+    def __call__(self) -> T:
+        current = self.settings()
+        if self._built is None or self._built[0] is not current:
+            self._built = (current, self.build(current))
+        return self._built[1]
+
+
 def build_intake(
     settings: Callable[[], Settings], engine: Engine
 ) -> tuple[list[BaseRoute], GroupCommit] | None:
@@ -65,20 +81,14 @@ def build_intake(
     config = settings().config
     if not config.intake.write_keys or intake_source(config) is None:
         return None
-    cache: dict[int, Any] = {}
 
-    def job() -> StreamIngest:
-        current = settings()
-        if id(current) not in cache:  # a reload brings a new Settings: a new mapping
-            source = intake_source(current.config)
-            if source is None:
-                raise RuntimeError("the intake source is gone from the config")
-            cache.clear()
-            cache[id(current)] = next(iter(stream_jobs(current, only=source.name).values()))
-        found: StreamIngest = cache[id(current)]
-        return found
+    def intake_job(current: Settings) -> StreamIngest:
+        source = intake_source(current.config)
+        if source is None:
+            raise RuntimeError("the intake source is gone from the config")
+        return next(iter(stream_jobs(current, only=source.name).values()))
 
-    commit = GroupCommit(engine, job, config.intake.max_batch_records)
+    commit = GroupCommit(engine, PerSettings(settings, intake_job), config.intake.max_batch_records)
     keys = [k.get_secret_value() for k in config.intake.write_keys]
     return intake_routes(keys, commit), commit
 
@@ -87,16 +97,24 @@ def build_intake(
 def serving(settings: Callable[[], Settings], engine: Engine) -> Iterator[str]:
     """The intake alone on an HTTP server on a free local port (the demo, the bench, tests):
     yields its base URL; on exit the server stops, then the writer stores what it accepted."""
-    from ..daemon.http import HttpServer, IdleView, build_app
-
     built = build_intake(settings, engine)
     if built is None:
         raise FatalError('the intake needs [intake] write_keys and a connector = "intake" source')
     routes, commit = built
+    with serving_alone(routes, commit.close) as url:
+        yield url
+
+
+@contextmanager
+def serving_alone(routes: list[BaseRoute], close: Callable[[], None]) -> Iterator[str]:
+    """These routes alone on an HTTP server on a free local port: yields its base URL; on exit
+    the server stops, then `close` (the writer stores what it accepted)."""
+    from ..daemon.http import HttpServer, IdleView, build_app
+
     server = HttpServer(build_app(IdleView(), None, routes), "127.0.0.1:0")
     server.start()
     try:
         yield f"http://{server.address}"
     finally:
         server.stop()
-        commit.close()
+        close()
