@@ -374,3 +374,41 @@ def test_each_events_are_stored_once_each_and_replaced_when_the_order_changes(
     edited = {**order, "lineItems": order["lineItems"][:1]}  # the order was edited: one line
     ingest_stream(engine, StreamIngest("shop", ListStream("orders", [edited]), transformer))
     assert stored() == [(0, "order_placed", ""), (1, "purchase", "SHOE-1")]
+
+
+# -- codes that mean something (`values`) --------------------------------------------------------
+
+CONSENT_STATE = """
+[identifiers]
+email = "email"
+[attributes]
+accepts_email_marketing = { field = "consent.state", type = "boolean", values = { SUBSCRIBED = true } }
+email_opt_out = { field = "consent.state", type = "boolean", values = { UNSUBSCRIBED = true } }
+tier = { field = "level", type = "integer", values = { gold = 3, silver = "2" } }
+"""
+
+
+@pytest.mark.parametrize(
+    ("state", "consent", "opt_out"),
+    [("SUBSCRIBED", True, None), ("subscribed", True, None), ("UNSUBSCRIBED", None, True),
+     ("NOT_SUBSCRIBED", None, None), ("PENDING", None, None), (None, None, None)],
+)  # fmt: skip
+def test_a_three_valued_state_feeds_two_flags_and_no_consent_is_not_an_opt_out(
+    state: str | None, consent: bool | None, opt_out: bool | None
+) -> None:
+    out = apply(CONSENT_STATE, {"email": "a@gmail.com", "consent": {"state": state}})
+    assert out.attributes.get("accepts_email_marketing") == consent
+    assert out.attributes.get("email_opt_out") == opt_out
+    assert out.errors == []  # a code not listed is no value, not an error
+
+
+def test_values_are_cleaned_as_the_fields_type_when_the_mapping_loads() -> None:
+    out = apply(CONSENT_STATE, {"email": "a@gmail.com", "level": "Silver"})
+    assert out.attributes["tier"] == 2
+    with pytest.raises(ValidationError, match=r"values\.gold: 'x' is not a valid integer"):
+        mapping(CONSENT_STATE.replace("gold = 3", 'gold = "x"'))
+    with pytest.raises(ValidationError, match="lists a value twice"):
+        mapping(CONSENT_STATE.replace("gold = 3", "gold = 3, GOLD = 4"))
+    with pytest.raises(ValidationError, match="cannot go with a constant"):
+        mapping(CONSENT_STATE.replace('field = "level"', "value = 1"))
+

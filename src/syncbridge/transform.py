@@ -137,6 +137,19 @@ def _cleaner(spec: FieldSpec) -> Cleaner:
     return lambda v: v  # json: kept as the source sent it
 
 
+def _coded(spec: FieldSpec) -> Cleaner:
+    """A field whose `values` say what its codes mean: the listed meaning, cleaned as the
+    field's type once, here; a code not listed is no value."""
+    meanings = {}
+    for code, meant in (spec.values or {}).items():
+        meanings[code.casefold()] = constant_value(FieldSpec(value=meant, type=spec.type))
+
+    def clean(value: Any) -> Any:
+        return meanings.get(str(value).casefold())
+
+    return clean
+
+
 def constant_value(spec: FieldSpec) -> Any:
     """A spec's constant `value`, cleaned like a value read from a record (ValueError if bad)."""
     value = spec.value
@@ -157,7 +170,7 @@ class FieldReader:
         single = spec.fields[0] if len(spec.fields) == 1 else None
         column = single if single and "." not in single else None
         self.column = column.casefold() if column and fold else column
-        self.clean = _cleaner(spec)
+        self.clean = _cleaner(spec) if spec.values is None else _coded(spec)
         self.default = spec.default
         self.fields = "|".join(spec.fields)
 

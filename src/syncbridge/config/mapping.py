@@ -55,6 +55,10 @@ class FieldSpec(_Frozen):
     strip_chars: str | None = None
     separator: str | None = None
     """For lists: what separates the items of a text cell (default ",")."""
+    values: dict[str, Scalar] | None = None
+    """What the source's values mean, when they are codes: `{ SUBSCRIBED = true }` makes
+    Shopify's marketing state a consent flag. Matched ignoring case; a value not listed is no
+    value (not an error), so a three-valued state can feed two flags."""
     default: Any = None
 
     @model_validator(mode="before")
@@ -113,12 +117,35 @@ class FieldSpec(_Frozen):
         return self
 
     @model_validator(mode="after")
+    def _values_fit_type(self) -> FieldSpec:
+        if self.values is None:
+            return self
+        if not self.values:
+            raise ValueError("'values' lists no value")
+        if self.type == "phone":
+            raise ValueError("'values' does not apply to phone fields")
+        from ..transform import constant_value
+
+        for raw, meant in self.values.items():
+            try:
+                constant_value(FieldSpec(value=meant, type=self.type))
+            except ValueError as exc:
+                raise ValueError(
+                    f"values.{raw}: {meant!r} is not a valid {self.type}: {exc}"
+                ) from None
+        folded = [k.casefold() for k in self.values]
+        if len(set(folded)) != len(folded):
+            raise ValueError("'values' lists a value twice (they are matched ignoring case)")
+        return self
+
+    @model_validator(mode="after")
     def _field_or_value(self) -> FieldSpec:
         if (self.field is None) == (self.value is None):
             raise ValueError("give one of 'field' (read from the record) or 'value' (a constant)")
         if self.value is None:
             return self
-        given = [o for o in ("strip_chars", "default", "region_field") if getattr(self, o)]
+        given = [o for o in ("strip_chars", "default", "region_field", "values")
+                 if getattr(self, o)]  # fmt: skip
         if given:
             listed = ", ".join(repr(o) for o in given)
             raise ValueError(f"{listed} cannot go with a constant 'value'")
