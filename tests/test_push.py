@@ -75,7 +75,9 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-def settings_for(fake: FakeMailchimp, tags_in_batch: bool = True, **audience: Any) -> MailchimpConfig:
+def settings_for(
+    fake: FakeMailchimp, tags_in_batch: bool = True, **audience: Any
+) -> MailchimpConfig:
     return MailchimpConfig(
         api_key=SecretStr(fake.api_key), api_base_url=fake.base_url, retries=3,
         tags_in_batch=tags_in_batch, audiences=[AUDIENCE.model_copy(update=audience)],
