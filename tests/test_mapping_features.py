@@ -412,3 +412,20 @@ def test_values_are_cleaned_as_the_fields_type_when_the_mapping_loads() -> None:
     with pytest.raises(ValidationError, match="cannot go with a constant"):
         mapping(CONSENT_STATE.replace('field = "level"', "value = 1"))
 
+
+def test_a_number_in_a_path_picks_an_item_of_a_list() -> None:
+    text = """
+[identifiers]
+email = "email"
+[attributes]
+first_collection = "collections.0.title"
+second = "collections.1.title"
+missing = "collections.5.title"
+category = { field = ["collections.0.title", "productType"] }
+"""
+    record = {"email": "a@gmail.com", "collections": [{"title": "Shoes"}, {"title": "Sale"}]}
+    out = apply(text, record)
+    assert out.attributes["first_collection"] == "Shoes" and out.attributes["second"] == "Sale"
+    assert "missing" not in out.attributes
+    bare = apply(text, {"email": "a@gmail.com", "collections": [], "productType": "Boots"})
+    assert bare.attributes["category"] == "Boots"  # no collection: the next field of the list

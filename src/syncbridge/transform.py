@@ -70,7 +70,8 @@ def case_clashes(names: list[str]) -> list[tuple[str, str]]:
 
 
 def _path_getter(path: str, fold: bool = False) -> Getter:
-    """Exact key first (CSV headers may contain dots), else a dotted path into nested objects.
+    """Exact key first (CSV headers may contain dots), else a dotted path into nested objects;
+    a number picks an item of a list (`collections.0.title`: the first collection's title).
 
     With `fold` the record's top-level keys are case-folded (see `_folded`), so the exact key and
     the path's first segment are folded too; keys inside nested objects keep their case.
@@ -86,9 +87,12 @@ def _path_getter(path: str, fold: bool = False) -> Getter:
             return record[path]
         node: Any = record
         for part in parts:
-            if not isinstance(node, dict):
+            if isinstance(node, dict):
+                node = node.get(part)
+            elif isinstance(node, list) and part.isdigit():  # `collections.0.title`
+                node = node[int(part)] if int(part) < len(node) else None
+            else:
                 return None
-            node = node.get(part)
         return node
 
     return get
