@@ -463,3 +463,44 @@ def test_a_read_abandoned_by_an_error_is_closed_at_once(
         ingest_module.ingest_stream(engine, job)
     assert held.value is not None and closed == ["closed"]
     engine.dispose()
+
+
+def test_a_complete_read_does_not_delete_what_another_writer_stored_while_it_ran(
+    engine: Engine,
+) -> None:
+    """A snapshot read lists what was live when it read; a record another writer (a webhook,
+    the intake) stored meanwhile is newer than that list, so the complete page spares it."""
+    from collections.abc import Iterator
+
+    from syncbridge.connectors import Page, Stream
+    from syncbridge.ingest import StreamIngest, append_records, ingest_stream
+    from syncbridge.transform import RecordTransformer
+
+    def person(i: int) -> dict[str, Any]:
+        return {"id": f"c{i}", "email": f"p{i}@gmail.com", "first_name": f"P{i}"}
+
+    class Snapshot(Stream):
+        name, primary_key, snapshot = "contacts", ("id",), True
+
+        def __init__(self, ids: list[int], meanwhile: Any = None) -> None:
+            self.ids, self.meanwhile = ids, meanwhile
+
+        def read(self, cursor: Any | None) -> Iterator[Page]:
+            yield Page([person(i) for i in self.ids], None)
+            if self.meanwhile is not None:
+                self.meanwhile()
+            yield Page([], None, complete=True)
+
+    def job(stream: Stream) -> StreamIngest:
+        return StreamIngest("crm", stream, RecordTransformer(PERSON_MAPPING, "US"))
+
+    ingest_stream(engine, job(Snapshot([1, 2])))
+    webhook = job(Snapshot([]))
+    stats = ingest_stream(
+        engine, job(Snapshot([1], meanwhile=lambda: append_records(engine, webhook, [person(3)])))
+    )
+    r = SourceRecord.__table__.c
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(r.external_id, r.deleted)).all())
+    assert rows == {"c1": False, "c2": True, "c3": False}  # c2 is gone, c3 arrived meanwhile
+    assert stats.deleted == 1

@@ -413,6 +413,21 @@ def test_values_are_cleaned_as_the_fields_type_when_the_mapping_loads() -> None:
         mapping(CONSENT_STATE.replace('field = "level"', "value = 1"))
 
 
+def test_the_shipped_shopify_customers_mapping_reads_consent_three_ways() -> None:
+    from syncbridge.config.loader import load_mapping
+
+    shipped = load_mapping(Path(__file__).parent.parent / "mappings" / "shopify_customers.toml")
+    transformer = RecordTransformer(shipped, "US")
+    base = {"id": "gid://shopify/Customer/7", "defaultEmailAddress": {"emailAddress": "a@b.co"}}
+    flags = {}
+    for state in ("SUBSCRIBED", "NOT_SUBSCRIBED", "UNSUBSCRIBED"):
+        out = transformer.apply({**base, "emailMarketingConsent": {"marketingState": state}})
+        flags[state] = (out.attributes.get("accepts_email_marketing"),
+                        out.attributes.get("email_opt_out"))  # fmt: skip
+    assert flags == {"SUBSCRIBED": (True, None), "NOT_SUBSCRIBED": (None, None),
+                     "UNSUBSCRIBED": (None, True)}  # fmt: skip
+
+
 def test_a_number_in_a_path_picks_an_item_of_a_list() -> None:
     text = """
 [identifiers]

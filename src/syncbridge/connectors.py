@@ -60,6 +60,10 @@ class Page:
     (bytes of the files read, records of a counted query): the live display's percentage."""
     expected: int | None = None
     """How many records the whole read will yield, when the connector knows (a COUNT())."""
+    live_keys: list[str] = field(default_factory=list)
+    """Primary keys the source says are live without sending their records again (an id scan):
+    for a `snapshot` stream's complete read they count as seen, so only records neither read
+    nor listed are deleted. Nothing is written for them."""
 
 
 class Stream(ABC):

@@ -21,14 +21,15 @@ import queue
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, delete, or_, select, update
 
 from . import metrics
 from .children import end_with_parent, reported
-from .connectors import Page, Stream
+from .connectors import DELETED, Page, Stream
 from .counts import Counts
 from .cursors import goes_back, later, saved_form
 from .errors import FatalError, SyncbridgeError
@@ -36,7 +37,14 @@ from .gc_tuning import bulk_gc
 from .prepare import PreparedPage, PreparedRecord, prepare_page, record_key, transform
 from .store import journal
 from .store.bulk import chunks, utcnow
-from .store.rawsql import allocate_ids, datetime_binder, insert_many, insert_tuples, select_in
+from .store.rawsql import (
+    allocate_ids,
+    datetime_binder,
+    insert_many,
+    insert_tuples,
+    read_json,
+    select_in,
+)
 from .store.statistics import TableStatistics
 from .store.tables import Event, RecordErrorRow, SourceRecord, StreamCursor
 from .transform import RecordTransformer
@@ -176,6 +184,9 @@ class _StreamWriter:
             self.cursor = job.stream.resume(self.stored)
             self.mark = self.cursor.mark
         self.seen: set[str] | None = set() if job.stream.snapshot else None
+        self.started = utcnow()
+        """Records written after this (a webhook, the intake, another agent) are newer than
+        what this read saw: its complete page does not judge them."""
         self.complete = False
         self.reported: set[tuple[str | None, str | None, str]] = set()
         """Located page errors already stored by this read: a repeated page adds none."""
@@ -262,7 +273,7 @@ class _StreamWriter:
             )
             return
         with self.engine.begin() as conn:
-            self.job.stats.deleted += _delete_unseen(conn, self.job, self.seen)
+            self.job.stats.deleted += _delete_unseen(conn, self.job, self.seen, self.started)
 
 
 def _log_page(
@@ -387,6 +398,96 @@ def append_records(engine: Engine, job: StreamIngest, records: list[dict[str, An
     return len(fresh)
 
 
+def write_unless_stale(
+    conn: Connection,
+    job: StreamIngest,
+    records: list[dict[str, Any]],
+    version: str,
+    carry: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None,
+) -> set[int]:
+    """Store records pushed one by one by a source that does not promise their order (Shopify's
+    webhooks), in the caller's transaction (so the caller can commit its own rows with them),
+    with their journal entries as `append_records` does.
+
+    A record whose `version` field (ISO 8601, e.g. `updatedAt`) is older than the stored
+    record's is not written, nor one that a newer copy among `records` supersedes: a late
+    retry must not undo a later change. A deleted record (`DELETED`) is applied regardless,
+    and an update never brings a deleted record back (such a source does not reuse ids, so it
+    can only be older than the delete). A missing or unreadable version never makes a record
+    stale. `carry(record, stored_payload)` may complete a record with fields the push does not
+    carry but the stored version holds. Returns the indexes of the records not written because
+    they were stale."""
+    primary_key = job.stream.primary_key
+    stale: set[int] = set()
+    chosen: dict[str, int] = {}
+    for index, record in enumerate(records):
+        key = record_key(record, primary_key)
+        if key is None:
+            continue
+        previous = chosen.get(key)
+        if previous is None or _supersedes(record, records[previous], version):
+            if previous is not None:
+                stale.add(previous)
+            chosen[key] = index
+        else:
+            stale.add(index)
+    sql = (
+        "SELECT external_id, id, content_hash, payload, deleted FROM source_record "
+        "WHERE source = ? AND stream = ? AND external_id IN ({in})"
+    )
+    stored: dict[str, tuple[int, str]] = {}
+    fresh: list[dict[str, Any]] = []
+    keys: list[str] = []
+    rows = select_in(conn, sql, (job.source, job.stream.name), list(chosen))
+    found = {key: (rid, digest, read_json(payload), bool(gone))
+             for key, rid, digest, payload, gone in rows}  # fmt: skip
+    for key, index in chosen.items():
+        record = records[index]
+        before = found.get(key)
+        if before is not None:
+            record_id, digest, payload, gone = before
+            stored[key] = (record_id, digest)
+            if not record.get(DELETED) and (gone or _supersedes(payload, record, version, True)):
+                stale.add(index)
+                continue
+            if carry is not None and not record.get(DELETED) and isinstance(payload, dict):
+                record = carry(record, payload)
+        fresh.append(record)
+        keys.append(key)
+    page = prepare_page(Page(fresh, None, keys=keys), primary_key)
+    changed = [r for r in page.records if (b := stored.get(r.key)) is None or b[1] != r.digest]
+    write_changed(conn, job, changed, stored, [], utcnow())
+    job.stats.read += len(records)
+    job.stats.unchanged += len(records) - len(changed)
+    metrics.page_committed(job.source, job.stream.name, len(records), 0)
+    return stale
+
+
+def _supersedes(
+    new: dict[str, Any], old: dict[str, Any], version: str, strictly: bool = False
+) -> bool:
+    """Whether `new` replaces `old`: a delete always (unless `old` is one), else by `version`
+    (later, or as late unless `strictly`); a version missing on either side: yes."""
+    if old.get(DELETED):
+        return bool(new.get(DELETED)) and not strictly
+    if new.get(DELETED):
+        return True
+    after, before = _moment(new.get(version)), _moment(old.get(version))
+    if after is None or before is None:
+        return not strictly
+    return after > before or (after == before and not strictly)
+
+
+def _moment(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def forget_cursors(engine: Engine, streams: list[tuple[str, str]]) -> None:
     """Drop the saved positions (cursor values, file fingerprints) of these (source, stream)
     pairs: their next read starts from scratch, as a first read. Stored records stay, so
@@ -412,6 +513,7 @@ def _write_page(
     error_rows = [error_row(job, where, f, None, why, now) for where, f, why in page.errors]
     if seen is not None:
         seen.update(r.key for r in page.records)
+        seen.update(page.live_keys)
     stored = _stored_hashes(conn, job, [r.key for r in page.records])
     changed = [
         r for r in page.records if (before := stored.get(r.key)) is None or before[1] != r.digest
@@ -521,14 +623,18 @@ def error_row(
     }
 
 
-def _delete_unseen(conn: Connection, job: StreamIngest, seen: set[str]) -> int:
-    """For snapshot streams: records stored as live but absent from a complete read are deleted."""
+def _delete_unseen(
+    conn: Connection, job: StreamIngest, seen: set[str], started: datetime | None = None
+) -> int:
+    """For snapshot streams: records stored as live but absent from a complete read are deleted,
+    unless written after the read `started` (by another writer: newer than what it saw)."""
     r = RECORDS.c
-    live = conn.execute(
-        select(r.id, r.external_id).where(
-            r.source == job.source, r.stream == job.stream.name, r.deleted.is_(False)
-        )
-    ).all()
+    query = select(r.id, r.external_id).where(
+        r.source == job.source, r.stream == job.stream.name, r.deleted.is_(False)
+    )
+    if started is not None:
+        query = query.where(or_(r.updated_at.is_(None), r.updated_at < started))
+    live = conn.execute(query).all()
     gone = [record_id for record_id, key in live if key not in seen]
     for part in chunks(gone):
         conn.execute(
@@ -554,4 +660,5 @@ __all__ = [
     "load_cursor",
     "replace_errors",
     "write_changed",
+    "write_unless_stale",
 ]

@@ -18,6 +18,8 @@ Who records what:
                  (`run_cycle`), and the push report's counts:
     intake       syncbridge_intake_events_total (accepted, committed), _intake_refused_total
                  (requests, by reason: auth, invalid, store)
+    webhooks     syncbridge_shopify_webhooks_total (Shopify deliveries, by topic and outcome:
+                 applied, stale, duplicate, ignored, logged, unauthorized, invalid, …)
     a push       syncbridge_push_operations_total, _members_pushed_total,
                  _members_refused_total (`audience_pushed(report)`, after a destination ran)
     scrape time  syncbridge_journal_lag, _journal_offset, _journal_head, _cache_up: read from
@@ -114,6 +116,12 @@ INTAKE_EVENTS = Counter(
 INTAKE_REFUSED = Counter(
     "syncbridge_intake_refused", "Intake requests refused, by reason.", ["reason"]
 )
+SHOPIFY_WEBHOOKS = Counter(
+    "syncbridge_shopify_webhooks",
+    "Shopify webhook deliveries, by topic and outcome (applied, stale, duplicate, ignored, "
+    "logged, unauthorized, invalid, too_large, store_error).",
+    ["topic", "outcome"],
+)
 MEMBER_OPERATIONS = frozenset({"new members", "member updates", "archived", "email changes"})
 """The push report's operations that write a member (the others are tags and batches)."""
 
@@ -194,6 +202,11 @@ def intake_accepted(events: int) -> None:
 
 def intake_refused(reason: str) -> None:
     INTAKE_REFUSED.labels(reason).inc()
+
+
+def shopify_webhook(topic: str, outcome: str) -> None:
+    """One Shopify delivery answered (`topic` a known topic's name, `other` or `unknown`)."""
+    SHOPIFY_WEBHOOKS.labels(topic, outcome).inc()
 
 
 def audience_pushed(report: AudienceReport) -> None:

@@ -63,17 +63,19 @@ class PreparedPage:
     share: float | None = None
     expected: int | None = None
     """See `Page.share` and `Page.expected` (progress only)."""
+    live_keys: list[str] = field(default_factory=list)
+    """See `Page.live_keys`."""
 
     def to_wire(self) -> tuple[Any, ...]:
         records = [r.to_tuple() for r in self.records]
         return (records, self.errors, self.cursor, self.complete, self.read, self.checkpoint,
-                self.share, self.expected)  # fmt: skip
+                self.share, self.expected, self.live_keys)  # fmt: skip
 
     @classmethod
     def from_wire(cls, wire: tuple[Any, ...]) -> PreparedPage:
-        records, errors, cursor, complete, read, checkpoint, share, expected = wire
+        records, errors, cursor, complete, read, checkpoint, share, expected, live = wire
         prepared = [PreparedRecord.from_tuple(r) for r in records]
-        return cls(prepared, errors, cursor, complete, read, checkpoint, share, expected)
+        return cls(prepared, errors, cursor, complete, read, checkpoint, share, expected, live)
 
 
 def record_key(record: dict[str, Any], primary_key: tuple[str, ...]) -> str | None:
@@ -122,7 +124,7 @@ def prepare_page(
             record.raw = None
     return PreparedPage(
         records, errors, page.cursor, page.complete, len(page.records), page.checkpoint,
-        page.share, page.expected,
+        page.share, page.expected, page.live_keys,
     )  # fmt: skip
 
 

@@ -44,6 +44,7 @@ from ..config.timing import interval
 from ..errors import SyncbridgeError
 from ..intake.commit import GroupCommit
 from ..intake.setup import build_intake
+from ..intake.shopify import WebhookWriter, build_shopify_webhooks
 from ..redaction import redact
 from ..store.engine import open_engine
 from ..store.failures import store_failure
@@ -104,6 +105,7 @@ class Daemon:
         self.client: GatedClient | None = None
         self.http: HttpServer | None = None
         self.intake: GroupCommit | None = None
+        self.shopify: WebhookWriter | None = None
         self._guard = threading.Lock()
         self.alerts = AlertState.from_config(settings.config.daemon)
         """Failure alerts: a job failing `alert_after` times in a row, and its recovery."""
@@ -183,6 +185,8 @@ class Daemon:
             self.http.stop()  # no new request: what was accepted is stored, then the writer stops
         if self.intake is not None:
             self.intake.close()
+        if self.shopify is not None:
+            self.shopify.close()
         self.alerts.close(timeout=5.0)  # send what is queued (a stop should not swallow "failing")
         if busy:
             log.warning(
@@ -219,12 +223,16 @@ class Daemon:
         token = daemon.admin_token.get_secret_value() if daemon.admin_token else None
         intake = build_intake(lambda: self.settings, self.engine)
         routes, self.intake = intake if intake is not None else ([], None)
-        routes = [*page_routes(self.engine, token), *routes]
+        hooks = build_shopify_webhooks(lambda: self.settings, self.engine)
+        webhooks, self.shopify = hooks if hooks is not None else ([], None)
+        routes = [*page_routes(self.engine, token), *routes, *webhooks]
         self.http = HttpServer(build_app(self, token, routes), daemon.http or "")
         self.http.start()
         if self.intake is not None:
             log.info("event intake on http://%s/v1/track, /v1/batch, … (Segment's HTTP API)",
                      self.http.address)  # fmt: skip
+        if self.shopify is not None:
+            log.info("Shopify webhooks on http://%s/webhooks/shopify", self.http.address)
 
     def _build_client(self) -> None:
         self.client = (

@@ -279,6 +279,19 @@ class TagMembership(CacheTable, table=True):
     exited_at: datetime | None = _ts()
 
 
+class ShopifyWebhook(CacheTable, table=True):
+    """A Shopify webhook delivery already applied (its `X-Shopify-Webhook-Id`), written in the
+    transaction of its records, so that a retry (Shopify retries for about 4 hours) is answered
+    without writing again, also after a restart; rows older than 48 hours are pruned."""
+
+    __tablename__ = "shopify_webhook"
+
+    webhook_id: str = Field(primary_key=True, max_length=100)
+    received_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
+
+
 metadata = SQLModel.metadata
 
 
