@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import requests
 
-from .fakes.shopify import FakeShopify
+from .fakes.shopify import FakeShopify, gid_number
+from .fakes.shopify_sender import sign
 
 BULK = ("mutation($q: String!, $g: Boolean!) { bulkOperationRunQuery(query: $q, groupObjects: $g)"
         " { bulkOperation { id status } userErrors { code message } } }")  # fmt: skip
@@ -210,3 +214,83 @@ def test_products_by_id_cost_each_id_and_a_line_items_collections_count(
     assert [c["title"] for c in line["product"]["collections"]["nodes"]] == ["Summer", "Sale"]
     # 2 + 2 x (1 + lineItems 2 + 3 x (1 + product 1 + collections 2 + 5 x 1))
     assert answer["extensions"]["cost"]["requestedQueryCost"] == 2 + 2 * (1 + 2 + 3 * 9)
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 recording each POST (headers, raw body); its first
+    `slow` answers come later than the sender's timeout."""
+
+    def __init__(self, slow: int = 0, delay_s: float = 1.0) -> None:
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        self.slow, self.delay_s = slow, delay_s
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.posts.append(({k: v for k, v in self.headers.items()}, body))
+                if receiver.slow > 0:
+                    receiver.slow -= 1
+                    time.sleep(receiver.delay_s)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01},
+                         daemon=True).start()  # fmt: skip
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_webhooks_are_signed_rest_bodies_of_the_changed_object(shop: FakeShopify) -> None:
+    receiver = Receiver()
+    try:
+        shop.subscribe(receiver.url, "shpss_x", topics=["customers/create", "orders/create"])
+        ann = shop.add_customer("ann@gmail.com", "Ann", tags=["b", "a"])
+        shop.update(ann, firstName="Annie")  # customers/update: not subscribed
+        shop.add_order(ann, [{"title": "Hat", "sku": "HA-1", "price": 15, "quantity": 2}])
+        shop.wait_for_webhooks(30)
+    finally:
+        receiver.close()
+    (customer_headers, customer_body), (order_headers, order_body) = receiver.posts
+    assert customer_headers["X-Shopify-Topic"] == "customers/create"
+    assert customer_headers["X-Shopify-Hmac-Sha256"] == sign(customer_body, "shpss_x")
+    assert customer_headers["X-Shopify-Shop-Domain"] == "acme.myshopify.com"
+    assert customer_headers["X-Shopify-API-Version"] == "2025-10"
+    assert customer_headers["X-Shopify-Triggered-At"] == "2026-03-01T12:00:00.000000000Z"
+    ids = {h["X-Shopify-Webhook-Id"] for h in (customer_headers, order_headers)}
+    events = {h["X-Shopify-Event-Id"] for h in (customer_headers, order_headers)}
+    assert len(ids) == 2 and len(events) == 2
+    body = json.loads(customer_body)
+    assert (body["id"], body["admin_graphql_api_id"]) == (gid_number(ann), ann)
+    assert (body["email"], body["first_name"], body["tags"]) == ("ann@gmail.com", "Ann", "b, a")
+    assert body["created_at"] == "2026-03-01T07:00:00-05:00"  # the shop's zone
+    assert body["email_marketing_consent"] == {"state": "not_subscribed", "opt_in_level": None,
+                                               "consent_updated_at": None}  # fmt: skip
+    order = json.loads(order_body)
+    assert (order["total_price"], order["financial_status"], order["fulfillment_status"]) == (
+        "30.00", "paid", None)  # fmt: skip
+    assert order["customer"]["admin_graphql_api_id"] == ann
+    (line,) = order["line_items"]
+    assert (line["price"], line["quantity"], line["product_id"]) == ("15.00", 2, None)
+
+
+def test_a_timed_out_delivery_is_retried_with_the_same_id_and_body(shop: FakeShopify) -> None:
+    receiver = Receiver(slow=1, delay_s=2.0)
+    try:
+        shop.subscribe(receiver.url, "shpss_x", retry_delays=(0.05,), timeout_s=0.3)
+        shop.add_customer("bo@gmail.com", "Bo")
+        shop.wait_for_webhooks(30)
+    finally:
+        receiver.close()
+    (first_headers, first_body), (again_headers, again_body) = receiver.posts
+    assert first_body == again_body and first_headers == again_headers
+    assert [a.status for a in shop.webhook_attempts] == [None, 200]
+    assert shop.webhook_attempts[0].error == "TimeoutError"

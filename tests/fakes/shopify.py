@@ -39,6 +39,20 @@ Bulk operations
     non-connection field (a line item's ``product{...}``) stays inline in its node's line.
     One bulk query runs at a time: another start is a user error (OPERATION_IN_PROGRESS).
 
+Webhooks
+    ``subscribe(url, secret, topics=...)``: from then on every change the data methods make
+    (``add_customer``, ``update`` and ``delete`` of a customer; ``add_order`` and ``update``
+    of an order; ``add_checkout`` and ``update`` of an abandoned checkout) is delivered as
+    Shopify's webhook (customers/create|update|delete, orders/create|updated,
+    checkouts/create|update): the object's REST body rendered from the fake's state
+    (shopify_rest.py), with every header Shopify sends and a real HMAC under ``secret``
+    (``shop_domain``, ``api_version``), POSTed from a background thread that retries a non-2xx
+    answer, a timeout or a refused connection with the same webhook id and body
+    (shopify_sender.py; ``retry_delays`` and ``timeout_s`` are the subscription's). Sabotage:
+    ``deliver_twice_next``, ``reorder_next``; inspection: ``webhook_attempts``,
+    ``wait_for_webhooks``. Money is printed as GraphQL prints a Decimal (``"10.0"``) and as
+    REST writes it (``"10.00"``), times in UTC (``…Z``) and in the shop's zone (-05:00).
+
 Test-facing API (:class:`FakeShopify`)
     Data: ``add_customer``, ``update``, ``delete``, ``add_order`` (a line item's ``product``
     is a product's id: its type, vendor, tags and collections are served under it),
@@ -58,9 +72,11 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from email.message import Message
 from typing import Any
 
@@ -83,8 +99,19 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 
+from . import shopify_rest as rest
 from .http import LoopbackFake, take_fault
 from .shopify_schema import ROOT_CONNECTIONS, SDL
+from .shopify_sender import (
+    API_VERSION,
+    RETRY_DELAYS,
+    TIMEOUT_S,
+    Attempt,
+    Delivery,
+    Subscription,
+    WebhookSender,
+    webhook_headers,
+)
 
 JSON = dict[str, Any]
 MAX_COST = 1000
@@ -112,7 +139,14 @@ def gid_number(value: str) -> int:
 
 
 def money(amount: Any, currency: str = "USD") -> JSON:
-    return {"amount": f"{float(amount):.2f}", "currencyCode": currency}
+    """A MoneyV2 as the Admin API prints it: its Decimal without trailing zeros but one
+    (`"10.0"`, `"19.9"`, `"0.0"`), not two decimals as REST writes money (`"10.00"`)."""
+    return {"amount": decimal_text(amount), "currencyCode": currency}
+
+
+def decimal_text(amount: Any) -> str:
+    text = format(Decimal(str(amount)).quantize(Decimal("0.01")).normalize(), "f")
+    return text if "." in text else f"{text}.0"
 
 
 def money_bag(amount: Any, currency: str = "USD") -> JSON:
@@ -422,12 +456,99 @@ class FakeShopify(LoopbackFake):
         self._lock = threading.RLock()
         self.schema = build_schema(SDL)
         self._wire()
+        self.shop_domain = "acme.myshopify.com"
+        self.api_version = API_VERSION
+        self.webhooks = WebhookSender()
+        self.subscriptions: list[Subscription] = []
+        self._twice = 0
+        self._reorder = 0
+        self._held: list[Delivery] = []
+        self.customer_webhook_omits: tuple[str, ...] = ()
+        """Keys left out of customers/create|update bodies: from API version 2025-01 Shopify
+        sends no `tags`, `email_marketing_consent` or `sms_marketing_consent` there
+        (`rest.NOT_IN_CUSTOMER_WEBHOOKS`); by default the fake sends the whole resource."""
 
     # --- connection
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.webhooks.close()
+        super().stop()
+
+    # --- webhooks
+
+    def subscribe(self, url: str, secret: str, topics: Iterable[str] = rest.TOPICS, *,
+                  retry_delays: Sequence[float] = RETRY_DELAYS,
+                  timeout_s: float = TIMEOUT_S) -> Subscription:  # fmt: skip
+        """From now on, each change the data methods make to a customer, an order or an
+        abandoned checkout is POSTed to `url` as Shopify's webhook of `topics` would be: the
+        object's REST body rendered from the state after the change (shopify_rest.py), signed
+        with `secret`, from a background thread (shopify_sender.py). `retry_delays` replace
+        Shopify's 8 retries over 4 hours (tests: tiny ones); `timeout_s` its 5 s."""
+        unknown = set(topics) - rest.TOPICS
+        if unknown:
+            raise ValueError(f"the fake sends no {sorted(unknown)} webhooks")
+        subscription = Subscription(url, secret, frozenset(topics), tuple(retry_delays),
+                                    timeout_s)  # fmt: skip
+        with self._lock:
+            self.subscriptions.append(subscription)
+        return subscription
+
+    def deliver_twice_next(self, n: int = 1) -> None:
+        """The next n deliveries are each sent twice (same webhook id, same body), as
+        Shopify's at-least-once delivery may."""
+        with self._lock:
+            self._twice += n
+
+    def reorder_next(self, n: int = 2) -> None:
+        """The next n deliveries are held until the n-th is triggered, then sent newest
+        first (Shopify does not promise the order: two updates may arrive swapped)."""
+        with self._lock:
+            self._reorder, self._held = n, []
+
+    def wait_for_webhooks(self, timeout: float = 60.0) -> None:
+        """Until every delivery is answered 2xx or given up (retries included)."""
+        self.webhooks.wait(timeout)
+
+    @property
+    def webhook_attempts(self) -> list[Attempt]:
+        """Every POST so far, in order, with its status (None: timeout, refused)."""
+        return list(self.webhooks.attempts)
+
+    def _emit(self, kind: str, change: str, record: JSON) -> None:
+        """Queue the webhook of this change to every subscription taking its topic (with
+        the lock held: the body is the state as of the change, kept for its retries)."""
+        topic = rest.TOPIC_OF.get((kind, change))
+        wanted = [s for s in self.subscriptions if topic in s.topics]
+        if topic is None or not wanted:
+            return
+        document = rest.payload(topic, record, self._node)
+        if topic in ("customers/create", "customers/update"):
+            for key in self.customer_webhook_omits:
+                document.pop(key, None)
+        body = json.dumps(document).encode()
+        event_id = str(uuid.uuid4())
+        triggered = self._clock.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+        for subscription in wanted:
+            headers = webhook_headers(topic, body, subscription.secret, self.shop_domain,
+                                      str(uuid.uuid4()), event_id, triggered,
+                                      self.api_version)  # fmt: skip
+            delivery = Delivery(subscription, topic, body, headers)
+            if self._twice > 0:
+                self._twice -= 1
+                delivery.copies = 2
+            if self._reorder > 0:
+                self._held.append(delivery)
+                if len(self._held) < self._reorder:
+                    continue
+                held, self._reorder, self._held = self._held, 0, []
+                for late in reversed(held):
+                    self.webhooks.put(late)
+                continue
+            self.webhooks.put(delivery)
 
     # --- clock of the data
 
@@ -454,6 +575,7 @@ class FakeShopify(LoopbackFake):
             **fields,
         }
         self.store[kind][record["id"]] = record
+        self._emit(kind, "create", record)
         return str(record["id"])
 
     def add_customer(self, email: str | None = None, first_name: str | None = None, *,
@@ -486,10 +608,12 @@ class FakeShopify(LoopbackFake):
                                                  "emailAddress": fields["email"]}  # fmt: skip
             record.update(fields)
             record["updatedAt"] = iso(self._clock)
+            self._emit(gid_type(record_id), "update", record)
 
     def delete(self, record_id: str) -> None:
         with self._lock:
-            del self.store[gid_type(record_id)][record_id]
+            record = self.store[gid_type(record_id)].pop(record_id)
+            self._emit(gid_type(record_id), "delete", record)
 
     def get(self, record_id: str) -> JSON:
         with self._lock:
@@ -675,7 +799,7 @@ class FakeShopify(LoopbackFake):
         query.fields["currentBulkOperation"].resolve = lambda _, info, **a: self._current_bulk()
         query.fields["shop"].resolve = lambda *_: {
             "name": "Acme",
-            "myshopifyDomain": "acme.myshopify.com",
+            "myshopifyDomain": self.shop_domain,
         }
         mutation.fields["bulkOperationRunQuery"].resolve = self._run_bulk
         node_iface = schema.get_type("Node")

@@ -1,6 +1,7 @@
 """Shopify webhook deliveries as Shopify sends them: REST-shaped bodies, signed, with headers.
 
-`sign(body, secret)` is Shopify's signature: base64 of the HMAC-SHA256 of the raw body under
+`sign(body, secret)` (shopify_sender.py, which the fake shop sends its webhooks with) is
+Shopify's signature: base64 of the HMAC-SHA256 of the raw body under
 the app's client secret. `delivery(...)` builds the headers Shopify sends with a body
 (`X-Shopify-Topic`, `-Hmac-Sha256`, `-Shop-Domain`, `-API-Version`, `-Webhook-Id`, `-Event-Id`,
 `-Triggered-At`). The sample payloads follow the shapes of Shopify's webhook reference samples
@@ -14,10 +15,7 @@ that only declares the streams (webhooks need a source's config and stream jobs,
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
-import hmac
 import json
 import uuid
 from collections.abc import Iterator
@@ -30,11 +28,9 @@ from pydantic import ConfigDict
 from syncbridge import connectors
 from syncbridge.connectors import Connector, Page, SourceOptions, Stream
 
-API_VERSION = "2025-10"
+from .shopify_sender import API_VERSION, sign, webhook_headers
 
-
-def sign(body: bytes, secret: str) -> str:
-    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+__all__ = ["API_VERSION", "delivery", "sign", "use_shopify_connector"]
 
 
 def delivery(
@@ -49,16 +45,8 @@ def delivery(
 ) -> tuple[bytes, dict[str, str]]:
     """(body, headers) of one delivery; `raw` overrides the body (still signed)."""
     body = raw if raw is not None else json.dumps(payload).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "X-Shopify-Topic": topic,
-        "X-Shopify-Hmac-Sha256": sign(body, secret),
-        "X-Shopify-Shop-Domain": shop,
-        "X-Shopify-API-Version": API_VERSION,
-        "X-Shopify-Webhook-Id": webhook_id or str(uuid.uuid4()),
-        "X-Shopify-Event-Id": str(uuid.uuid4()),
-        "X-Shopify-Triggered-At": triggered_at,
-    }
+    headers = webhook_headers(topic, body, secret, shop, webhook_id or str(uuid.uuid4()),
+                              str(uuid.uuid4()), triggered_at)  # fmt: skip
     return body, headers
 
 

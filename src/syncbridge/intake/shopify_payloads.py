@@ -25,9 +25,13 @@ Conversions, from the REST resources Shopify documents for these topics:
 
 Fields a webhook does not carry (a line item's product categories: `product.productType`,
 `vendor`, `tags`, `collections`, the REST line item having only `product_id`; `amountSpent`
-and `numberOfOrders` where the API version leaves them out of customer webhooks) are left out
-here and kept from the stored record by `carry_over`, so a webhook never erases what the
-connector read; a new record lacks them until the connector's next read.
+and `numberOfOrders` where the API version leaves them out of customer webhooks, and `tags`
+and `email_marketing_consent`, which customer webhooks no longer carry from API version
+2025-01 (Shopify's changelog: customers/tags_added|tags_removed and
+customers/email_marketing_consent_update report them instead): a payload without the key is
+not a customer without tags or consent) are left out here and kept from the stored record
+by `carry_over`, so a webhook never erases what the connector read; a new record lacks them
+until the connector's next read.
 """
 
 from __future__ import annotations
@@ -70,15 +74,23 @@ def customer(payload: Payload) -> Node:
     consent = payload.get("email_marketing_consent")
     state = _enum(consent.get("state")) if isinstance(consent, dict) else None
     email = payload.get("email") or None
+    address: Node | None = None
+    if email is not None:  # without a consent in the payload, the state is the stored one's
+        address = {"emailAddress": email}
+        if "email_marketing_consent" in payload:
+            address["marketingState"] = state
     node: Node = {
         "id": key,
         "firstName": payload.get("first_name"),
         "lastName": payload.get("last_name"),
-        "defaultEmailAddress": (
-            {"emailAddress": email, "marketingState": state} if email is not None else None
-        ),
+        "defaultEmailAddress": address,
         "defaultPhoneNumber": ({"phoneNumber": payload["phone"]} if payload.get("phone") else None),
-        "emailMarketingConsent": (
+        "createdAt": _time(payload.get("created_at")),
+        "updatedAt": _time(payload.get("updated_at")),
+        "defaultAddress": _address(payload.get("default_address")),
+    }
+    if "email_marketing_consent" in payload:  # left out of customer webhooks from 2025-01
+        node["emailMarketingConsent"] = (
             {
                 "marketingState": state,
                 "marketingOptInLevel": _enum(consent.get("opt_in_level")),
@@ -86,12 +98,9 @@ def customer(payload: Payload) -> Node:
             }
             if isinstance(consent, dict)
             else None
-        ),
-        "tags": _tags(payload.get("tags")),
-        "createdAt": _time(payload.get("created_at")),
-        "updatedAt": _time(payload.get("updated_at")),
-        "defaultAddress": _address(payload.get("default_address")),
-    }
+        )
+    if "tags" in payload:  # idem (customers/tags_added, tags_removed say what changed)
+        node["tags"] = _tags(payload.get("tags"))
     if "total_spent" in payload:
         node["amountSpent"] = _money(payload.get("total_spent"), payload.get("currency"))
     if payload.get("orders_count") is not None:
@@ -171,15 +180,26 @@ value upper-cased."""
 
 def carry_over(record: Node, stored: Node) -> Node:
     """`record` completed with what `stored` holds and a webhook does not carry: top-level
-    fields it lacks, and each line item's product fields it lacks (type, vendor, tags,
-    collections: the purchase's categories), matched by line item and product id."""
+    fields it lacks, the email's `marketingState` when the payload had no consent, and each
+    line item's product fields it lacks (type, vendor, tags, collections: the purchase's
+    categories), matched by line item and product id."""
     out = {**{k: v for k, v in stored.items() if k not in record}, **record}
+    email, before_email = out.get("defaultEmailAddress"), stored.get("defaultEmailAddress")
+    if isinstance(email, dict) and isinstance(before_email, dict):
+        out["defaultEmailAddress"] = _filled(email, before_email)
     lines = out.get("lineItems")
     before = {line.get("id"): line for line in stored.get("lineItems") or []
               if isinstance(line, dict)}  # fmt: skip
     if isinstance(lines, list) and before:
         out["lineItems"] = [_line_carried(line, before.get(line.get("id"))) for line in lines]
     return out
+
+
+def _filled(value: Node, before: Node) -> Node:
+    """`value` with the keys it lacks from `before`, in `before`'s order."""
+    if set(before) <= set(value):
+        return value
+    return {**{key: value.get(key, item) for key, item in before.items()}, **value}
 
 
 def _line_carried(line: Node, before: Node | None) -> Node:
