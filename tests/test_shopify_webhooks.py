@@ -441,3 +441,30 @@ def test_the_daemon_serves_the_webhooks_beside_its_other_routes(
         daemon.http.stop()
         daemon.shopify.close()
     assert shop.stored()[GID] == (CUSTOMER_NODE, False)
+
+
+@pytest.mark.postgres
+def test_a_consent_update_changes_only_the_customers_consent(shop: Shop) -> None:
+    """From API version 2025-01 a customer's consent arrives by
+    customers/email_marketing_consent_update, not with customers/update: an unsubscribe in
+    the shop reaches the cache (an opt-out for Mailchimp) without waiting for a pull, and the
+    rest of the stored customer stays as it was."""
+    assert shop.deliver("customers/create", CUSTOMER)[0] == 200
+    before, _ = shop.stored()[GID]
+    update = {"customer_id": CUSTOMER["id"], "email_address": CUSTOMER["email"],
+              "email_marketing_consent": {"state": "unsubscribed", "opt_in_level": "single_opt_in",
+                                          "consent_updated_at": "2022-01-05T10:00:00-05:00"}}  # fmt: skip
+    assert shop.deliver("customers/email_marketing_consent_update", update) == (
+        200, {"status": "applied"},
+    )  # fmt: skip
+    after, deleted = shop.stored()[GID]
+    assert after["emailMarketingConsent"] == {"marketingState": "UNSUBSCRIBED",
+        "marketingOptInLevel": "SINGLE_OPT_IN", "consentUpdatedAt": "2022-01-05T15:00:00Z"}  # fmt: skip
+    assert after["defaultEmailAddress"]["marketingState"] == "UNSUBSCRIBED"
+    assert {k: v for k, v in after.items() if k not in ("emailMarketingConsent",
+            "defaultEmailAddress")} == {k: v for k, v in before.items() if k not in (
+            "emailMarketingConsent", "defaultEmailAddress")}  # fmt: skip
+    assert not deleted
+    job = next(j for j in stream_jobs(shop.settings, only="shop").values()
+               if j.stream.name == "customers")  # fmt: skip
+    assert job.transformer.apply(after).attributes["email_opt_out"] is True

@@ -12,8 +12,10 @@ Shopify posts a REST-shaped JSON body with these headers (case-insensitive): `X-
   (default `SHOPIFY_WEBHOOK_SECRET`). The body's base64 HMAC-SHA256 under that secret is
   compared, in constant time, with `X-Shopify-Hmac-Sha256` over the raw bytes, before anything
   parses them. An unknown shop, a missing secret and a bad signature get the same 401.
-- Topics: `customers/create|update` → `customers`, `customers/delete` and the compliance topic
-  `customers/redact` → the customer's record deleted (redact: with the orders it names),
+- Topics: `customers/create|update` → `customers` (and `customers/email_marketing_consent_update`:
+  the consent alone, with the rest of the stored customer kept), `customers/delete` and the
+  compliance topic `customers/redact` → the customer's record deleted (redact: with the orders
+  it names),
   `orders/create|updated` → `orders`, `checkouts/create|update` → `checkouts`, each payload
   converted to the connector's node (`shopify_payloads.py`). `customers/data_request` and
   `shop/redact` are answered 200 and logged; nothing is stored (syncbridge keeps no data of its
@@ -160,6 +162,7 @@ TOPICS: dict[str, Topic] = {
     "customers/create": _one("customers", payloads.customer),
     "customers/update": _one("customers", payloads.customer),
     "customers/delete": _one("customers", payloads.deleted_customer),
+    "customers/email_marketing_consent_update": _one("customers", payloads.consent_update),
     "customers/redact": Topic("customers", _redact),
     "orders/create": _one("orders", payloads.order),
     "orders/updated": _one("orders", payloads.order),

@@ -90,15 +90,7 @@ def customer(payload: Payload) -> Node:
         "defaultAddress": _address(payload.get("default_address")),
     }
     if "email_marketing_consent" in payload:  # left out of customer webhooks from 2025-01
-        node["emailMarketingConsent"] = (
-            {
-                "marketingState": state,
-                "marketingOptInLevel": _enum(consent.get("opt_in_level")),
-                "consentUpdatedAt": _time(consent.get("consent_updated_at")),
-            }
-            if isinstance(consent, dict)
-            else None
-        )
+        node["emailMarketingConsent"] = _consent(consent)
     if "tags" in payload:  # idem (customers/tags_added, tags_removed say what changed)
         node["tags"] = _tags(payload.get("tags"))
     if "total_spent" in payload:
@@ -106,6 +98,30 @@ def customer(payload: Payload) -> Node:
     if payload.get("orders_count") is not None:
         node["numberOfOrders"] = str(payload["orders_count"])
     return node
+
+
+def consent_update(payload: Payload) -> Node:
+    """customers/email_marketing_consent_update (how customer consent changes arrive from API
+    version 2025-01, customer webhooks no longer carrying it): the customer's consent, and its
+    address when given; the rest of the record is kept from the stored one (`carry_over`)."""
+    key = _required(gid("Customer", payload, "customer_id") or gid("Customer", payload))
+    consent = payload.get("email_marketing_consent")
+    node: Node = {"id": key, "emailMarketingConsent": _consent(consent)}
+    email = payload.get("email_address") or None
+    if email is not None:
+        state = _enum(consent.get("state")) if isinstance(consent, dict) else None
+        node["defaultEmailAddress"] = {"emailAddress": email, "marketingState": state}
+    return node
+
+
+def _consent(consent: Any) -> Node | None:
+    if not isinstance(consent, dict):
+        return None
+    return {
+        "marketingState": _enum(consent.get("state")),
+        "marketingOptInLevel": _enum(consent.get("opt_in_level")),
+        "consentUpdatedAt": _time(consent.get("consent_updated_at")),
+    }
 
 
 def deleted_customer(payload: Payload) -> Node:
