@@ -81,9 +81,10 @@ def test_tags_reach_mailchimp_and_are_acknowledged_whatever_the_server_does_with
     else:  # the segment calls did it, as without inline tags
         assert len(segment_calls) >= 3
     # an unchanged second push writes nothing, whichever way the tags went
-    before = any_fake.write_calls()
+    before, calls = any_fake.write_calls(), len(any_fake.requests)
     push(engine, config, client_for(config))
     assert any_fake.write_calls() == before
+    assert not [p for _, p, _, _ in any_fake.requests[calls:] if "/segments" in p]  # no look-up
 
 
 def test_a_refused_batch_is_sent_again_without_tags_and_tags_stop_being_sent(

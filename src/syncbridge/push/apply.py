@@ -172,7 +172,11 @@ class StreamedPush:
             if through_batches:
                 self._batched(planner)
             else:
+                spelled = not self.inline.enabled
                 for plan in planner.chunks():
+                    if not spelled and any(plan.tag_adds.values()):
+                        spelled = True  # Mailchimp's tag names, read beside the first renames
+                        self.runner.submit(self.segments.spelling, "", priority=0)
                     self.runner.wait(lambda: self._in_flight < AHEAD)
                     self._count(plan)
                     self._start(plan)
