@@ -116,3 +116,36 @@ def test_a_lost_answer_of_a_batch_with_tags_is_repeated_and_then_acknowledged(
             "all", "odd",
         }  # fmt: skip
         assert [p for p, _ in _posts(fake) if "/segments" in p] == []
+
+
+def test_a_steady_cycle_sends_tags_as_mailchimp_spells_them_without_listing_tags(
+    engine: Engine,
+) -> None:
+    """Mailchimp's name of each tag is kept with its id: the next push that adds the tag sends
+    it as Mailchimp spells it (`VIP` for our `vip`) without listing the audience's tags; a
+    cache that kept bare ids (before the names) looks the names up once."""
+    from syncbridge.push.state import read_watermark, write_segment_ids
+
+    with FakeMailchimp() as fake:
+        fake.add_list("L1")
+        fake.seed_member("L1", "someone@gmail.com", tags=["VIP"])
+        config = settings_for(fake)
+        load(engine, [person(1, tags="vip")])
+        push(engine, config, client_for(config))
+        with engine.connect() as conn:
+            _, saved = read_watermark(conn, "L1")
+        assert saved["vip"][1] == "VIP"  # [id, Mailchimp's name]
+        with engine.begin() as conn:  # as a cache written before the names were kept
+            write_segment_ids(conn, "L1", {"vip": saved["vip"][0]})
+        for i, looked_up in ((2, True), (3, False)):
+            before = len(fake.requests)
+            load(engine, [person(i, tags="vip")])
+            push(engine, config, client_for(config))
+            new = fake.requests[before:]
+            [upsert] = [b for m, p, _, b in new if m == "POST" and p == "/3.0/lists/L1"]
+            assert upsert["members"][0]["tags"] == ["VIP"]
+            assert any(m == "GET" and p.endswith("/segments") for m, p, _, _ in new) == looked_up
+        assert [s for s in fake.segments("L1") if s.lower() == "vip"] == ["VIP"]
+        assert fake.segments("L1")["VIP"]["members"] == {
+            "someone@gmail.com", "person1@gmail.com", "person2@gmail.com", "person3@gmail.com",
+        }  # fmt: skip

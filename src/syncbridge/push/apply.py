@@ -150,7 +150,7 @@ class StreamedPush:
         audience: AudienceConfig,
         report: AudienceReport,
         config: MailchimpConfig,
-        segment_ids: dict[str, int],
+        segment_ids: dict[str, Any],
     ) -> None:
         self.client, self.engine, self.audience = client, engine, audience
         self.report, self.config = report, config
@@ -175,8 +175,9 @@ class StreamedPush:
                 spelled = not self.inline.enabled
                 for plan in planner.chunks():
                     if not spelled and any(plan.tag_adds.values()):
-                        spelled = True  # Mailchimp's tag names, read beside the first renames
-                        self.runner.submit(self.segments.spelling, "", priority=0)
+                        spelled = True  # names Mailchimp may spell otherwise, read beside renames
+                        new = [t for t, m in plan.tag_adds.items() if m]
+                        self.runner.submit(self.segments.spell, new, priority=0)
                     self.runner.wait(lambda: self._in_flight < AHEAD)
                     self._count(plan)
                     self._start(plan)
@@ -231,6 +232,8 @@ class StreamedPush:
         elif done.tags_unseen:
             self.inline.stop("Mailchimp's answer confirmed none of the tags sent")
         # the chunk's tag operations start only after this call: the plan is ours to change
+        for tag, name in done.learned.items():
+            self.segments.learn(tag, name)
         tagged = self.inline.settle(plan, done.tagged)
         if tagged:
             report.bump("tag additions", tagged)

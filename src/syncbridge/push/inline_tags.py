@@ -70,11 +70,19 @@ class InlineTags:
         return confirmed
 
 
-def confirmed_tags(member: dict[str, Any], sent: Iterable[str]) -> set[str] | None:
+def confirmed_tags(
+    member: dict[str, Any], sent: Iterable[str], learned: dict[str, str] | None = None
+) -> set[str] | None:
     """The sent tags that the member object Mailchimp answered with lists (whatever their
-    case); None when the object carries no tag list at all (nothing confirms them)."""
+    case); None when the object carries no tag list at all (nothing confirms them). Into
+    `learned`: each confirmed tag's name as Mailchimp lists it (a tag the call created is
+    spelled right from then on without a look-up)."""
     shown = member.get("tags")
     if not isinstance(shown, list):
         return None
-    names = {str(t.get("name", "")).casefold() for t in shown if isinstance(t, dict)}
-    return {t for t in sent if t.casefold() in names}
+    listed = {str(t["name"]).casefold(): str(t["name"])
+              for t in shown if isinstance(t, dict) and t.get("name")}  # fmt: skip
+    found = {t for t in sent if t.casefold() in listed}
+    if learned is not None:
+        learned.update({t: listed[t.casefold()] for t in found})
+    return found

@@ -42,6 +42,8 @@ class Upserted:
     """Profiles not acknowledged (planned again)."""
     tagged: dict[int, set[str]] = field(default_factory=dict)
     """Tags sent inside the call that Mailchimp confirmed, by profile."""
+    learned: dict[str, str] = field(default_factory=dict)
+    """Confirmed tags' names as the answer lists them."""
     tags_refused: bool = False
     """The call carried tags and was refused for it: it was made again without them."""
     tags_unseen: bool = False
@@ -145,7 +147,7 @@ def acknowledge_upserts(
                 row["tags"] = sorted(u.tags_before)
             sent = inline.get(u.member.profile_id) if inline else None
             if sent and done is not None:
-                shown = confirmed_tags(member, sent)
+                shown = confirmed_tags(member, sent, done.learned)
                 if shown is None:
                     done.tags_unseen = True
                 elif shown:

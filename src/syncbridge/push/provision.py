@@ -86,12 +86,13 @@ def static_segments(client: MailchimpClient, list_id: str) -> dict[str, int]:
     return {s["name"]: int(s["id"]) for s in list_segments(client, list_id, "static")}
 
 
-def by_folded_name(segments: dict[str, int], name: str) -> int | None:
-    """Mailchimp matches segment and tag names without regard to case: `vip` is `VIP`."""
+def folded_match(segments: dict[str, int], name: str) -> tuple[str, int] | None:
+    """(the name as Mailchimp has it, its id) of the segment named `name`: Mailchimp matches
+    segment and tag names without regard to case (`vip` is `VIP`)."""
     if name in segments:
-        return segments[name]
+        return name, segments[name]
     folded = name.casefold()
-    return next((i for n, i in segments.items() if n.casefold() == folded), None)
+    return next(((n, i) for n, i in segments.items() if n.casefold() == folded), None)
 
 
 def provision_segments(client: MailchimpClient, audience: AudienceConfig) -> list[str]:

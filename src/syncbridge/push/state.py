@@ -171,7 +171,7 @@ def set_mailchimp_status(conn: Connection, list_id: str, subscriber: str, status
     )
 
 
-def read_watermark(conn: Connection, list_id: str) -> tuple[datetime | None, dict[str, int]]:
+def read_watermark(conn: Connection, list_id: str) -> tuple[datetime | None, dict[str, Any]]:
     row = conn.execute(select(SYNC).where(SYNC.c.list_id == list_id)).mappings().first()
     if row is None:
         return None, {}
@@ -179,13 +179,13 @@ def read_watermark(conn: Connection, list_id: str) -> tuple[datetime | None, dic
 
 
 def write_sync(
-    conn: Connection, list_id: str, read_until: datetime | None, segment_ids: dict[str, int]
+    conn: Connection, list_id: str, read_until: datetime | None, segment_ids: dict[str, Any]
 ) -> None:
     row = {"list_id": list_id, "members_read_until": read_until, "segment_ids": segment_ids}
     insert_many(conn, SYNC, [row], ["list_id"], ["members_read_until", "segment_ids"])
 
 
-def write_segment_ids(conn: Connection, list_id: str, segment_ids: dict[str, int]) -> None:
+def write_segment_ids(conn: Connection, list_id: str, segment_ids: dict[str, Any]) -> None:
     """Remember the tags' segment ids (the read-back watermark beside them is left as it is)."""
     done = conn.execute(
         update(SYNC).where(SYNC.c.list_id == list_id).values(segment_ids=segment_ids)

@@ -29,7 +29,7 @@ from ..errors import FatalError
 from .client import ApiError, MailchimpClient
 from .desired import subscriber_hash
 from .plan import Plan
-from .provision import by_folded_name, static_segments
+from .provision import folded_match, static_segments
 from .report import AudienceReport
 from .state import write_segment_ids, write_states
 
@@ -48,18 +48,31 @@ Member = tuple[int, str]
 class TagSegments:
     """Static segment ids by tag name: known from earlier pushes, looked up in Mailchimp, or
     created (with the first members to add) the first time a tag is sent. Thread-safe; a
-    tag is created at most once, while other tags go on."""
+    tag is created at most once, while other tags go on.
+
+    Beside each id it keeps the name Mailchimp knows the tag by (Mailchimp matches tag names
+    without regard to case: our `vip` may be its `VIP`), saved with the ids as `[id, name]`
+    (a bare id was saved before the names were: its name is looked up once; a name learned
+    from a member object has no id yet), so a steady cycle sends its tags as Mailchimp spells
+    them without listing the audience's tags."""
 
     def __init__(
-        self, client: MailchimpClient, engine: Engine, list_id: str, known: dict[str, int]
+        self, client: MailchimpClient, engine: Engine, list_id: str, known: dict[str, Any]
     ) -> None:
         self.client, self.engine, self.list_id = client, engine, list_id
-        self.ids = dict(known)
+        self.ids: dict[str, int] = {}
+        self.names: dict[str, str] = {}
+        for tag, saved in known.items():
+            if isinstance(saved, list) and len(saved) == 2:
+                self.names[tag] = str(saved[1])
+                if saved[0] is not None:
+                    self.ids[tag] = int(saved[0])
+            else:
+                self.ids[tag] = int(saved)
         self.created: list[str] = []
         self._lock = threading.Lock()
         self._tag_locks: dict[str, threading.Lock] = {}
         self._in_mailchimp: dict[str, int] | None = None
-        self._spelled: dict[str, str] = {}
 
     def get(self, tag: str, first: list[str]) -> tuple[int, bool]:
         """(segment id, whether the segment was just created holding `first`)."""
@@ -72,27 +85,50 @@ class TagSegments:
             found = self.ids.get(tag)
             if found is not None:
                 return found, False
-            found = by_folded_name(self._mailchimp(), tag)
+            match = folded_match(self._mailchimp(), tag)
             holds = False
-            if found is None:
+            if match is None:
                 found, holds = self._create(tag, first)
-            with self._lock:
-                self.ids[tag] = found
-                with self.engine.begin() as conn:
-                    write_segment_ids(conn, self.list_id, self.ids)
+                name = tag
+            else:
+                name, found = match
+            self._remember(tag, found, name)
             return found, holds
 
     def spelling(self, tag: str) -> str:
         """The name Mailchimp knows this tag by (its case may differ), or the tag itself when
         Mailchimp has no such tag yet (as the push began)."""
-        segments = self._mailchimp()
-        if tag in segments:
+        known = self.names.get(tag)
+        if known is not None:
+            return known
+        match = folded_match(self._mailchimp(), tag)
+        if match is None:
             return tag
+        self._remember(tag, match[1], match[0])
+        return match[0]
+
+    def spell(self, tags: list[str]) -> None:
+        """Learn Mailchimp's names of these tags (one listing, only if one is not known)."""
+        for tag in tags:
+            self.spelling(tag)
+
+    def learn(self, tag: str, name: str) -> None:
+        """A tag's name as a member object listed it (a tag a batch upsert made). Only the
+        name: the id a member object gives its tags is not documented as the segment's."""
+        if self.names.get(tag) != name:
+            self._remember(tag, None, name)
+
+    def _remember(self, tag: str, segment: int | None, name: str) -> None:
         with self._lock:
-            if tag not in self._spelled:
-                folded = tag.casefold()
-                self._spelled[tag] = next((n for n in segments if n.casefold() == folded), tag)
-            return self._spelled[tag]
+            if self.names.get(tag) == name and (segment is None or self.ids.get(tag) == segment):
+                return
+            self.names[tag] = name
+            if segment is not None:
+                self.ids[tag] = segment
+            saved: dict[str, Any] = {t: [self.ids.get(t), n] for t, n in self.names.items()}
+            saved.update({t: i for t, i in self.ids.items() if t not in self.names})
+            with self.engine.begin() as conn:
+                write_segment_ids(conn, self.list_id, saved)
 
     def _mailchimp(self, again: bool = False) -> dict[str, int]:
         with self._lock:
@@ -108,12 +144,12 @@ class TagSegments:
         try:
             segment = self.client.call(self.client.sdk.lists.create_segment, self.list_id, body)
         except ApiError as exc:
-            found = by_folded_name(self._mailchimp(again=True), tag)
-            if found is None:
+            match = folded_match(self._mailchimp(again=True), tag)
+            if match is None:
                 raise FatalError(
                     f"cannot create tag {tag!r} in audience {self.list_id}: {exc}"
                 ) from None
-            return found, False
+            return match[1], False
         with self._lock:
             self.created.append(tag)
         return int(segment["id"]), segment.get("member_count") == len(set(first))
