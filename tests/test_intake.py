@@ -30,6 +30,8 @@ from syncbridge.intake.setup import serving
 from syncbridge.settings import load_settings
 from syncbridge.store.engine import open_engine
 
+from .fakes.http import post
+
 REPO = Path(__file__).resolve().parents[1]
 KEY = "wk_test_4f9a2c7e"
 CONFIG = """
@@ -65,19 +67,10 @@ class Intake:
         headers: dict[str, str] | None = None, raw: bytes | None = None,
     ) -> tuple[int, Any]:  # fmt: skip
         data = raw if raw is not None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method="POST")
-        request.add_header("Content-Type", "application/json")
+        sent = {"Content-Type": "application/json"}
         if key is not None and basic:
-            request.add_header(
-                "Authorization", "Basic " + base64.b64encode(f"{key}:".encode()).decode()
-            )
-        for name, value in (headers or {}).items():
-            request.add_header(name, value)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+            sent["Authorization"] = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+        return post(self.url + path, data, {**sent, **(headers or {})})
 
     def stored(self) -> dict[str, dict[str, Any]]:
         with self.engine.connect() as conn:

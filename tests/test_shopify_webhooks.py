@@ -32,6 +32,7 @@ from syncbridge.intake.shopify import prune, serving, shop_domain
 from syncbridge.pipeline import stream_jobs
 from syncbridge.settings import load_settings
 from syncbridge.store.engine import open_engine
+from tests.fakes.http import post
 from tests.fakes.shopify_webhooks import (
     CHECKOUT,
     CHECKOUT_NODE,
@@ -121,14 +122,7 @@ class Shop:
     settings: Settings
 
     def send(self, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
-        request = urllib.request.Request(self.url + "/webhooks/shopify", data=body, method="POST")
-        for name, value in headers.items():
-            request.add_header(name, value)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+        return post(self.url + "/webhooks/shopify", body, headers)
 
     def deliver(self, topic: str, payload: Any, **options: Any) -> tuple[int, Any]:
         secret = options.pop("secret", SECRET)
