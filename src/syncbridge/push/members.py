@@ -74,7 +74,7 @@ def upsert_batch(
         done.tags_refused, inline = True, None
         response = client.call(call, audience.list_id, upsert_body(upserts))
     done.absent = acknowledge_upserts(
-        engine, audience, upserts, response, report, inline, had or {}, done
+        engine, audience, upserts, response, report, inline, had, done
     )
     confirmed_members = response.get("new_members") or response.get("updated_members")
     if inline and confirmed_members and not done.tagged:  # sent, answered, none of them kept

@@ -88,8 +88,7 @@ class TagSegments:
             match = folded_match(self._mailchimp(), tag)
             holds = False
             if match is None:
-                found, holds = self._create(tag, first)
-                name = tag
+                name, found, holds = self._create(tag, first)
             else:
                 name, found = match
             self._remember(tag, found, name)
@@ -136,10 +135,12 @@ class TagSegments:
                 self._in_mailchimp = static_segments(self.client, self.list_id)
             return self._in_mailchimp
 
-    def _create(self, tag: str, first: list[str]) -> tuple[int, bool]:
-        """Create the tag with its first members. Mailchimp ignores addresses it does not hold,
-        so they count as tagged only when the new segment's count says all of them are in; a
-        create refused because the name exists (an earlier answer was lost) is looked up."""
+    def _create(self, tag: str, first: list[str]) -> tuple[str, int, bool]:
+        """Create the tag with its first members: (its name in Mailchimp, its id, whether it
+        holds them). Mailchimp ignores addresses it does not hold, so they count as tagged only
+        when the new segment's count says all of them are in; a create refused because the name
+        exists (an earlier answer was lost, or it was made meanwhile in another case) is looked
+        up, with the name Mailchimp gave it."""
         body = {"name": tag, "static_segment": first}
         try:
             segment = self.client.call(self.client.sdk.lists.create_segment, self.list_id, body)
@@ -149,10 +150,10 @@ class TagSegments:
                 raise FatalError(
                     f"cannot create tag {tag!r} in audience {self.list_id}: {exc}"
                 ) from None
-            return match[1], False
+            return match[0], match[1], False
         with self._lock:
             self.created.append(tag)
-        return int(segment["id"]), segment.get("member_count") == len(set(first))
+        return tag, int(segment["id"]), segment.get("member_count") == len(set(first))
 
 
 @dataclass
