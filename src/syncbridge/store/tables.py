@@ -261,8 +261,9 @@ class SegmentMembership(CacheTable, table=True):
     id: int | None = _id()
     segment: str = Field(max_length=100)
     profile_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
-    entered_at: datetime | None = _ts()
-    exited_at: datetime | None = _ts()
+    entered_at: datetime | None = _ts(index=True)
+    exited_at: datetime | None = _ts(index=True)
+    """Indexed, as `entered_at`: the status page counts the last day's entries and exits."""
 
 
 class TagMembership(CacheTable, table=True):
@@ -275,8 +276,9 @@ class TagMembership(CacheTable, table=True):
     id: int | None = _id()
     tag: str = Field(max_length=100)
     profile_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
-    entered_at: datetime | None = _ts()
-    exited_at: datetime | None = _ts()
+    entered_at: datetime | None = _ts(index=True)
+    exited_at: datetime | None = _ts(index=True)
+    """Indexed, as `entered_at`: the status page counts the last day's entries and exits."""
 
 
 class ShopifyWebhook(CacheTable, table=True):
