@@ -52,9 +52,9 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from syncbridge.cleaning import format_datetime, parse_datetime
+from syncbridge.cleaning import format_datetime
 from syncbridge.connectors import Connector, Page, SourceOptions, Stream, StreamOptions
-from syncbridge.cursors import Cursor, Resume
+from syncbridge.cursors import Cursor, Resume, stored_moment
 from syncbridge.remote import RetryPolicy
 
 from . import shopify_queries as q
@@ -159,7 +159,7 @@ class ShopifyStream(Stream):
             yield from self._bulk(state)
             return
         since = resume.mark if isinstance(resume.mark, datetime) else None
-        started = _moment(state.get("bulk_started_at"))
+        started = stored_moment(state.get("bulk_started_at"))
         if since is not None and started is not None:
             since = min(since, started)
         if since is not None:
@@ -289,7 +289,7 @@ class ShopifyStream(Stream):
         if not self.snapshot:
             return False
         hours = self.connector.options.reconcile_every_h
-        last = _moment(state.get("reconciled_at"))
+        last = stored_moment(state.get("reconciled_at"))
         now = type(self.connector).now()
         return hours == 0 or last is None or now - last >= timedelta(hours=hours)
 
@@ -346,15 +346,6 @@ class ShopifyConnector(Connector):
 
     def check(self) -> None:
         self.gql.execute(q.CHECK, {}, "shop", cost=1)
-
-
-def _moment(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return parse_datetime(value)
-    except ValueError:
-        return None
 
 
 __all__ = ["ShopifyConnector", "ShopifyOptions", "ShopifyStream"]
